@@ -1,0 +1,178 @@
+"""`edgepipe build`: reference -> stages -> int8 per target -> verification -> report, in a temporary
+directory that is moved into place only when the run is complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from calibration import make_calibration_set
+from targets import ExportOptions, FloatModel, get_target
+
+from .cache import Cache
+from .config import Config
+from .data import write_eval
+from .errors import TargetError
+from .export import export_target
+from .models import ModelFormat
+from .report import finalize, new_report, summary_table, write_report
+from .source import Source, load_source
+from .stage_runner import model_metrics, run_stages
+from .ui import UI
+from .verify import Bench, target_entry
+
+EVAL_REL = "data/eval.npz"
+ARTIFACT_DIR = {"tflite": "tflite", "openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    config: Config
+    targets: tuple[str, ...]
+    out: Path
+    device: Any = None  # None: this host; else a targets.ssh.SshDevice
+    allow_unsafe: bool = False
+    use_cache: bool = True
+
+
+def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
+    ref = src.reference
+    if ref.keras_model is not None:
+        dest = run_dir / "reference" / "model.keras"
+        dest.parent.mkdir(parents=True)
+        ref.keras_model.save(dest)
+        return {"path": "reference/model.keras", **model_metrics(ref.keras_model, src.data)}
+    from .models import accuracy, predict
+
+    shutil.copytree(ref.path, run_dir / "reference" / "saved_model")
+    size = sum(f.stat().st_size for f in (run_dir / "reference" / "saved_model").rglob("*") if f.is_file())
+    return {"path": "reference/saved_model", "accuracy": accuracy(predict(ref, src.data.x_test), src.data.y_test),
+            "params": None, "macs": None, "size_bytes": size}
+
+
+def _float_model(src: Source, keras_model: Any, keras_path: Path | None, scratch: Path) -> FloatModel:
+    shape = tuple(int(d) for d in src.reference.input_shape)  # type: ignore[arg-type]
+    if keras_model is None:
+        return FloatModel(src.reference.path, None, shape)
+    saved = scratch / "saved_model"
+    keras_model.export(str(saved), format="tf_saved_model", verbose=False)
+    if keras_path is None:
+        keras_path = scratch / "model.keras"
+        keras_model.save(keras_path)
+    return FloatModel(saved, keras_path, shape)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("tensorflow-cpu", "keras", "ai-edge-litert", "openvino", "nncf", "onnx", "onnxruntime", "tf2onnx"):
+        try:
+            out[dist] = version(dist)
+        except Exception:
+            continue
+    return out
+
+
+def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict[str, Any]:
+    cfg, cache = req.config, Cache(enabled=req.use_cache)
+    report = new_report()
+    report["budget"] = cfg.budget.model_dump()
+    report["config"] = cfg.name
+    src = load_source(cfg, allow_unsafe=req.allow_unsafe, cache=cache, ui=ui)
+    report["reference"] = _save_reference(src, run_dir)
+    report["reference"]["format"] = src.reference.format.value
+    write_eval(run_dir / EVAL_REL, src.data)
+    report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0])}
+    outcome = run_stages(cfg, src.reference.keras_model, src.model_id, src.data, src.data_id, run_dir, cache, ui)
+    if outcome is not None:
+        report["stages"] = outcome.entries
+        final, model_id, keras_path = outcome.model, outcome.model_id, outcome.keras_path
+        float_acc = outcome.entries[-1]["accuracy"]
+    else:
+        final, model_id, keras_path = src.reference.keras_model, src.model_id, None
+        float_acc = report["reference"]["accuracy"]
+        if src.reference.format is not ModelFormat.SAVED_MODEL:
+            keras_path = run_dir / "reference" / "model.keras"
+    fm = _float_model(src, final, keras_path, scratch)
+    q = cfg.quantize
+    calib = make_calibration_set(src.data.x_train, src.data.y_train, q.calibration_samples, seed=q.seed)
+    report["calibration"] = {"samples": len(calib), "sampling": calib.sampling.value, "source": "train split",
+                             "fingerprint": calib.fingerprint()[:16]}
+    report["versions"] = _versions()
+    for name in req.targets:
+        report["targets"][name] = _one_target(name, fm, model_id, calib, req, run_dir, report, float_acc, cache, ui)
+    return finalize(report)
+
+
+def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
+                report: dict[str, Any], float_acc: float, cache: Cache, ui: UI) -> dict[str, Any]:
+    cfg = req.config
+    opts = ExportOptions(calibration_method=cfg.quantize.calibration.value)
+    try:
+        exp = export_target(name, fm, model_id, calib, opts, cache, ui)
+    except TargetError as err:
+        ui.warn(str(err))
+        return {"error": str(err), "passed": False, "violations": [], "precision": "int8", "device": "host"}
+    folder = run_dir / ARTIFACT_DIR[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in exp.result.files:
+        shutil.copy2(exp.folder / f, folder / f)
+    ui.info(f"{name}: int8 artifact {'reused from cache' if exp.cached else 'built'}")
+    s = cfg.targets.settings(name)
+    rel = f"{ARTIFACT_DIR[name]}/{exp.result.artifact}"
+    rel_float = f"{ARTIFACT_DIR[name]}/{exp.result.float_artifact}" if exp.result.float_artifact else None
+    entry = target_entry(run_dir, rel, rel_float, EVAL_REL, report["reference"]["accuracy"], float_acc,
+                         cfg.budget, Bench(s.warmup, s.iterations, s.threads), ui, name, req.device)
+    entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
+    entry["float_layers"] = list(exp.result.float_layers)
+    entry["notes"] = list(exp.result.notes) + entry["notes"]
+    note = get_target(name).host_latency_note
+    if note and entry["device"] == "host" and note not in entry["notes"]:
+        entry["notes"].append(note)
+    return entry
+
+
+def build(req: BuildRequest, ui: UI) -> dict[str, Any]:
+    """Build into a temporary sibling of req.out and move it into place; nothing is left on failure."""
+    out = req.out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    scratch = Path(tempfile.mkdtemp(prefix="edgepipe-scratch-"))
+    try:
+        ui.log_to(tmp / "build.log")
+        report = _build_into(req, tmp, scratch, ui)
+        write_report(tmp, report)
+        _render_html(tmp, report, ui)
+        ui.log_to(None)
+        _replace_dir(tmp, out)
+    except BaseException:
+        ui.log_to(None)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ui.console.print(summary_table(report))
+    ui.info(f"report: {out / 'report.json'}  {out / 'report.html'}")
+    return report
+
+
+def _render_html(run_dir: Path, report: dict[str, Any], ui: UI) -> None:
+    from .html_report import render_html
+
+    with ui.task("rendering report.html"):
+        render_html(report, run_dir)
+
+
+def _replace_dir(src: Path, dest: Path) -> None:
+    """Move a finished run into place; an older run at `dest` is replaced only now."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

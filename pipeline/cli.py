@@ -1,0 +1,101 @@
+"""The `edgepipe` command. Exit codes: 0 built and every budget met; 1 built but a budget missed (or a
+target failed); 2 bad input or usage, one line on stderr, no traceback, no half-written run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .errors import EdgepipeError, UsageError
+
+EXIT_OK, EXIT_BUDGET, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
+        self.exit(EXIT_USAGE, f"edgepipe: error: {message} (see edgepipe {self.prog.split()[-1]} --help)\n")
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="host (default), a device profile or config [devices] name, or ssh://USER@HOST[:PORT]")
+    p.add_argument("--remote-python", help="python on the device (default: the profile's, else python3)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgepipe", description="Keras/TensorFlow model in, verified int8 artifacts per device out.")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress or tables on stderr")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    b = sub.add_parser("build", help="compress, quantize and verify for each target")
+    b.add_argument("config", nargs="?", default="digits-cnn", help="a TOML config or a built-in example")
+    b.add_argument("--target", action="append", dest="targets", metavar="NAME", help="tflite, openvino, tensorrt")
+    _device_args(b)
+    b.add_argument("--out", type=Path, help="run directory (default runs/<config-name>)")
+    b.add_argument("--no-cache", action="store_true", help="do not reuse cached stage or target outputs")
+    b.add_argument("--allow-unsafe-model", action="store_true", help="allow Lambda layers / arbitrary code in models")
+    b.add_argument("--json", action="store_true", help="print report.json on stdout")
+    v = sub.add_parser("verify", help="re-measure the artifacts of a run and rewrite its report")
+    v.add_argument("run_dir", type=Path)
+    _device_args(v)
+    v.add_argument("--json", action="store_true")
+    be = sub.add_parser("bench", help="latency of one .tflite / .onnx / OpenVINO .xml in its runtime")
+    be.add_argument("artifact", type=Path)
+    _device_args(be)
+    be.add_argument("--threads", type=int, default=1)
+    be.add_argument("--warmup", type=int, default=10)
+    be.add_argument("--iterations", type=int, default=100)
+    be.add_argument("--eval", type=Path, help="an eval.npz (x, y) to measure accuracy too")
+    be.add_argument("--json", action="store_true")
+    sub.add_parser("examples", help="list the built-in examples")
+    r = sub.add_parser("report", help="(re)render report.html from report.json")
+    r.add_argument("run_dir", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = _parser().parse_args(argv)
+    from .ui import UI
+
+    ui = UI(quiet=args.quiet)
+    try:
+        return _dispatch(args, ui)
+    except UsageError as err:
+        print(f"edgepipe: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except EdgepipeError as err:
+        print(f"edgepipe: failed: {err}", file=sys.stderr)
+        return EXIT_BUDGET
+    except KeyboardInterrupt:
+        print("edgepipe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug or an unforeseen runtime failure: one line, details in the log
+        import logging
+        import traceback
+
+        logging.getLogger("edgepipe").error("unexpected error\n%s", traceback.format_exc())
+        if os.environ.get("EDGEPIPE_DEBUG"):
+            traceback.print_exc()
+        msg = " ".join(str(err).split())[:300]
+        print(f"edgepipe: internal error: {type(err).__name__}: {msg} (EDGEPIPE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_BUDGET
+
+
+def _dispatch(args: argparse.Namespace, ui: Any) -> int:
+    from . import commands
+
+    handler = {"build": commands.cmd_build, "verify": commands.cmd_verify, "bench": commands.cmd_bench,
+               "examples": commands.cmd_examples, "report": commands.cmd_report}[args.command]
+    return handler(args, ui)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

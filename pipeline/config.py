@@ -1,0 +1,196 @@
+"""The build config: TOML validated with pydantic, unknown keys are errors."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+TARGET_NAMES = ("tflite", "openvino", "tensorrt")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CalibrationMethod(str, Enum):
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"
+
+
+class PruneMethod(str, Enum):
+    CHANNEL = "channel"
+    MAGNITUDE = "magnitude"
+
+
+class ModelSection(_Strict):
+    path: str | None = None
+    example: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if (self.path is None) == (self.example is None):
+            raise ValueError("set exactly one of 'path' or 'example'")
+        return self
+
+
+class DataSection(_Strict):
+    path: str | None = None
+    images: str | None = None
+    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
+    scale: Annotated[float, Field(gt=0)] = 1.0
+    mean: list[float] | None = None
+    std: list[Annotated[float, Field(gt=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSection:
+        if (self.path is None) == (self.images is None):
+            raise ValueError("set exactly one of 'path' or 'images'")
+        if self.images is not None and self.image_size is None:
+            raise ValueError("'images' needs 'image_size = [H, W]'")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("'mean' and 'std' go together")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError("'mean' and 'std' must have the same length")
+        return self
+
+
+class DistillSection(_Strict):
+    student: str = "width:0.5"
+    temperature: Annotated[float, Field(gt=0)] = 4.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-3
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    patience: Annotated[int, Field(ge=1)] = 4
+    validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+    @field_validator("student")
+    @classmethod
+    def _student(cls, v: str) -> str:
+        if v.startswith("width:"):
+            try:
+                w = float(v.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"'{v}' is not 'width:<number>'") from None
+            if not 0 < w <= 1:
+                raise ValueError(f"width multiplier must be in (0, 1], got {w}")
+        return v
+
+
+class PruneSection(_Strict):
+    method: PruneMethod = PruneMethod.CHANNEL
+    sparsity: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    epochs: Annotated[int, Field(ge=0, le=10_000)] = 5
+    iterations: Annotated[int, Field(ge=1, le=20)] = 1
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    batch_size: Annotated[int, Field(ge=1)] = 64
+
+
+class DecomposeSection(_Strict):
+    rank_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    epochs: Annotated[int, Field(ge=0, le=10_000)] = 3
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    batch_size: Annotated[int, Field(ge=1)] = 64
+
+
+class QuantizeSection(_Strict):
+    calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = 300
+    calibration: CalibrationMethod = CalibrationMethod.MINMAX
+    seed: int = 0
+
+
+class BudgetSection(_Strict):
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_latency_ms: Annotated[float, Field(gt=0)] | None = None
+    max_size_kb: Annotated[float, Field(gt=0)] | None = None
+
+
+class TargetSection(_Strict):
+    threads: Annotated[int, Field(ge=1, le=256)] = 1
+    warmup: Annotated[int, Field(ge=0, le=10_000)] = 10
+    iterations: Annotated[int, Field(ge=1, le=100_000)] = 100
+
+
+class TargetsSection(_Strict):
+    tflite: TargetSection | None = None
+    openvino: TargetSection | None = None
+    tensorrt: TargetSection | None = None
+
+    def enabled(self) -> list[str]:
+        return [n for n in TARGET_NAMES if getattr(self, n) is not None]
+
+    def settings(self, name: str) -> TargetSection:
+        return getattr(self, name) or TargetSection()
+
+
+class DeviceSection(_Strict):
+    host: str
+    python: str = "python3"
+    target: Literal["tflite", "openvino", "tensorrt"] | None = None
+
+
+class Config(_Strict):
+    name: str = "build"
+    base_dir: Path = Path(".")
+    model: ModelSection
+    data: DataSection | None = None
+    distill: DistillSection | None = None
+    prune: PruneSection | None = None
+    decompose: DecomposeSection | None = None
+    quantize: QuantizeSection = QuantizeSection()
+    budget: BudgetSection = BudgetSection()
+    targets: TargetsSection = TargetsSection()
+    devices: dict[str, DeviceSection] = {}
+
+    @model_validator(mode="after")
+    def _data_needed(self) -> Config:
+        if self.model.path is not None and self.data is None:
+            raise ValueError("a [data] section is needed with model.path")
+        return self
+
+    def resolve(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def config_from_dict(data: dict, *, name: str, base_dir: Path, source: str) -> Config:
+    """Validate a parsed config; a problem raises ConfigError naming the source and key."""
+    for reserved in ("name", "base_dir"):
+        if reserved in data:
+            raise ConfigError(f"{source}: {reserved}: unknown key")
+    try:
+        return Config.model_validate({**data, "name": name, "base_dir": base_dir})
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML config file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return config_from_dict(data, name=path.stem, base_dir=path.parent.resolve(), source=str(path))

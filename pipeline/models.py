@@ -1,0 +1,151 @@
+"""Loading models safely: .keras, legacy Keras 2 .h5, or a TF SavedModel directory."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import legacy_h5
+from .errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import keras
+
+UNSAFE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+
+
+class ModelFormat(str, Enum):
+    KERAS = "keras"
+    H5 = "h5"
+    SAVED_MODEL = "saved_model"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A Keras model, or (for a SavedModel) only its directory: quantization works from either."""
+
+    format: ModelFormat
+    path: Path
+    keras_model: keras.Model | None
+    input_shape: tuple[int | None, ...]  # one sample, without batch
+    num_classes: int
+    content_hash: str
+    notes: tuple[str, ...] = ()
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _keras_config_classes(path: Path) -> set[str]:
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return legacy_h5.class_names(json.loads(z.read("config.json")))
+    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+        raise ModelLoadError(f"{path}: not a valid .keras file ({err})") from None
+
+
+def _refuse_unsafe(path: Path, classes: set[str], allow_unsafe: bool) -> None:
+    bad = sorted(classes & UNSAFE_LAYERS)
+    if bad and not allow_unsafe:
+        raise ModelLoadError(
+            f"{path}: refusing to load a model with {', '.join(bad)} layers (they run arbitrary code); "
+            "pass --allow-unsafe-model if you trust this file"
+        )
+
+
+def _load_keras(path: Path, allow_unsafe: bool) -> tuple[keras.Model, tuple[str, ...]]:
+    import keras
+
+    notes: tuple[str, ...] = ()
+    if path.suffix == ".keras":
+        _refuse_unsafe(path, _keras_config_classes(path), allow_unsafe)
+        return keras.saving.load_model(path, compile=False, safe_mode=not allow_unsafe), notes
+    config = legacy_h5.read_config(path)
+    if config is None:
+        raise ModelLoadError(f"{path}: the .h5 file holds weights only, no model config")
+    _refuse_unsafe(path, legacy_h5.class_names(config), allow_unsafe)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not allow_unsafe), notes
+    except Exception:  # Keras 3 refuses many Keras 2 configs: adapt and retry
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        fixed = Path(tmp) / "adapted.h5"
+        dropped = legacy_h5.adapted_copy(path, fixed)
+        model = keras.saving.load_model(fixed, compile=False, safe_mode=not allow_unsafe)
+    note = "legacy Keras 2 .h5 adapted for Keras 3"
+    return model, (note + (f" (dropped {', '.join(dropped)})" if dropped else ""),)
+
+
+def _saved_model_signature(path: Path) -> tuple[tuple[int | None, ...], int]:
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    spec = list(fn.structured_input_signature[1].values())[0]
+    out = list(fn.structured_outputs.values())[0]
+    return tuple(spec.shape[1:]), int(out.shape[-1])
+
+
+def load_model(path: Path, *, allow_unsafe: bool = False) -> LoadedModel:
+    """Load a model file; every failure becomes one clear ModelLoadError."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: model not found")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ModelLoadError(f"{path}: a directory but not a TF SavedModel (no saved_model.pb)")
+        try:
+            shape, classes = _saved_model_signature(path)
+        except Exception as err:
+            raise ModelLoadError(f"{path}: cannot read the SavedModel's serving_default signature ({err})") from None
+        return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, file_hash(path))
+    fmt = {".keras": ModelFormat.KERAS, ".h5": ModelFormat.H5, ".hdf5": ModelFormat.H5}.get(path.suffix.lower())
+    if fmt is None:
+        raise ModelLoadError(f"{path}: unsupported model file (expected .keras, .h5 or a SavedModel directory)")
+    try:
+        model, notes = _load_keras(path, allow_unsafe)
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        msg = " ".join(str(err).split())[:300]
+        raise ModelLoadError(f"{path}: cannot load the model: {type(err).__name__}: {msg}") from None
+    return from_keras(model, fmt, path, file_hash(path), notes)
+
+
+def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: str,
+               notes: tuple[str, ...] = ()) -> LoadedModel:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelLoadError(f"{path}: edgepipe handles models with one input and one output")
+    shape = tuple(model.inputs[0].shape[1:])
+    return LoadedModel(fmt, path, model, shape, int(model.outputs[0].shape[-1]), content_hash, notes)
+
+
+def predict(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Float predictions of the reference model (Keras, or the SavedModel's serving signature)."""
+    if loaded.keras_model is not None:
+        return np.asarray(loaded.keras_model.predict(x, batch_size=batch_size, verbose=0))
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(loaded.path)).signatures["serving_default"]
+    outs = []
+    for i in range(0, x.shape[0], batch_size):
+        res: dict[str, Any] = fn(tf.constant(x[i : i + batch_size]))
+        outs.append(np.asarray(list(res.values())[0]))
+    return np.concatenate(outs)
+
+
+def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(pred.reshape(pred.shape[0], -1).argmax(axis=1) == y))

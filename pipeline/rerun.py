@@ -1,0 +1,40 @@
+"""`edgepipe verify`: re-measure a finished run's artifacts (on this host or a device), rewrite its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import BudgetSection
+from .errors import UsageError
+from .report import finalize, read_report, summary_table, write_report
+from .ui import UI
+from .verify import Bench, judge, run_measurement
+
+
+def verify_run(run_dir: Path, device: Any, ui: UI) -> dict[str, Any]:
+    report = read_report(run_dir)
+    budget = BudgetSection(**(report.get("budget") or {}))
+    ref_acc = report["reference"]["accuracy"]
+    eval_path = run_dir / report["eval_set"]["path"]
+    for name, t in report["targets"].items():
+        if t.get("error") or not t.get("artifact"):
+            continue
+        artifact = run_dir / t["artifact"]
+        if not artifact.is_file():
+            raise UsageError(f"{artifact}: artifact listed in report.json is missing")
+        lat = t.get("latency_ms") or {}
+        bench = Bench(int(lat.get("warmup", 10)), int(lat.get("iterations", 100)), int(lat.get("threads", 1)))
+        m = run_measurement(artifact, eval_path, bench, ui, name, device)
+        t.update(runtime=m["runtime"], device=m["device"], accuracy=m["accuracy"], latency_ms=m["latency_ms"],
+                 latency_samples_ms=m.get("latency_samples_ms", []), peak_memory_kb=m.get("peak_memory_kb"))
+        if m["accuracy"] is not None:
+            t["accuracy_drop"] = round(ref_acc - m["accuracy"], 6)
+        judge(t, budget)
+    finalize(report)
+    write_report(run_dir, report)
+    from .html_report import render_html
+
+    render_html(report, run_dir)
+    ui.console.print(summary_table(report))
+    return report

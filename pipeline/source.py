@@ -1,0 +1,77 @@
+"""The build's input: the reference (teacher) model and the preprocessed data, from a config."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import Cache, cache_key
+from .config import Config
+from .data import RawData, prepare, preprocess_from, read_image_folder, read_npz
+from .errors import DataError
+from .examples import get_example
+from .models import LoadedModel, ModelFormat, from_keras, load_model
+from .stages.base import TrainData
+from .training import fit_classifier
+from .ui import UI
+
+
+@dataclass(frozen=True)
+class Source:
+    reference: LoadedModel
+    data: TrainData
+    data_id: str  # data content hash + preprocessing, for cache keys
+    model_id: str  # the reference model's identity, for cache keys
+    cached_teacher: bool
+
+
+def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache: Cache, ui: UI) -> Source:
+    import keras
+
+    ex = get_example(name)
+    key = cache_key("example-teacher", ex.name, ex.version, seed)
+    hit = cache.get(key)
+    if hit is None:
+        keras.utils.set_random_seed(seed)
+        model = ex.build_teacher()
+        fit_classifier(model, data.x_train, data.y_train, epochs=ex.epochs, learning_rate=2e-3, seed=seed,
+                       callbacks=ui.keras_callbacks(f"training the {name} teacher", ex.epochs))
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(Path(tmp) / "model.keras")
+            hit = cache.put(key, Path(tmp))
+        cached = False
+    else:
+        cached = True
+        ui.info(f"teacher of {name}: reused from cache")
+    model = keras.saving.load_model(hit / "model.keras", compile=False)
+    ref = from_keras(model, ModelFormat.KERAS, Path(f"example:{name}"), key)
+    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, cached)
+
+
+def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI) -> Source:
+    """Load (or, for a built-in example, train) the reference model and load the data it is judged on."""
+    seed = config.quantize.seed
+    if config.model.example is not None:
+        ex = get_example(config.model.example)
+        if config.data is None:
+            raw, pre = ex.load(), ex.preprocess
+            probe = ex.build_teacher()
+            data = prepare(raw, pre, tuple(probe.inputs[0].shape[1:]), int(probe.outputs[0].shape[-1]))
+            return _example_teacher(ex.name, raw, data, seed, cache, ui)
+        raise DataError("a built-in example brings its own data: remove the [data] section or use model.path")
+    assert config.model.path is not None and config.data is not None
+    with ui.task("loading the model"):
+        ref = load_model(config.resolve(config.model.path), allow_unsafe=allow_unsafe)
+    for note in ref.notes:
+        ui.info(note)
+    section = config.data
+    if section.path is not None:
+        raw = read_npz(config.resolve(section.path))
+    else:
+        assert section.images is not None and section.image_size is not None
+        channels = ref.input_shape[-1] or 3
+        raw = read_image_folder(config.resolve(section.images), section.image_size, int(channels), seed)
+    pre = preprocess_from(section)
+    data = prepare(raw, pre, ref.input_shape, ref.num_classes)
+    return Source(ref, data, raw.source + "|" + pre.key(), ref.content_hash, False)

@@ -1,0 +1,54 @@
+"""The compression stage interface: Keras model in, smaller Keras model out.
+
+The runner owns caching (content hash of input model, stage name, version and config), saving
+`stages/<name>/model.keras`, and measuring params/MACs/size/accuracy/latency. A stage only transforms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Preprocessed training and test splits in the model's input layout; labels are int64 class ids."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class StageContext:
+    data: TrainData
+    teacher: keras.Model
+    seed: int = 0
+    # Returns Keras callbacks that show training progress under a label; may return [].
+    progress_callbacks: Callable[[str, int], list[Any]] = field(default=lambda label, epochs: [])
+
+
+@dataclass(frozen=True)
+class StageResult:
+    model: keras.Model
+    notes: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    name: str
+    version: str
+
+    def config_dict(self) -> dict[str, Any]:
+        """The settings that change the output; part of the cache key."""
+        ...
+
+    def run(self, model: keras.Model, ctx: StageContext) -> StageResult: ...

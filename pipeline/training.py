@@ -1,0 +1,44 @@
+"""Plain supervised training, shared by examples and fine-tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+
+def outputs_probabilities(model: keras.Model) -> bool:
+    """True when the model's last layer applies softmax (probabilities), False for logits."""
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    return getattr(act, "__name__", "") == "softmax"
+
+
+def fit_classifier(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    learning_rate: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    callbacks: list[Any] | None = None,
+) -> keras.Model:
+    """Compile with Adam and sparse cross-entropy (from logits when the model outputs logits) and fit."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+              validation_data=validation, callbacks=callbacks or [])
+    return model
+
+
+ProgressFactory = Callable[[str, int], list[Any]]

@@ -1,0 +1,85 @@
+"""Terminal output: progress bars and tables on stderr (stdout stays clean for --json), and a log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+log = logging.getLogger("edgepipe")
+log.propagate = False  # the console shows what matters; the log file gets everything
+
+
+class UI:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.console = Console(stderr=True, quiet=quiet)
+        if not self.console.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
+            self.console.width = max(self.console.width, 140)
+        self._log_handler: logging.Handler | None = None
+
+    def info(self, msg: str) -> None:
+        log.info(msg)
+        self.console.print(msg, highlight=False)
+
+    def warn(self, msg: str) -> None:
+        log.warning(msg)
+        self.console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+
+    def log_to(self, path: Path | None) -> None:
+        """Send the log to `path` (the run's build.log), or stop logging to a file."""
+        if self._log_handler is not None:
+            log.removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+        if path is not None:
+            handler = logging.FileHandler(path, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            self._log_handler = handler
+
+    def _progress(self) -> Progress:
+        return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=self.console, transient=True, disable=self.quiet)
+
+    @contextlib.contextmanager
+    def task(self, label: str, total: int | None = None) -> Iterator[Any]:
+        """A progress bar (or a spinner when total is None); yields advance(n=1)."""
+        log.info("start: %s", label)
+        with self._progress() as prog:
+            tid = prog.add_task(label, total=total)
+            yield lambda n=1: prog.advance(tid, n)
+        log.info("done: %s", label)
+
+    def keras_callbacks(self, label: str, epochs: int) -> list[Any]:
+        """A Keras callback that advances a progress bar once per epoch."""
+        import keras
+
+        ui = self
+
+        class _Epochs(keras.callbacks.Callback):
+            def on_train_begin(self, logs: Any = None) -> None:
+                self._cm = ui.task(label, total=epochs)
+                self._advance = self._cm.__enter__()
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                self._advance()
+                log.info("%s epoch %d: %s", label, epoch + 1, {k: round(float(v), 4) for k, v in (logs or {}).items()})
+
+            def on_train_end(self, logs: Any = None) -> None:
+                self._cm.__exit__(None, None, None)
+
+        return [_Epochs()]

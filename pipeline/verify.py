@@ -1,0 +1,98 @@
+"""Verification: run an artifact in its own runtime on the verifying device; accuracy, latency, size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from targets import runner
+
+from .budget import Measured, check
+from .config import BudgetSection
+from .ui import UI
+
+HOST = "host"
+
+
+@dataclass(frozen=True)
+class Bench:
+    warmup: int = 10
+    iterations: int = 100
+    threads: int = 1
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes on disk, with an OpenVINO .xml's .bin."""
+    size = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size
+
+
+def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str) -> dict[str, Any]:
+    """The device runner's measurement, in this process, with progress bars."""
+    session = runner.open_session(artifact, bench.threads)
+    out: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0, "device": HOST}
+    if eval_path is not None:
+        with np.load(eval_path) as data:
+            x, y = data["x"].astype(np.float32), data["y"]
+        with ui.task(f"{label}: accuracy on {len(y)} samples"):
+            out["accuracy"] = runner.evaluate(session, x, y)
+        out["samples"] = int(len(y))
+        probe = x[:1]
+    else:
+        probe = np.zeros(runner._input_shape(artifact), np.float32)
+    with ui.task(f"{label}: latency, {bench.iterations} runs", total=bench.iterations) as advance:
+        stats, samples = runner.measure(session, probe, bench.warmup, bench.iterations, bench.threads, tick=advance)
+    out["latency_ms"], out["latency_samples_ms"] = stats, samples
+    out["peak_memory_kb"] = runner.peak_memory_kb()
+    return out
+
+
+def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str,
+                    device: Any = None) -> dict[str, Any]:
+    """On the host, or on an SSH device (`device` is a targets.ssh.SshDevice)."""
+    if device is None:
+        return run_on_host(artifact, eval_path, bench, ui, label)
+    from targets.ssh import run_remote
+
+    with ui.task(f"{label}: measuring on {device}"):
+        return run_remote(device, artifact, eval_path, warmup=bench.warmup, iterations=bench.iterations,
+                          threads=bench.threads)
+
+
+def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_rel: str,
+                 reference_accuracy: float, float_accuracy: float | None, budget: BudgetSection,
+                 bench: Bench, ui: UI, label: str, device: Any = None) -> dict[str, Any]:
+    """Measure the int8 artifact (and its float twin for the latency gate); the report's target entry."""
+    eval_path = run_dir / eval_rel
+    m = run_measurement(run_dir / rel_artifact, eval_path, bench, ui, label, device)
+    entry: dict[str, Any] = {
+        "artifact": rel_artifact, "precision": "int8", "runtime": m["runtime"], "device": m["device"],
+        "size_bytes": artifact_size(run_dir / rel_artifact), "float_accuracy": float_accuracy,
+        "accuracy": m["accuracy"], "accuracy_drop": None, "float_layers": [],
+        "latency_ms": m["latency_ms"], "latency_samples_ms": m.get("latency_samples_ms", []),
+        "peak_memory_kb": m.get("peak_memory_kb"), "notes": [],
+    }
+    if m["accuracy"] is not None:
+        entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
+    if rel_float is not None:
+        fm = run_measurement(run_dir / rel_float, None, bench, ui, f"{label} float", device)
+        entry["float_artifact"] = rel_float
+        entry["float_latency_ms"] = fm["latency_ms"]
+        speedup = fm["latency_ms"]["median"] / max(m["latency_ms"]["median"], 1e-9)
+        entry["int8_speedup"] = round(speedup, 3)
+        if speedup <= 1.0:
+            entry["notes"].append(f"int8 is not faster than float on {m['device']} "
+                                  f"({m['latency_ms']['median']:.3f} vs {fm['latency_ms']['median']:.3f} ms)")
+    judge(entry, budget)
+    return entry
+
+
+def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
+    lat = (entry.get("latency_ms") or {}).get("median")
+    entry["violations"] = check(budget, Measured(entry.get("accuracy_drop"), lat, entry.get("size_bytes")))
+    entry["passed"] = not entry["violations"] and not entry.get("error")

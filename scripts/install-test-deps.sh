@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the system packages that the test suite needs (Debian, run as root). Idempotent: each
+# package is installed only when its command is missing, so a second run does nothing.
+set -euo pipefail
+
+APT_UPDATED=0
+apt_install() {
+  if [ "$APT_UPDATED" = 0 ]; then
+    apt-get update
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# Headless browser for tests/pipeline/test_html_report.py (renders report.html).
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+
+# --- Other system test dependencies go here (one `command -v X || apt_install PKG` line each) ---
+# e.g. command -v sshd >/dev/null 2>&1 || apt_install openssh-server
+#      command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
+# --- openssh: tests/targets/test_ssh.py starts a throw-away sshd on 127.0.0.1 (real ssh/scp) ---
+[ -x /usr/sbin/sshd ] || apt_install openssh-server
+command -v ssh >/dev/null 2>&1 && command -v scp >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
+  || apt_install openssh-client
+# --- end of openssh ---
+# --- end of other system test dependencies ---

@@ -1,0 +1,265 @@
+"""Device-side runner: latency, peak memory and accuracy of one artifact in its own runtime.
+
+Self-contained on purpose (Python >= 3.8, numpy and the artifact's runtime only): the SSH transport
+copies this file to the device and runs it there; the host imports the same functions.
+
+    python runner.py ARTIFACT [--eval EVAL.npz] [--warmup N] [--iterations N] [--threads N]
+                     [--tensorrt] [--exit-on-eof]
+
+prints one JSON object on stdout. `--tensorrt` (a .onnx on a Jetson) builds the engine with trtexec and
+times it with trtexec; `--exit-on-eof` ends the run when stdin closes (the SSH connection dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class Session:
+    """One loaded artifact: `run(x)` takes a float32 batch of one and returns float32 outputs."""
+
+    runtime = "unknown"
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return "unknown"
+
+
+class LiteRTSession(Session):
+    def __init__(self, path: Path, threads: int) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+
+            self.runtime = "ai-edge-litert " + _version("ai-edge-litert")
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+
+            self.runtime = "tflite-runtime " + _version("tflite-runtime")
+        self.interp = Interpreter(model_path=str(path), num_threads=threads)
+        self.interp.allocate_tensors()
+        self.inp = self.interp.get_input_details()[0]
+        self.out = self.interp.get_output_details()[0]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        d = self.inp
+        if d["dtype"] != np.float32:
+            scale, zero = d["quantization"]
+            info = np.iinfo(d["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
+        self.interp.set_tensor(d["index"], x)
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.out["index"])
+        if self.out["dtype"] != np.float32:
+            scale, zero = self.out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+
+class OpenVINOSession(Session):
+    def __init__(self, path: Path, threads: int) -> None:
+        import openvino as ov
+
+        self.runtime = "openvino " + ov.get_version().split("-")[0]
+        core = ov.Core()
+        cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads)}
+        self.compiled = core.compile_model(str(path), "CPU", cfg)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer([x])
+        return np.asarray(self.request.get_output_tensor(0).data, dtype=np.float32).copy()
+
+
+class OnnxRuntimeSession(Session):
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        self.runtime = "onnxruntime " + ort.__version__
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.name = self.sess.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.sess.run(None, {self.name: x})[0], dtype=np.float32)
+
+
+SESSIONS = {".tflite": LiteRTSession, ".xml": OpenVINOSession, ".onnx": OnnxRuntimeSession}
+
+
+def open_session(path: Path, threads: int = 1) -> Session:
+    """Load an artifact with the runtime its file type calls for."""
+    cls = SESSIONS.get(Path(path).suffix.lower())
+    if cls is None:
+        raise ValueError(f"unsupported artifact type {Path(path).suffix!r} (expected .tflite, .xml or .onnx)")
+    return cls(Path(path), threads)
+
+
+def latency_stats(samples_ms: list[float], warmup: int, threads: int) -> dict:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "median": float(np.median(a)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "min": float(a.min()),
+        "iterations": int(a.size),
+        "warmup": int(warmup),
+        "threads": int(threads),
+    }
+
+
+def measure(
+    session: Session,
+    x: np.ndarray,
+    warmup: int = 10,
+    iterations: int = 100,
+    threads: int = 1,
+    tick: Callable[[], None] | None = None,
+) -> tuple:
+    """Time `iterations` single-sample runs after `warmup`; returns (stats dict, samples in ms)."""
+    for _ in range(warmup):
+        session.run(x)
+    samples = []
+    for _ in range(iterations):
+        t0 = time.perf_counter_ns()
+        session.run(x)
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if tick is not None:
+            tick()
+    return latency_stats(samples, warmup, threads), samples
+
+
+def evaluate(session: Session, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy, one sample at a time (the way the device runs)."""
+    correct = 0
+    for i in range(x.shape[0]):
+        out = session.run(x[i : i + 1])
+        correct += int(np.argmax(out.reshape(-1)) == int(y[i]))
+    return correct / max(1, int(x.shape[0]))
+
+
+def peak_memory_kb() -> int | None:
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    except Exception:
+        return None
+
+
+def run(
+    artifact: Path, eval_path: Path | None, warmup: int, iterations: int, threads: int, tensorrt: bool = False
+) -> dict:
+    if tensorrt:
+        return run_tensorrt(artifact, eval_path, warmup, iterations)
+    session = open_session(artifact, threads)
+    result: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0}
+    if eval_path is not None:
+        with np.load(str(eval_path)) as data:
+            x, y = data["x"].astype(np.float32), data["y"]
+        result["accuracy"] = evaluate(session, x, y)
+        result["samples"] = int(x.shape[0])
+        probe = x[:1]
+    else:
+        probe = np.zeros(_input_shape(artifact), dtype=np.float32)
+    stats, samples = measure(session, probe, warmup, iterations, threads)
+    result["latency_ms"] = stats
+    result["latency_samples_ms"] = samples
+    result["peak_memory_kb"] = peak_memory_kb()
+    return result
+
+
+def _input_shape(artifact: Path) -> tuple:
+    suffix = artifact.suffix.lower()
+    if suffix == ".tflite":
+        s = LiteRTSession(artifact, 1).inp["shape"]
+    elif suffix == ".xml":
+        import openvino as ov
+
+        s = [d.get_length() if d.is_static else 1 for d in ov.Core().read_model(str(artifact)).inputs[0].partial_shape]
+    else:
+        import onnxruntime as ort
+
+        s = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    dims = [d if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in list(s)]
+    return tuple([1] + [int(d) for d in dims[1:]])
+
+
+# Processes this runner started (trtexec): killed with it when the SSH connection drops.
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations: int) -> dict:
+    """TensorRT on the device: trt_runner.py sits next to this file (the SSH transport copies both)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgepipe_trt_runner", Path(__file__).with_name("trt_runner.py"))
+    if spec is None or spec.loader is None or not Path(str(spec.origin)).exists():
+        raise RuntimeError("trt_runner.py is missing next to runner.py: copy both files to the device")
+    trt_runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trt_runner)
+    return trt_runner.run_tensorrt(artifact, eval_path, warmup, iterations, base=sys.modules[__name__])
+
+
+def _exit_on_stdin_eof() -> None:
+    """End this process (and trtexec) when stdin closes: the SSH connection that started it is gone."""
+
+    def watch() -> None:
+        try:  # os.read, not sys.stdin: a daemon thread inside a buffered read aborts interpreter shutdown
+            while os.read(0, 4096):
+                pass
+        except Exception:
+            pass
+        for child in _CHILDREN:
+            child.kill()
+        os._exit(4)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edgepipe-runner", description=__doc__.splitlines()[0])
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--eval", type=Path, default=None)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tensorrt", action="store_true", help="build and time a TensorRT engine with trtexec")
+    p.add_argument("--exit-on-eof", action="store_true", help="exit when stdin closes (used over SSH)")
+    a = p.parse_args(argv)
+    if a.exit_on_eof:
+        _exit_on_stdin_eof()
+    try:
+        out = run(a.artifact, a.eval, a.warmup, a.iterations, a.threads, a.tensorrt)
+    except Exception as err:  # one JSON line, never a traceback: the host reports it
+        print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
+        return 3
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
