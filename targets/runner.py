@@ -262,4 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if (Path(__file__).resolve().parent / "__init__.py").exists() and sys.path and sys.path[0]:
+        if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+            del sys.path[0]  # run from the source tree: targets/openvino.py must not shadow `openvino`
     sys.exit(main())

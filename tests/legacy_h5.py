@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 
 
-def _conv(name: str, filters: int, *, input_shape: list | None = None) -> dict:
+def _conv(name: str, filters: int, activation: str, *, input_shape: list | None = None) -> dict:
     cfg = {
         "name": name, "trainable": True, "dtype": "float32", "filters": filters, "kernel_size": [3, 3],
         "strides": [1, 1], "padding": "same", "data_format": "channels_last", "dilation_rate": [1, 1],
-        "groups": 1, "activation": "relu", "use_bias": True,
+        "groups": 1, "activation": activation, "use_bias": True,
         "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
         "bias_initializer": {"class_name": "Zeros", "config": {}},
         "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
@@ -49,7 +49,7 @@ def _dense(name: str, units: int, activation: str) -> dict:
 
 
 def write_keras2_h5(path: Path, keras_model, input_shape: tuple[int, ...]) -> None:
-    """Save `keras_model` (Conv2D, BatchNormalization, GlobalAveragePooling2D, Dense layers, Sequential)
+    """Save `keras_model` (Conv2D, BatchNormalization, Activation, GlobalAveragePooling2D, Dense; Sequential)
     as tf.keras 2.x would: a Sequential config with no InputLayer (batch_input_shape on the first layer),
     legacy-only layer keys, and weights under model_weights/<layer>/<layer>/<weight>:0."""
     layers, weights = [], []
@@ -57,7 +57,8 @@ def write_keras2_h5(path: Path, keras_model, input_shape: tuple[int, ...]) -> No
     for layer in keras_model.layers:
         kind = type(layer).__name__
         if kind == "Conv2D":
-            layers.append(_conv(layer.name, layer.filters, input_shape=list(input_shape) if first else None))
+            layers.append(_conv(layer.name, layer.filters, layer.activation.__name__,
+                                input_shape=list(input_shape) if first else None))
             names = ["kernel", "bias"]
         elif kind == "BatchNormalization":
             layers.append(_bn(layer.name))
@@ -66,6 +67,11 @@ def write_keras2_h5(path: Path, keras_model, input_shape: tuple[int, ...]) -> No
             layers.append({"class_name": "GlobalAveragePooling2D", "config": {
                 "name": layer.name, "trainable": True, "dtype": "float32", "data_format": "channels_last",
                 "keepdims": False}})
+            names = []
+        elif kind == "Activation":
+            layers.append({"class_name": "Activation", "config": {
+                "name": layer.name, "trainable": True, "dtype": "float32",
+                "activation": layer.activation.__name__}})
             names = []
         elif kind == "Dense":
             layers.append(_dense(layer.name, layer.units, layer.activation.__name__))

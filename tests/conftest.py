@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny models built in code, the digits data as an npz, one cached build per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test session gets its own edgepipe cache."""
+    path = tmp_path_factory.mktemp("edgepipe-cache")
+    os.environ["EDGEPIPE_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-learn's 8x8 digits, raw 0..16 values, (N, 8, 8) without a channel axis."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(d.images, d.target, test_size=0.2, stratify=d.target, random_state=1)
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, x_train=x_tr.astype(np.float32), y_train=y_tr, x_test=x_te.astype(np.float32), y_test=y_te)
+    return path
+
+
+def tiny_cnn():
+    import keras
+    from keras import layers
+
+    inp = keras.Input((8, 8, 1))
+    x = layers.Conv2D(16, 3, padding="same")(inp)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Conv2D(24, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+def train(model, npz: Path, epochs: int = 25):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    with np.load(npz) as d:
+        x, y = d["x_train"][..., None] / 16.0, d["y_train"]
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained CNN saved as .keras (held-out accuracy around 0.95+)."""
+    path = tmp_path_factory.mktemp("models") / "cnn.keras"
+    train(tiny_cnn(), digits_npz).save(path)
+    return path
+
+
+def write_config(path: Path, model: Path | str, data: Path, extra: str = "",
+                 targets: tuple[str, ...] = ("tflite", "openvino", "tensorrt")) -> Path:
+    tables = "\n".join(f"[targets.{t}]\niterations = 20\nwarmup = 2" for t in targets)
+    path.write_text(f'[model]\npath = "{model}"\n\n[data]\npath = "{data}"\nscale = 16.0\n\n'
+                    f"[quantize]\ncalibration_samples = 200\n\n{extra}\n{tables}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full three-target build of the trained CNN, shared by the tests that read its artifacts."""
+    from pipeline.cli import main
+
+    work = tmp_path_factory.mktemp("build")
+    cfg = write_config(work / "cnn.toml", trained_cnn, digits_npz, "[budget]\nmax_accuracy_drop = 0.01\n")
+    rc = main(["--quiet", "build", str(cfg), "--out", str(work / "run")])
+    assert rc == 0, f"build failed with exit {rc}"
+    return work / "run"

@@ -1,0 +1,138 @@
+"""The edgepipe command end to end: builds from .h5 and SavedModel, caching, exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_cnn, train, write_config
+from legacy_h5 import write_keras2_h5
+
+from pipeline.cli import main
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(["--quiet", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _within_a_point(report: dict) -> None:
+    for name, t in report["targets"].items():
+        assert "error" not in t, f"{name}: {t.get('error')}"
+        assert t["accuracy_drop"] <= 0.01, f"{name}: {t['accuracy']} vs {report['reference']['accuracy']}"
+
+
+@pytest.mark.slow
+def test_build_from_legacy_keras2_h5(tmp_path: Path, digits_npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import keras
+
+    model = train(keras.Sequential([keras.Input((8, 8, 1)), *tiny_cnn().layers[1:]]), digits_npz)
+    h5 = tmp_path / "old.h5"
+    write_keras2_h5(h5, model, (8, 8, 1))
+    cfg = write_config(tmp_path / "h5.toml", h5, digits_npz, "[budget]\nmax_accuracy_drop = 0.01\n",
+                       targets=("tflite", "openvino"))
+    rc, out, err = _run(["build", str(cfg), "--out", str(tmp_path / "run"), "--json"], capsys)
+    report = json.loads(out)
+    _within_a_point(report)
+    assert rc == 0, err
+    assert report["reference"]["format"] == "h5" and report["reference"]["accuracy"] > 0.9
+    assert set(report["targets"]) == {"tflite", "openvino"}
+    _within_a_point(report)
+
+
+@pytest.mark.slow
+def test_build_from_saved_model(tmp_path: Path, trained_cnn: Path, digits_npz: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    import keras
+
+    keras.saving.load_model(trained_cnn).export(str(tmp_path / "sm"), verbose=False)
+    cfg = write_config(tmp_path / "sm.toml", tmp_path / "sm", digits_npz, "[budget]\nmax_accuracy_drop = 0.01\n")
+    rc, out, err = _run(["build", str(cfg), "--out", str(tmp_path / "run"), "--json"], capsys)
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["reference"]["path"] == "reference/saved_model"
+    assert (tmp_path / "run" / "reference" / "saved_model" / "saved_model.pb").is_file()
+    _within_a_point(report)
+    # compression needs a Keras model, and says so
+    cfg2 = write_config(tmp_path / "sm2.toml", tmp_path / "sm", digits_npz, "[prune]\nsparsity = 0.5\n")
+    rc, _, err = _run(["build", str(cfg2), "--out", str(tmp_path / "run2")], capsys)
+    assert rc == 2 and "need a Keras model" in err and not (tmp_path / "run2").exists()
+
+
+def test_second_build_reuses_the_cache_and_budget_miss_exits_1(
+        built_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = next(built_run.parent.glob("*.toml"))
+    text = cfg.read_text().replace("max_accuracy_drop = 0.01", "max_accuracy_drop = 0.01\nmax_size_kb = 1")
+    strict = tmp_path / "strict.toml"
+    strict.write_text(text)
+    rc, out, err = _run(["build", str(strict), "--out", str(tmp_path / "run"), "--target", "tflite", "--json"],
+                        capsys)
+    assert rc == 1
+    report = json.loads(out)
+    t = report["targets"]["tflite"]
+    assert t["cached"] is True and report["passed"] is False and t["passed"] is False
+    assert any("max_size_kb" in v for v in t["violations"])
+    assert (tmp_path / "run" / "report.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["build", "nope.toml"], "config file not found"),
+        (["build", "no-such-example"], "no such config file or built-in example"),
+        (["build", "digits-cnn", "--target", "coreml"], "unknown target 'coreml'"),
+        (["build", "--bogus"], "unrecognized arguments"),
+        (["bench", "missing.tflite"], "artifact not found"),
+        (["verify", "."], "no report.json"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(argv: list[str], expected: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) if argv[1:2] == ["--bogus"] else _nullcontext() as info:
+        rc, _, err = _run(argv, capsys)
+    if info is not None and hasattr(info, "value"):
+        rc, err = info.value.code, capsys.readouterr().err
+    assert rc == 2
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+def test_bad_data_leaves_no_run_directory(tmp_path: Path, trained_cnn: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.ones((10, 9, 9)), y_train=np.zeros(10), x_test=np.ones((5, 9, 9)), y_test=np.zeros(5))
+    cfg = write_config(tmp_path / "c.toml", trained_cnn, bad)
+    rc, _, err = _run(["build", str(cfg), "--out", str(tmp_path / "runs" / "x")], capsys)
+    assert rc == 2 and "does not fit the model input 8x8x1" in err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_verify_bench_report_and_examples(built_run: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(built_run, run)
+    (run / "report.html").unlink()
+    rc, out, err = _run(["verify", str(run), "--json"], capsys)
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["targets"]["openvino"]["device"] == "host" and (run / "report.html").is_file()
+    rc, out, _ = _run(["bench", str(run / "openvino" / "model_int8.xml"), "--iterations", "5", "--json"], capsys)
+    stats = json.loads(out)
+    assert rc == 0 and stats["latency_ms"]["iterations"] == 5 and stats["runtime"].startswith("openvino")
+    rc, _, _ = _run(["report", str(run)], capsys)
+    assert rc == 0
+    rc, out, _ = _run(["examples"], capsys)
+    assert rc == 0 and "digits-cnn" in out

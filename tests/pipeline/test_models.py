@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from legacy_h5 import write_keras2_h5
+
+from pipeline.errors import ModelLoadError
+from pipeline.models import ModelFormat, load_model
+
+
+def _small():
+    import keras
+
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                             keras.layers.BatchNormalization(), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(10, activation="softmax")])
+
+
+def test_keras2_h5_is_adapted_and_keeps_weights(tmp_path: Path) -> None:
+    import keras
+
+    model = _small()
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32)
+    model.layers[1].set_weights([np.full(4, 2.0), np.full(4, 0.5), np.full(4, 0.1), np.full(4, 3.0)])
+    path = tmp_path / "old.h5"
+    write_keras2_h5(path, model, (8, 8, 1))
+    with pytest.raises(Exception):  # noqa: B017 - Keras 3 alone refuses the file
+        keras.saving.load_model(path, compile=False)
+    loaded = load_model(path)
+    assert loaded.format is ModelFormat.H5 and loaded.input_shape == (8, 8, 1) and loaded.num_classes == 10
+    assert "adapted" in loaded.notes[0] and "fused" in loaded.notes[0]
+    assert loaded.keras_model is not None
+    assert np.allclose(loaded.keras_model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_lambda_layers_are_refused_unless_allowed(tmp_path: Path) -> None:
+    import keras
+
+    inp = keras.Input((4,))
+    out = keras.layers.Dense(2)(keras.layers.Lambda(lambda t: t * 2)(inp))
+    path = tmp_path / "lam.keras"
+    keras.Model(inp, out).save(path)
+    with pytest.raises(ModelLoadError, match="--allow-unsafe-model"):
+        load_model(path)
+    assert load_model(path, allow_unsafe=True).keras_model is not None
+
+
+@pytest.mark.parametrize("name", ["missing.keras", "corrupt.keras", "model.onnx", "dir"])
+def test_bad_model_files(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    if name == "corrupt.keras":
+        path.write_bytes(b"not a zip")
+    elif name == "model.onnx":
+        path.write_bytes(b"x")
+    elif name == "dir":
+        path.mkdir()
+    with pytest.raises(ModelLoadError) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_saved_model_loads_without_keras(tmp_path: Path) -> None:
+    model = _small()
+    model.export(str(tmp_path / "sm"), verbose=False)
+    loaded = load_model(tmp_path / "sm")
+    assert loaded.format is ModelFormat.SAVED_MODEL and loaded.keras_model is None
+    assert loaded.input_shape == (8, 8, 1) and loaded.num_classes == 10
