@@ -24,6 +24,7 @@ from .report import finalize, new_report, summary_table, write_report
 from .source import Source, load_source
 from .stage_runner import model_metrics, run_stages
 from .ui import UI
+from .unroll import unrolled
 from .verify import Bench, target_entry
 
 EVAL_REL = "data/eval.npz"
@@ -59,6 +60,9 @@ def _float_model(src: Source, keras_model: Any, keras_path: Path | None, scratch
     shape = tuple(int(d) for d in src.reference.input_shape)  # type: ignore[arg-type]
     if keras_model is None:
         return FloatModel(src.reference.path, None, shape)
+    keras_model, changed = unrolled(keras_model)
+    if changed:
+        keras_path = None  # export the unrolled twin, not the stage's file
     saved = scratch / "saved_model"
     keras_model.export(str(saved), format="tf_saved_model", verbose=False)
     if keras_path is None:

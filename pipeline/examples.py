@@ -60,6 +60,22 @@ def _digits_cnn() -> keras.Model:
     return keras.Model(inp, out, name="digits_cnn")
 
 
+def _digits_rows() -> RawData:
+    x_tr, x_te, y_tr, y_te = _digits_split()
+    return RawData(x_tr, y_tr, x_te, y_te, source="example:digits-rows")
+
+
+def _digits_lstm() -> keras.Model:
+    import keras
+    from keras import layers
+
+    inp = keras.Input((8, 8), name="rows")  # each 8x8 digit as 8 time steps of 8 features
+    x = layers.LSTM(64)(inp)
+    x = layers.Dense(64, activation="relu")(x)
+    out = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="digits_lstm")
+
+
 _ALL_TARGETS = {"tflite": {}, "openvino": {}, "tensorrt": {}}
 
 EXAMPLES: dict[str, Example] = {
@@ -79,6 +95,22 @@ EXAMPLES: dict[str, Example] = {
         load=_digits_images,
         build_teacher=_digits_cnn,
         epochs=30,
+    ),
+    "digits-lstm": Example(
+        name="digits-lstm",
+        description="LSTM reading each 8x8 digit as 8 time steps of 8 features; distill -> int8",
+        version="1",
+        config={
+            "model": {"example": "digits-lstm"},
+            "distill": {"student": "width:0.5", "temperature": 4.0, "alpha": 0.7, "epochs": 40},
+            "quantize": {"calibration_samples": 300, "calibration": "minmax"},
+            "budget": {"max_accuracy_drop": 0.01},
+            "targets": _ALL_TARGETS,
+        },
+        preprocess=Preprocess(scale=16.0),
+        load=_digits_rows,
+        build_teacher=_digits_lstm,
+        epochs=40,
     ),
 }
 
