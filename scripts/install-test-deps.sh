@@ -18,9 +18,9 @@ command -v chromium >/dev/null 2>&1 || apt_install chromium
 # --- Other system test dependencies go here (one `command -v X || apt_install PKG` line each) ---
 # e.g. command -v sshd >/dev/null 2>&1 || apt_install openssh-server
 #      command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
-# --- openssh: tests/targets/test_ssh.py starts a throw-away sshd on 127.0.0.1 (real ssh/scp) ---
+# --- openssh: tests/targets/test_ssh.py starts a throw-away sshd on 127.0.0.1 and uses the real ssh client ---
 [ -x /usr/sbin/sshd ] || apt_install openssh-server
-command -v ssh >/dev/null 2>&1 && command -v scp >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
+command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
   || apt_install openssh-client
 # --- end of openssh ---
 # --- end of other system test dependencies ---

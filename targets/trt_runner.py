@@ -89,7 +89,9 @@ def _call(cmd: list[str], cwd: Path, children: list) -> str:
     out = proc.communicate()[0]
     if proc.returncode != 0:
         tail = " | ".join([ln.strip() for ln in out.splitlines() if ln.strip()][-3:])
-        raise RuntimeError(f"{Path(cmd[-1] if cmd[0] == 'env' else cmd[0]).name} failed (exit {proc.returncode}): {tail}")
+        raise RuntimeError(
+            f"{Path(cmd[-1] if cmd[0] == 'env' else cmd[0]).name} failed (exit {proc.returncode}): {tail}"
+        )
     return out
 
 
@@ -123,7 +125,9 @@ def find_trtexec() -> str:
     return found
 
 
-def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations: int, base: ModuleType) -> dict:
+def run_tensorrt(
+    artifact: Path, eval_path: Path | None, warmup: int, iterations: int, base: ModuleType
+) -> dict:
     """Build the engine, time it with trtexec, evaluate it with the Python API; `base` is runner.py."""
     if artifact.suffix.lower() != ".onnx":
         raise ValueError(f"--tensorrt needs an .onnx artifact, got {artifact.name!r}")
@@ -132,7 +136,9 @@ def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations
     trtexec, folder, children = find_trtexec(), artifact.resolve().parent, base._CHILDREN
     if artifact.name == "model_qdq.onnx" and (folder / "build_engine.sh").exists():
         engine = folder / "model_int8.engine"
-        build = _call(["env", "TRTEXEC=" + trtexec, "bash", str(folder / "build_engine.sh")], folder, children)
+        build = _call(
+            ["env", "TRTEXEC=" + trtexec, "bash", str(folder / "build_engine.sh")], folder, children
+        )
     else:
         engine = folder / (artifact.stem + ".engine")
         cmd = [trtexec, "--onnx=" + str(artifact), "--int8", "--fp16", "--saveEngine=" + str(engine)]
@@ -141,7 +147,9 @@ def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations
     cmd = [trtexec, "--loadEngine=" + str(engine), f"--iterations={iterations}", "--duration=0",
            "--warmUp=200", "--exportTimes=" + str(times)]  # fmt: skip
     out = _call(cmd, folder, children)
-    samples = [float(t["latencyMs"]) for t in json.loads(times.read_text())] if times.exists() else []
+    trace = json.loads(times.read_text()) if times.exists() else []
+    # host latency (in + compute + out) per inference; older trtexec versions also list the warm-up runs first
+    samples = [float(t["latencyMs"]) for t in trace if isinstance(t, dict) and "latencyMs" in t][-iterations:]
     version = re.search(r"TensorRT version: ([0-9.]+)", build + out)
     result: dict[str, Any] = {
         "runtime": "tensorrt " + (version.group(1) if version else "(trtexec)"),
@@ -158,7 +166,9 @@ def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations
             result["accuracy"] = base.evaluate(TensorRTSession(engine), x, y)
             result["samples"] = int(x.shape[0])
         except Exception as err:  # no tensorrt module / libcudart: latency still counts
-            result["notes"].append(f"accuracy not measured: TensorRT Python API unusable ({type(err).__name__}: {err})")
+            result["notes"].append(
+                f"accuracy not measured: TensorRT Python API unusable ({type(err).__name__}: {err})"
+            )
     result["peak_memory_kb"] = max(base.peak_memory_kb() or 0, _children_peak_kb()) or None
     return result
 
