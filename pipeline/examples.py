@@ -86,7 +86,7 @@ EXAMPLES: dict[str, Example] = {
         config={
             "model": {"example": "digits-cnn"},
             "distill": {"student": "width:0.5", "temperature": 4.0, "alpha": 0.7, "epochs": 30},
-            "prune": {"method": "channel", "sparsity": 0.5, "epochs": 15},
+            "prune": {"method": "channel", "sparsity": 0.5, "epochs": 25},
             "quantize": {"calibration_samples": 300, "calibration": "minmax"},
             "budget": {"max_accuracy_drop": 0.01},
             "targets": _ALL_TARGETS,

@@ -24,7 +24,7 @@ import numpy as np
 from ..config import DecomposeSection
 from .base import StageContext, StageResult
 from .graph import LayerEdit, graph_nodes, layer_config, rebuild, to_functional
-from .training import fit_classifier
+from .training import fit_classifier, teacher_guidance
 
 L = keras.layers
 ConvMethod = Literal["auto", "spatial", "tucker"]
@@ -257,7 +257,7 @@ def decompose_model(
 
 class DecomposeStage:
     name = "decompose"
-    version = "3"
+    version = "4"
 
     def __init__(self, cfg: DecomposeSection) -> None:
         self.cfg = cfg
@@ -279,6 +279,7 @@ class DecomposeStage:
                 batch_size=self.cfg.batch_size,
                 seed=ctx.seed,
                 callbacks=ctx.progress_callbacks("decompose fine-tune", self.cfg.epochs),
+                **teacher_guidance(ctx),
             )
         macs_before, macs_after = count_macs(model), count_macs(decomposed)
         if decisions:

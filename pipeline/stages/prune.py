@@ -18,7 +18,7 @@ from .magnitude_prune import (
     overall_sparsity,
     prunable_kernels,
 )
-from .training import fit_classifier
+from .training import fit_classifier, teacher_guidance
 
 MAGNITUDE_NOTE = (
     "magnitude sparsity shrinks compressed size, not latency, on LiteRT/OpenVINO/ONNX Runtime CPU"
@@ -37,7 +37,7 @@ def split_epochs(epochs: int, iterations: int) -> list[int]:
 
 class PruneStage:
     name = "prune"
-    version = "3"
+    version = "4"
 
     def __init__(self, cfg: PruneSection) -> None:
         self.cfg = cfg
@@ -69,6 +69,7 @@ class PruneStage:
             batch_size=self.cfg.batch_size,
             seed=ctx.seed,
             callbacks=[*(callbacks or []), *ctx.progress_callbacks(label, epochs)],
+            **teacher_guidance(ctx),
         )
         return trained
 

@@ -140,6 +140,13 @@ class _RecalibrateBN(keras.callbacks.Callback):
         recalibrate_batchnorm(self.model, self.x)
 
 
+def teacher_guidance(ctx: Any, temperature: float = 4.0, alpha: float = 0.7) -> dict[str, Any]:
+    """Fine-tuning after pruning or decomposition also distils from the reference teacher: the pruned
+    model then recovers the teacher's accuracy rather than only the labels'."""
+    logits = predict_logits(ctx.teacher, ctx.data.x_train)
+    return {"teacher_logits": logits, "temperature": temperature, "alpha": alpha}
+
+
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, validation) index split; validation gets round(n * fraction), at least one."""
     perm = np.random.default_rng(seed).permutation(n)
