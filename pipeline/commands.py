@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from .config import TARGET_NAMES, Config, config_from_dict, load_config
-from .errors import UsageError
+from .errors import DataError, ModelLoadError, UsageError
 from .examples import EXAMPLES, get_example
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists that answers False where the OS refuses the name (too long, NUL byte, ...)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def resolve_config(spec: str) -> Config:
     """A TOML file, or the name of a built-in example."""
     path = Path(spec)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or _exists(path):
         return load_config(path)
     if spec in EXAMPLES:
         ex = get_example(spec)
@@ -37,37 +49,106 @@ def resolve_device(spec: str | None, config: Config | None, remote_python: str |
     """None for this host; otherwise an SshDevice from a URL, a config [devices] entry or a profile."""
     if spec is None or spec == "host":
         return None
+    from dataclasses import replace
+
     from targets.ssh import SshDevice
 
     if config is not None and spec in config.devices:
         d = config.devices[spec]
-        return SshDevice.parse(d.host, python=remote_python or d.python)
-    if spec.startswith("ssh://"):
+        return replace(SshDevice.parse(d.host, python=remote_python or d.python), tensorrt=d.target == "tensorrt")
+    if "://" in spec or "@" in spec:
         return SshDevice.parse(spec, python=remote_python)
     from targets.profiles import load_profile
 
     profile = load_profile(spec)
-    import os
-
-    host = os.environ.get(f"EDGEPIPE_DEVICE_{spec.upper().replace('-', '_')}") or profile.host
-    if not host:
-        return None if profile.name == "host" else _no_host(spec)
-    return SshDevice.parse(host, python=remote_python or profile.python)
+    device = profile.ssh_device()
+    if device is None:
+        return None
+    return replace(device, python=remote_python or device.python, tensorrt=profile.target == "tensorrt")
 
 
-def _no_host(name: str) -> Any:
-    env = f"EDGEPIPE_DEVICE_{name.upper().replace('-', '_')}"
-    raise UsageError(f"device '{name}' has no address: set {env}=ssh://USER@HOST or pass --device ssh://...")
+def check_inputs(config: Config) -> None:
+    """Input files that are not there fail now: before TensorFlow loads, before any run directory exists."""
+    if config.model.path is not None:
+        model = config.resolve(config.model.path)
+        if not _exists(model):
+            raise ModelLoadError(f"{model}: model not found")
+    if config.data is not None and config.data.path is not None:
+        data = config.resolve(config.data.path)
+        if not _exists(data):
+            raise DataError(f"{data}: data file not found")
+        if data.is_dir():
+            raise DataError(f"{data}: a directory, not an .npz file")
+    if config.data is not None and config.data.images is not None:
+        images = config.resolve(config.data.images)
+        if not _exists(images) or not images.is_dir():
+            raise DataError(f"{images}: image folder not found")
+    if config.distill is not None and not config.distill.student.startswith("width:"):
+        student = config.resolve(config.distill.student)
+        if not _exists(student):
+            raise ModelLoadError(f"{student}: student model not found (distill.student)")
+
+
+def default_out(config: Config) -> Path:
+    """runs/<config-name>; a name that is not a plain folder name cannot choose where the run goes."""
+    if not _RUN_NAME.fullmatch(config.name) or set(config.name) == {"."}:
+        raise UsageError(f"config name '{config.name}' is not a usable run directory name: pass --out DIR")
+    return Path("runs") / config.name
+
+
+def check_out(out: Path) -> Path:
+    """The run directory that `build` will replace: refuse anything but a new path, an empty directory or
+    an earlier edgepipe run (a report.json in it), so a mistyped --out cannot delete a user's files."""
+    try:
+        resolved = out.resolve()
+        if resolved.is_symlink() or resolved.exists():
+            if not resolved.is_dir():
+                raise UsageError(f"--out {out}: exists and is not a directory")
+            if any(resolved.iterdir()) and not (resolved / "report.json").is_file():
+                raise UsageError(f"--out {out}: a directory with files that is not an edgepipe run (no report.json); "
+                                 "refusing to replace it")
+        parent = next((p for p in resolved.parents if p.exists()), None)
+        if parent is None or not parent.is_dir():
+            raise UsageError(f"--out {out}: {parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out}: {parent} is not writable")
+    except OSError as err:
+        raise UsageError(f"--out {out}: {err.strerror or err}") from None
+    return resolved
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras with file descriptor 2 on /dev/null. TF 2.21 writes absl lines
+    ("All log messages before absl::InitializeLog()...", oneDNN notices) to stderr while it loads,
+    whatever TF_CPP_MIN_LOG_LEVEL says; they would break the one-line error contract. Import errors
+    still raise as usual."""
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
 
 
 def cmd_build(args: argparse.Namespace, ui: Any) -> int:
-    from .build import BuildRequest, build
     from .cli import print_json
 
     config = resolve_config(args.config)
     targets = resolve_targets(config, args.targets)
     device = resolve_device(args.device, config, args.remote_python)
-    out = args.out or Path("runs") / config.name
+    out = check_out(args.out or default_out(config))
+    check_inputs(config)
+    import_tensorflow_quietly()
+    from .build import BuildRequest, build
     req = BuildRequest(config, targets, out, device, args.allow_unsafe_model, not args.no_cache)
     report = build(req, ui)
     if args.json:
@@ -117,6 +198,21 @@ def cmd_bench(args: argparse.Namespace, ui: Any) -> int:
     if result.get("accuracy") is not None:
         ui.info(f"accuracy {result['accuracy']:.4f} on {result['samples']} samples")
     return 0
+
+
+def cmd_search(args: argparse.Namespace, ui: Any) -> int:
+    from .search import SearchRequest, check_search_out, run_search
+    from .search_space import plan
+
+    config = resolve_config(args.config)
+    if args.trials is not None and args.trials < 1:
+        raise UsageError("--trials must be at least 1")
+    plan(config)
+    out = check_search_out(args.out or default_out(config).with_name(f"{config.name}-search"))
+    check_inputs(config)
+    import_tensorflow_quietly()
+    req = SearchRequest(config, out, args.trials or config.search.trials, args.storage, args.study or config.name)
+    return run_search(req, ui)
 
 
 def cmd_examples(args: argparse.Namespace, ui: Any) -> int:

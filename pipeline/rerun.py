@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import BudgetSection
-from .errors import UsageError
+from .errors import TargetError, UsageError
 from .report import finalize, read_report, summary_table, write_report
 from .ui import UI
 from .verify import Bench, judge, run_measurement
@@ -25,7 +25,13 @@ def verify_run(run_dir: Path, device: Any, ui: UI) -> dict[str, Any]:
             raise UsageError(f"{artifact}: artifact listed in report.json is missing")
         lat = t.get("latency_ms") or {}
         bench = Bench(int(lat.get("warmup", 10)), int(lat.get("iterations", 100)), int(lat.get("threads", 1)))
-        m = run_measurement(artifact, eval_path, bench, ui, name, device)
+        try:
+            m = run_measurement(artifact, eval_path, bench, ui, name, device)
+        except TargetError as err:  # one target failing on the device does not stop the others
+            ui.warn(str(err))
+            t.update(error=str(err), passed=False)
+            continue
+        t.pop("error", None)
         t.update(runtime=m["runtime"], device=m["device"], accuracy=m["accuracy"], latency_ms=m["latency_ms"],
                  latency_samples_ms=m.get("latency_samples_ms", []), peak_memory_kb=m.get("peak_memory_kb"))
         if m["accuracy"] is not None:

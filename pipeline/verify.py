@@ -59,9 +59,10 @@ def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI
         return run_on_host(artifact, eval_path, bench, ui, label)
     from targets.ssh import run_remote
 
-    with ui.task(f"{label}: measuring on {device}"):
+    with ui.task(f"{label}: measuring on {device.url}"):
+        # an .onnx for the tensorrt target becomes a TensorRT engine on the device (trtexec)
         return run_remote(device, artifact, eval_path, warmup=bench.warmup, iterations=bench.iterations,
-                          threads=bench.threads)
+                          threads=bench.threads, tensorrt=device.tensorrt and label == "tensorrt")
 
 
 def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_rel: str,
@@ -79,7 +80,7 @@ def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_r
     }
     if m["accuracy"] is not None:
         entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
-    if rel_float is not None:
+    if rel_float is not None and not (device is not None and device.tensorrt):
         fm = run_measurement(run_dir / rel_float, None, bench, ui, f"{label} float", device)
         entry["float_artifact"] = rel_float
         entry["float_latency_ms"] = fm["latency_ms"]
@@ -96,3 +97,27 @@ def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
     lat = (entry.get("latency_ms") or {}).get("median")
     entry["violations"] = check(budget, Measured(entry.get("accuracy_drop"), lat, entry.get("size_bytes")))
     entry["passed"] = not entry["violations"] and not entry.get("error")
+
+
+def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, reference_accuracy: float,
+                         budget: BudgetSection, bench: Bench, ui: UI, label: str, device: Any = None) -> None:
+    """The latency gate (`ship_faster_float = true`): when the float twin ran faster than the int8 artifact,
+    the entry ships the float artifact instead, re-measured (accuracy too) and judged again."""
+    rel_float = entry.get("float_artifact")
+    if rel_float is None or entry.get("int8_speedup") is None or entry["int8_speedup"] > 1.0:
+        return
+    int8: dict[str, Any] = {k: entry.get(k) for k in ("artifact", "accuracy", "accuracy_drop", "latency_ms",
+                                                       "size_bytes")}
+    int8_ms = float((entry.get("latency_ms") or {}).get("median", float("nan")))
+    m = run_measurement(run_dir / rel_float, run_dir / eval_rel, bench, ui, f"{label} float", device)
+    entry.update(artifact=rel_float, precision="float32", runtime=m["runtime"], device=m["device"],
+                 size_bytes=artifact_size(run_dir / rel_float), accuracy=m["accuracy"],
+                 latency_ms=m["latency_ms"], latency_samples_ms=m.get("latency_samples_ms", []),
+                 peak_memory_kb=m.get("peak_memory_kb"), int8=int8)
+    if m["accuracy"] is not None:
+        entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
+    msg = (f"{label}: shipping the float artifact {rel_float}: int8 ({int8_ms:.3f} ms) is not "
+           f"faster than float ({m['latency_ms']['median']:.3f} ms) on {m['device']} (ship_faster_float = true)")
+    entry["notes"].append(msg)
+    ui.warn(msg)
+    judge(entry, budget)

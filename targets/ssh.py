@@ -51,6 +51,7 @@ class SshDevice:
     connect_timeout: float = 10
     command_timeout: float = 600
     ssh_options: tuple[str, ...] = ()
+    tensorrt: bool = False  # a Jetson: .onnx artifacts of the tensorrt target become TensorRT engines there
 
     @classmethod
     def parse(cls, spec: str, python: str | None = None) -> SshDevice:
@@ -80,7 +81,10 @@ class SshDevice:
             port = None
         if not _valid_host(host) or (user is not None and not _USER.fullmatch(user)):
             raise UsageError(f"bad device {spec!r}: {_SPEC_HELP}")
-        return cls(user=user or None, host=host, port=port, python=(python or "python3").strip())
+        config = os.environ.get("EDGEPIPE_SSH_CONFIG", "").strip()  # an ssh_config file instead of ~/.ssh/config
+        options = ("-F", config) if config else ()
+        return cls(user=user or None, host=host, port=port, python=(python or "python3").strip(),
+                   ssh_options=options)
 
     @property
     def url(self) -> str:

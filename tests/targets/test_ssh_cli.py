@@ -1,0 +1,60 @@
+"""`edgepipe bench` and `edgepipe verify` against a real sshd on 127.0.0.1, through the CLI, as a user would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+
+@pytest.fixture
+def ssh_config(sshd, remote_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An ssh_config naming the throw-away key and known_hosts; the CLI picks it up via EDGEPIPE_SSH_CONFIG."""
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host 127.0.0.1\n  IdentityFile {sshd.key}\n  IdentitiesOnly yes\n  IdentityAgent none\n"
+                   f"  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n")
+    monkeypatch.setenv("EDGEPIPE_SSH_CONFIG", str(cfg))
+    return f"ssh://root@127.0.0.1:{sshd.port}"
+
+
+def test_bench_over_ssh(built_run: Path, ssh_config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    artifact = built_run / "tflite" / "model_int8.tflite"
+    rc = main(["--quiet", "bench", str(artifact), "--device", ssh_config, "--remote-python", sys.executable,
+               "--iterations", "7", "--eval", str(built_run / "data" / "eval.npz"), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["device"] == ssh_config and result["latency_ms"]["iterations"] == 7
+    report = json.loads((built_run / "report.json").read_text())
+    assert result["accuracy"] == report["targets"]["tflite"]["accuracy"]  # same runtime, same data
+
+
+def test_verify_over_ssh_rewrites_the_report(built_run: Path, ssh_config: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(built_run, run)
+    rc = main(["--quiet", "verify", str(run), "--device", ssh_config, "--remote-python", sys.executable, "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    report = json.loads((run / "report.json").read_text())
+    assert json.loads(out) == report
+    for name in ("tflite", "openvino", "tensorrt"):
+        assert report["targets"][name]["device"] == ssh_config, name
+        assert report["targets"][name]["accuracy_drop"] <= 0.01
+
+
+def test_unreachable_device_is_one_line(built_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc = main(["--quiet", "bench", str(built_run / "tflite" / "model_int8.tflite"), "--device",
+               f"ssh://root@127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
