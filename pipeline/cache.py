@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +50,27 @@ class Cache:
     def _entry(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    @staticmethod
+    def _intact(entry: Path) -> bool:
+        """Every file the manifest lists is there with its hash, and no other file is."""
+        manifest = entry / MANIFEST
+        if not manifest.is_file():
+            return False
+        try:
+            want = json.loads(manifest.read_text())["files"]
+            have = {str(p.relative_to(entry)): _digest(p) for p in _files(entry)}
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return bool(want == have)
+
     def get(self, key: str) -> Path | None:
         """The entry's directory if present and intact; a damaged entry is removed."""
         if not self.enabled:
             return None
         entry = self._entry(key)
-        manifest = entry / MANIFEST
-        if not manifest.is_file():
+        if not entry.exists():
             return None
-        try:
-            want = json.loads(manifest.read_text())["files"]
-            have = {str(p.relative_to(entry)): _digest(p) for p in _files(entry)}
-        except (OSError, ValueError, KeyError):
-            want, have = None, {}
-        if want != have:
+        if not self._intact(entry):
             shutil.rmtree(entry, ignore_errors=True)
             return None
         return entry
@@ -71,15 +79,34 @@ class Cache:
         """Copy directory `src` into the cache under `key`, atomically (temp dir, then rename)."""
         entry = self._entry(key)
         entry.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_temps(entry.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=entry.parent))
         try:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             files = {str(p.relative_to(tmp)): _digest(p) for p in _files(tmp)}
             (tmp / MANIFEST).write_text(json.dumps({"files": files}))
-            if entry.exists():
+            if entry.exists():  # damaged, or not usable by the caller: replaced
                 shutil.rmtree(entry, ignore_errors=True)
-            os.replace(tmp, entry)
+            try:
+                os.replace(tmp, entry)
+            except OSError:  # another build renamed its copy in first: theirs is as good as ours
+                if not self._intact(entry):
+                    raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return entry
+
+
+STALE_TEMP_S = 24 * 3600
+
+
+def _sweep_stale_temps(shard: Path) -> None:
+    """Remove temp dirs of puts that were killed mid-copy (never read: entries are only ever renamed in)."""
+    now = time.time()
+    for p in shard.glob(".*-*"):
+        try:
+            if p.is_dir() and now - p.stat().st_mtime > STALE_TEMP_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -49,10 +50,29 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--iterations", type=int, default=100)
     be.add_argument("--eval", type=Path, help="an eval.npz (x, y) to measure accuracy too")
     be.add_argument("--json", action="store_true")
+    se = sub.add_parser("search", help="multi-objective search over the compression knobs (Optuna)")
+    se.add_argument("config", help="a TOML config or a built-in example")
+    se.add_argument("--trials", type=int, help="complete trials the study should hold (default: [search] trials)")
+    se.add_argument("--storage", help="Optuna RDB URL shared by workers (default: sqlite in OUT/study.db)")
+    se.add_argument("--study", help="study name (default: the config name)")
+    se.add_argument("--out", type=Path, help="search directory (default runs/<config-name>-search)")
     sub.add_parser("examples", help="list the built-in examples")
     r = sub.add_parser("report", help="(re)render report.html from report.json")
     r.add_argument("run_dir", type=Path)
     return p
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so the build cleans up like it does on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def one_line(msg: object) -> str:
+    """An error message as one line: a path or a value with a line break must not split it."""
+    return " ".join(str(msg).splitlines()).strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,14 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     from .ui import UI
 
     ui = UI(quiet=args.quiet)
+    installed, previous = False, None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        installed = True
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        pass
     try:
         return _dispatch(args, ui)
     except UsageError as err:
-        print(f"edgepipe: error: {err}", file=sys.stderr)
+        print(f"edgepipe: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except EdgepipeError as err:
-        print(f"edgepipe: failed: {err}", file=sys.stderr)
+        print(f"edgepipe: failed: {one_line(err)}", file=sys.stderr)
         return EXIT_BUDGET
+    except Terminated:
+        print("edgepipe: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("edgepipe: interrupted", file=sys.stderr)
         return 130
@@ -76,20 +105,25 @@ def main(argv: list[str] | None = None) -> int:
         import logging
         import traceback
 
-        logging.getLogger("edgepipe").error("unexpected error\n%s", traceback.format_exc())
+        log = logging.getLogger("edgepipe")
+        if log.handlers:  # a build log is open; with none, logging's last resort would print to stderr
+            log.error("unexpected error\n%s", traceback.format_exc())
         if os.environ.get("EDGEPIPE_DEBUG"):
             traceback.print_exc()
         msg = " ".join(str(err).split())[:300]
         print(f"edgepipe: internal error: {type(err).__name__}: {msg} (EDGEPIPE_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return EXIT_BUDGET
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _dispatch(args: argparse.Namespace, ui: Any) -> int:
     from . import commands
 
     handler = {"build": commands.cmd_build, "verify": commands.cmd_verify, "bench": commands.cmd_bench,
-               "examples": commands.cmd_examples, "report": commands.cmd_report}[args.command]
+               "examples": commands.cmd_examples, "report": commands.cmd_report, "search": commands.cmd_search}[args.command]
     return handler(args, ui)
 
 

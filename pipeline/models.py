@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
     import keras
 
 UNSAFE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+_KERAS_PACKAGES = {"keras", "keras_hub", "keras_cv", "keras_nlp"}  # what Keras itself resolves classes from
+_UNKNOWN_CLASS = re.compile(r"(?:Could not locate (?:class|function) |Unknown (?:layer|object|class)[^:]*: )'?([\w.>]+)")
 
 
 class ModelFormat(str, Enum):
@@ -49,14 +54,72 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def _keras_config_classes(path: Path) -> set[str]:
+def _keras_config(path: Path) -> Any:
     import json
 
     try:
         with zipfile.ZipFile(path) as z:
-            return legacy_h5.class_names(json.loads(z.read("config.json")))
-    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+            return json.loads(z.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, RecursionError) as err:
         raise ModelLoadError(f"{path}: not a valid .keras file ({err})") from None
+
+
+def _serialized_objects(config: Any) -> list[dict[str, Any]]:
+    """Every Keras 3 serialized object (a dict with class_name and module) in a stored config."""
+    found: list[dict[str, Any]] = []
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("class_name"), str) and "module" in node:
+                found.append(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _is_builtin(module: Any) -> bool:
+    return isinstance(module, str) and (module == "builtins" or module.split(".")[0] in _KERAS_PACKAGES)
+
+
+def _unknown_custom_objects(config: Any) -> dict[str, str | None]:
+    """Custom classes the stored config names that no Keras package provides and nothing has registered
+    in this process: {shown name: module or None}. Keras cannot build them; it would fail deep inside."""
+    import keras
+
+    registered = keras.saving.get_custom_objects()
+    unknown: dict[str, str | None] = {}
+    for obj in _serialized_objects(config):
+        name, module = obj["class_name"], obj.get("module")
+        if name.startswith("__") or _is_builtin(module):
+            continue
+        reg = obj.get("registered_name")
+        if (isinstance(reg, str) and reg in registered) or name in registered:
+            continue
+        shown = f"{name} (registered as '{reg}')" if isinstance(reg, str) and reg != name else name
+        unknown[shown] = module if isinstance(module, str) else None
+    return unknown
+
+
+def _refuse_unknown_custom_objects(path: Path, config: Any, allow_unsafe: bool) -> None:
+    unknown = _unknown_custom_objects(config)
+    if unknown and allow_unsafe:  # the user trusts the file: import the modules that define its classes
+        for module in sorted({m for m in unknown.values() if m}):
+            try:
+                if importlib.util.find_spec(module.split(".")[0]) is not None:
+                    importlib.import_module(module)
+            except Exception as err:
+                msg = " ".join(str(err).split())[:200]
+                raise ModelLoadError(f"{path}: importing {module} for its custom objects failed: "
+                                     f"{type(err).__name__}: {msg}") from None
+        unknown = _unknown_custom_objects(config)
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        hint = ("their code is not importable here (a class defined in a script cannot be loaded)"
+                if allow_unsafe else "edgepipe runs no code from model files; pass --allow-unsafe-model to import "
+                "the modules that define them, if you trust this file")
+        raise ModelLoadError(f"{path}: the model uses unknown custom objects: {names}; {hint}")
 
 
 def _refuse_unsafe(path: Path, classes: set[str], allow_unsafe: bool) -> None:
@@ -73,7 +136,9 @@ def _load_keras(path: Path, allow_unsafe: bool) -> tuple[keras.Model, tuple[str,
 
     notes: tuple[str, ...] = ()
     if path.suffix == ".keras":
-        _refuse_unsafe(path, _keras_config_classes(path), allow_unsafe)
+        stored = _keras_config(path)
+        _refuse_unsafe(path, legacy_h5.class_names(stored), allow_unsafe)
+        _refuse_unknown_custom_objects(path, stored, allow_unsafe)
         return keras.saving.load_model(path, compile=False, safe_mode=not allow_unsafe), notes
     config = legacy_h5.read_config(path)
     if config is None:
@@ -102,7 +167,11 @@ def _saved_model_signature(path: Path) -> tuple[tuple[int | None, ...], int]:
 
 def load_model(path: Path, *, allow_unsafe: bool = False) -> LoadedModel:
     """Load a model file; every failure becomes one clear ModelLoadError."""
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as err:  # a name the OS refuses
+        raise ModelLoadError(f"{path}: not a usable model path ({err})") from None
+    if not exists:
         raise ModelLoadError(f"{path}: model not found")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
@@ -120,6 +189,10 @@ def load_model(path: Path, *, allow_unsafe: bool = False) -> LoadedModel:
     except ModelLoadError:
         raise
     except Exception as err:
+        missing = _UNKNOWN_CLASS.search(str(err))
+        if missing:  # a legacy .h5 naming a class Keras does not have
+            raise ModelLoadError(f"{path}: the model uses an unknown custom object: {missing.group(1)}; "
+                                 "edgepipe runs no code from model files") from None
         msg = " ".join(str(err).split())[:300]
         raise ModelLoadError(f"{path}: cannot load the model: {type(err).__name__}: {msg}") from None
     return from_keras(model, fmt, path, file_hash(path), notes)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .cache import Cache, cache_key
 from .config import Config
 from .data import RawData, prepare, preprocess_from, read_image_folder, read_npz
-from .errors import DataError
+from .errors import DataError, ModelLoadError
 from .examples import get_example
 from .models import LoadedModel, ModelFormat, from_keras, load_model
 from .stages.base import TrainData
@@ -63,6 +63,10 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI) -> 
     assert config.model.path is not None and config.data is not None
     with ui.task("loading the model"):
         ref = load_model(config.resolve(config.model.path), allow_unsafe=allow_unsafe)
+    if None in ref.input_shape:  # the int8 artifacts and their runners are built for one input shape
+        shown = "x".join("?" if d is None else str(d) for d in ref.input_shape)
+        raise ModelLoadError(f"{ref.path}: the model input {shown} has unknown dimensions; edgepipe builds for a "
+                             "fixed shape: save the model with a fixed input size, e.g. keras.Input((H, W, C))")
     for note in ref.notes:
         ui.info(note)
     section = config.data
