@@ -76,7 +76,7 @@ def _digits_lstm() -> keras.Model:
     return keras.Model(inp, out, name="digits_lstm")
 
 
-_ALL_TARGETS = {"tflite": {}, "openvino": {}, "tensorrt": {}}
+_ALL_TARGETS: dict[str, dict[str, Any]] = {"tflite": {}, "openvino": {}, "tensorrt": {}}
 
 EXAMPLES: dict[str, Example] = {
     "digits-cnn": Example(

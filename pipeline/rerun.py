@@ -20,7 +20,9 @@ def verify_run(run_dir: Path, device: Any, ui: UI) -> dict[str, Any]:
     for name, t in report["targets"].items():
         if t.get("error") or not t.get("artifact"):
             continue
-        artifact = run_dir / t["artifact"]
+        artifact = (run_dir / t["artifact"]).resolve()
+        if not artifact.is_relative_to(run_dir.resolve()):
+            raise UsageError(f"{run_dir}: report.json names an artifact outside the run directory")
         if not artifact.is_file():
             raise UsageError(f"{artifact}: artifact listed in report.json is missing")
         lat = t.get("latency_ms") or {}

@@ -15,16 +15,20 @@ from typing import Any
 import keras
 
 from ..config import DistillSection
+from ..errors import ModelLoadError
 from .base import StageContext, StageResult
 from .training import fit_classifier, is_softmax_output, predict_logits
 from .width import scale_width
 
 
 def load_student(path: Path) -> keras.Model:
-    """A student model file, loaded in safe mode (no arbitrary code)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"student model not found: {path}")
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    """A student model file, loaded like the teacher: safe mode, legacy .h5 adapted, clear errors."""
+    from ..models import load_model
+
+    model = load_model(path).keras_model
+    if model is None:
+        raise ModelLoadError(f"{path}: a student must be a Keras model (.keras or .h5), not a SavedModel")
+    return model
 
 
 class DistillStage:
