@@ -1,0 +1,1 @@
+"""Reproducible benchmarks that print tables (not timed tests): `python -m bench` writes BENCHMARKS.md."""

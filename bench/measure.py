@@ -1,0 +1,134 @@
+"""Interleaved latency: several artifacts of one model timed side by side, in rounds (ABC, BCA, CAB, ...).
+
+On a busy machine the load drifts over seconds; timing A for a minute and then B for a minute measures the
+drift as much as the artifacts. Here every round runs each session for the same short burst, in a rotated
+order; a session's latency is the median of its per-round medians, and a ratio A/B is the quotient of two
+such medians taken over the same rounds, so both sides of a ratio saw the same load.
+
+The timing runs in a child process (`python -m bench.measure`, the job as JSON on stdin, one JSON object on
+stdout) with only numpy and the runtimes loaded, through edgepipe's own runner sessions
+(`targets.runner.open_session`), the code `edgepipe build` and `edgepipe bench` time, with one exception: a
+.tflite with int8 input is fed an input quantized once, outside the timed call (`NativeInput`). The runner
+quantizes the float input with numpy inside every call, host-side Python work that is not the artifact's and
+that a float-input model does inside the interpreter; the job's `runner_copy` times that path as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Timing:
+    rounds: int = 9
+    round_s: float = 0.3  # per session per round
+    warmup_s: float = 0.5  # per session, before the first round
+    min_iterations: int = 5
+    max_iterations: int = 500
+
+
+class NativeInput:
+    """A LiteRT runner session fed its own input dtype: set_tensor + invoke + get_tensor, nothing else."""
+
+    def __init__(self, session: Any, x: np.ndarray) -> None:
+        self.interp, self.inp, self.out = session.interp, session.inp, session.out
+        self.runtime = session.runtime
+        scale, zero = self.inp["quantization"]
+        info = np.iinfo(self.inp["dtype"])
+        self.x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.inp["dtype"])
+
+    def run(self, _x: np.ndarray) -> np.ndarray:
+        self.interp.set_tensor(self.inp["index"], self.x)
+        self.interp.invoke()
+        return self.interp.get_tensor(self.out["index"])
+
+
+def _native(session: Any, x: np.ndarray) -> Any:
+    inp = getattr(session, "inp", None)
+    return NativeInput(session, x) if inp is not None and inp["dtype"] != np.float32 else session
+
+
+def _time_calls(session: Any, x: np.ndarray, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        session.run(x)
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
+def interleaved(sessions: dict[str, Any], x: np.ndarray, timing: Timing) -> dict[str, Any]:
+    """Per-round medians (ms) of every session, plus the iteration counts used."""
+    iters: dict[str, int] = {}
+    for name, s in sessions.items():
+        s.run(x)  # first call: allocation, OpenVINO's lazy compilation
+        t_end = time.perf_counter() + timing.warmup_s
+        calls = [0.0]
+        while time.perf_counter() < t_end:
+            calls = _time_calls(s, x, 3)
+        per_call_s = max(1e-6, float(np.median(calls)) / 1e3)
+        iters[name] = int(np.clip(timing.round_s / per_call_s, timing.min_iterations, timing.max_iterations))
+    names = list(sessions)
+    rounds: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(timing.rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            rounds[name].append(float(np.median(_time_calls(sessions[name], x, iters[name]))))
+    return {"round_medians_ms": rounds, "iterations_per_round": iters, "rounds": timing.rounds}
+
+
+def median_ms(result: dict[str, Any], name: str) -> float:
+    return float(np.median(result["round_medians_ms"][name]))
+
+
+def ratio(result: dict[str, Any], num: str, den: str) -> float:
+    """median_ms(num) / median_ms(den), both over the same interleaved rounds."""
+    return median_ms(result, num) / median_ms(result, den)
+
+
+def run_child(artifacts: dict[str, Path], input_shape: tuple[int, ...], threads: int, timing: Timing,
+              runner_copy: str | None = None, seed: int = 0, timeout_s: float = 1800) -> dict[str, Any]:
+    """Time `artifacts` (name -> .tflite/.xml/.onnx) interleaved, in a fresh process with `threads` threads.
+
+    `runner_copy`: also time that artifact exactly as the runner's session.run does, as NAME + "_runner".
+    """
+    job = {"artifacts": {k: str(v) for k, v in artifacts.items()}, "input_shape": list(input_shape),
+           "threads": threads, "seed": seed, "timing": timing.__dict__, "runner_copy": runner_copy}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "bench.measure"], input=json.dumps(job), capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=timeout_s)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise RuntimeError(f"timing child failed: {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _child() -> int:
+    job = json.loads(sys.stdin.read())
+    from targets.runner import open_session
+
+    x = np.random.default_rng(job["seed"]).uniform(-1, 1, (1, *job["input_shape"])).astype(np.float32)
+    sessions = {name: _native(open_session(Path(p), job["threads"]), x) for name, p in job["artifacts"].items()}
+    if job.get("runner_copy"):
+        name = job["runner_copy"]
+        sessions[name + "_runner"] = open_session(Path(job["artifacts"][name]), job["threads"])
+    result = interleaved(sessions, x, Timing(**job["timing"]))
+    result["runtimes"] = {name: s.runtime for name, s in sessions.items()}
+    result["threads"] = job["threads"]
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child())
