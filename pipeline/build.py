@@ -114,10 +114,19 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
 
 def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
                 report: dict[str, Any], float_acc: float, cache: Cache, ui: UI) -> dict[str, Any]:
-    cfg = req.config
+    from . import accuracy_aware
+    from .verify import ship_float_if_faster
+
+    cfg, ref_acc = req.config, report["reference"]["accuracy"]
     opts = ExportOptions(calibration_method=cfg.quantize.calibration.value)
+    aware = None
     try:
         exp = export_target(name, fm, model_id, calib, opts, cache, ui)
+        if cfg.budget.max_accuracy_drop is not None:
+            job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc,
+                                     cfg.budget.max_accuracy_drop, cache, ui)
+            aware = accuracy_aware.search(job, exp, opts)
+            exp = aware.best.exported
     except TargetError as err:
         ui.warn(str(err))
         return {"error": str(err), "passed": False, "violations": [], "precision": "int8", "device": "host"}
@@ -127,16 +136,22 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
         shutil.copy2(exp.folder / f, folder / f)
     ui.info(f"{name}: int8 artifact {'reused from cache' if exp.cached else 'built'}")
     s = cfg.targets.settings(name)
+    bench = Bench(s.warmup, s.iterations, s.threads)
     rel = f"{ARTIFACT_DIR[name]}/{exp.result.artifact}"
     rel_float = f"{ARTIFACT_DIR[name]}/{exp.result.float_artifact}" if exp.result.float_artifact else None
-    entry = target_entry(run_dir, rel, rel_float, EVAL_REL, report["reference"]["accuracy"], float_acc,
-                         cfg.budget, Bench(s.warmup, s.iterations, s.threads), ui, name, req.device)
+    entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui, name,
+                         req.device)
     entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
     entry["float_layers"] = list(exp.result.float_layers)
     entry["notes"] = list(exp.result.notes) + entry["notes"]
+    if aware is not None:
+        entry.update(aware.report_fields())
+        entry["notes"] += aware.notes
     note = get_target(name).host_latency_note
     if note and entry["device"] == "host" and note not in entry["notes"]:
         entry["notes"].append(note)
+    if s.ship_faster_float:
+        ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, name, req.device)
     return entry
 
 
@@ -144,8 +159,9 @@ def build(req: BuildRequest, ui: UI) -> dict[str, Any]:
     """Build into a temporary sibling of req.out and move it into place; nothing is left on failure."""
     out = req.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    scratch = Path(tempfile.mkdtemp(prefix="edgepipe-scratch-"))
+    _sweep_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f"edgepipe-scratch-{os.getpid()}-"))
     try:
         ui.log_to(tmp / "build.log")
         report = _build_into(req, tmp, scratch, ui)
@@ -171,12 +187,44 @@ def _render_html(run_dir: Path, report: dict[str, Any], ui: UI) -> None:
         render_html(report, run_dir)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale(out: Path) -> None:
+    """Remove what a killed build (SIGKILL: no clean-up ran) left: `.OUT.partial-PID-*` of dead processes;
+    a `.OUT.old-PID` of a dead process goes back to OUT when OUT is missing."""
+    for leftover in out.parent.glob(f".{out.name}.partial-*"):
+        pid = leftover.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    for old in out.parent.glob(f".{out.name}.old-*"):
+        pid = old.name.rsplit(".old-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            if out.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, out)
+
+
 def _replace_dir(src: Path, dest: Path) -> None:
-    """Move a finished run into place; an older run at `dest` is replaced only now."""
+    """Move a finished run into place; an older run at `dest` is replaced only now, and restored if the
+    second rename fails."""
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)
-    os.replace(src, dest)
+    try:
+        os.replace(src, dest)
+    except BaseException:
+        if old is not None and not dest.exists():
+            os.replace(old, dest)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -7,15 +7,37 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
 TARGET_NAMES = ("tflite", "openvino", "tensorrt")
+MAX_IMAGE_SIDE = 8192
+MAX_BATCH = 65_536
+MAX_SEED = 2**32 - 1  # numpy's and Keras' seeding take 0 .. 2**32 - 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan/inf are valid TOML floats but no setting means anything with them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _path_text(v: str | None) -> str | None:
+    """A path from the config: not empty, no NUL byte (the OS refuses those with a bare ValueError)."""
+    if v is not None and (not v.strip() or "\x00" in v):
+        raise ValueError("must be a non-empty path without NUL characters")
+    return v
+
+
+PathText = Annotated[str, AfterValidator(_path_text)]
 
 
 class CalibrationMethod(str, Enum):
@@ -31,7 +53,7 @@ class PruneMethod(str, Enum):
 
 
 class ModelSection(_Strict):
-    path: str | None = None
+    path: PathText | None = None
     example: str | None = None
 
     @model_validator(mode="after")
@@ -42,12 +64,13 @@ class ModelSection(_Strict):
 
 
 class DataSection(_Strict):
-    path: str | None = None
-    images: str | None = None
-    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
+    path: PathText | None = None
+    images: PathText | None = None
+    image_size: tuple[Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)],
+                      Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]] | None = None
     scale: Annotated[float, Field(gt=0)] = 1.0
-    mean: list[float] | None = None
-    std: list[Annotated[float, Field(gt=0)]] | None = None
+    mean: Annotated[list[float], Field(min_length=1)] | None = None
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
@@ -68,19 +91,20 @@ class DistillSection(_Strict):
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-3
-    batch_size: Annotated[int, Field(ge=1)] = 64
-    patience: Annotated[int, Field(ge=1)] = 4
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 64
+    patience: Annotated[int, Field(ge=1, le=10_000)] = 4
     validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.1
 
     @field_validator("student")
     @classmethod
     def _student(cls, v: str) -> str:
+        _path_text(v)
         if v.startswith("width:"):
             try:
                 w = float(v.split(":", 1)[1])
             except ValueError:
                 raise ValueError(f"'{v}' is not 'width:<number>'") from None
-            if not 0 < w <= 1:
+            if not 0 < w <= 1:  # also refuses nan
                 raise ValueError(f"width multiplier must be in (0, 1], got {w}")
         return v
 
@@ -91,20 +115,20 @@ class PruneSection(_Strict):
     epochs: Annotated[int, Field(ge=0, le=10_000)] = 5
     iterations: Annotated[int, Field(ge=1, le=20)] = 1
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
-    batch_size: Annotated[int, Field(ge=1)] = 64
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 64
 
 
 class DecomposeSection(_Strict):
     rank_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
     epochs: Annotated[int, Field(ge=0, le=10_000)] = 3
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
-    batch_size: Annotated[int, Field(ge=1)] = 64
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 64
 
 
 class QuantizeSection(_Strict):
     calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = 300
     calibration: CalibrationMethod = CalibrationMethod.MINMAX
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
 
 
 class BudgetSection(_Strict):
@@ -117,6 +141,7 @@ class TargetSection(_Strict):
     threads: Annotated[int, Field(ge=1, le=256)] = 1
     warmup: Annotated[int, Field(ge=0, le=10_000)] = 10
     iterations: Annotated[int, Field(ge=1, le=100_000)] = 100
+    ship_faster_float: bool = False  # ship the float artifact when it runs faster than the int8 one
 
 
 class TargetsSection(_Strict):
@@ -137,6 +162,40 @@ class DeviceSection(_Strict):
     target: Literal["tflite", "openvino", "tensorrt"] | None = None
 
 
+Unit = Annotated[float, Field(gt=0, le=1)]
+
+
+class SearchSection(_Strict):
+    """`edgepipe search`: the knobs' ranges ([low, high]), the study's size and its coarse-to-fine policy."""
+
+    target: Literal["tflite", "openvino", "tensorrt"] | None = None  # None: the first enabled target
+    trials: Annotated[int, Field(ge=1, le=100_000)] = 20
+    width: tuple[Unit, Unit] = (0.25, 1.0)
+    sparsity: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.0, 0.7)
+    rank_ratio: tuple[Unit, Unit] = (0.25, 1.0)
+    calibration: Annotated[tuple[CalibrationMethod, ...], Field(min_length=1)] = tuple(CalibrationMethod)
+    learning_rate: tuple[Unit, Unit] = (1e-4, 1e-2)
+    epochs: tuple[Annotated[int, Field(ge=1, le=10_000)], Annotated[int, Field(ge=1, le=10_000)]] = (1, 10)
+    coarse_fraction: Unit = 0.3  # 1.0: no coarse step
+    promote_top: Annotated[float, Field(ge=0, le=1)] = 0.3
+    sampler: Literal["tpe", "nsga2"] = "tpe"
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    heartbeat_interval: Annotated[int, Field(ge=1, le=3600)] = 10  # seconds
+    grace_period: Annotated[int, Field(ge=2, le=86_400)] = 60
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchSection:
+        for name in ("width", "sparsity", "rank_ratio", "learning_rate", "epochs"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: expected [low, high] with low <= high, got [{lo}, {hi}]")
+        if len(set(self.calibration)) != len(self.calibration):
+            raise ValueError("calibration: a method is listed twice")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError("grace_period must be longer than heartbeat_interval")
+        return self
+
+
 class Config(_Strict):
     name: str = "build"
     base_dir: Path = Path(".")
@@ -149,6 +208,7 @@ class Config(_Strict):
     budget: BudgetSection = BudgetSection()
     targets: TargetsSection = TargetsSection()
     devices: dict[str, DeviceSection] = {}
+    search: SearchSection = SearchSection()
 
     @model_validator(mode="after")
     def _data_needed(self) -> Config:
@@ -158,7 +218,10 @@ class Config(_Strict):
 
     def resolve(self, p: str) -> Path:
         """A path from the config, relative to the config file's folder."""
-        path = Path(p).expanduser()
+        try:
+            path = Path(p).expanduser()
+        except RuntimeError:  # "~someone/..." for an unknown user
+            raise ConfigError(f"{p}: cannot expand '~' (no such user)") from None
         return path if path.is_absolute() else (self.base_dir / path)
 
 
@@ -176,6 +239,8 @@ def _format_error(source: str, err: ValidationError) -> str:
 
 def config_from_dict(data: dict, *, name: str, base_dir: Path, source: str) -> Config:
     """Validate a parsed config; a problem raises ConfigError naming the source and key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a table of sections")
     for reserved in ("name", "base_dir"):
         if reserved in data:
             raise ConfigError(f"{source}: {reserved}: unknown key")
@@ -187,10 +252,20 @@ def config_from_dict(data: dict, *, name: str, base_dir: Path, source: str) -> C
 
 def load_config(path: Path) -> Config:
     """Read and validate a TOML config file."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        if path.is_dir():
+            raise ConfigError(f"{path}: a directory, not a config file")
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:  # unreadable, name too long, ...
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except RecursionError:  # tomllib recurses on nested arrays and inline tables
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     return config_from_dict(data, name=path.stem, base_dir=path.parent.resolve(), source=str(path))

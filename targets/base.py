@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from calibration import CalibrationSet
 
@@ -23,11 +25,27 @@ class FloatModel:
     saved_model_dir: Path
     keras_path: Path | None
     input_shape: tuple[int, ...]  # one sample, without the batch dimension
+    converted: Path | None = None  # an earlier export's folder for this model: its float artifact may be reused
+
+    def reusable(self, file_name: str) -> Path | None:
+        """`file_name` from the earlier export's folder, when there is one that holds it."""
+        path = None if self.converted is None else self.converted / file_name
+        return path if path is not None and path.is_file() else None
 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    calibration_method: str = "minmax"
+    """How to quantize; every field is part of the export's cache key."""
+
+    calibration_method: str = "minmax"  # minmax | percentile | entropy | mse
+    float_layers: tuple[str, ...] = ()  # layers kept in float, named in the backend's own terms
+    equalize: bool = False  # the backend's accuracy-recovery passes, where it has them (supports_equalize)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExportOptions:
+        return cls(calibration_method=str(d.get("calibration_method", "minmax")),
+                   float_layers=tuple(str(n) for n in d.get("float_layers", ())),
+                   equalize=bool(d.get("equalize", False)))
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,21 @@ class Target(Protocol):
     version: str  # bump when the export changes; part of the cache key
     host_latency_note: str | None  # why host latency is not the device's, when that is so
 
+    supports_equalize: bool  # whether ExportOptions.equalize does anything here
+
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         """Write the int8 artifact (and its float twin) into out_dir. Runs in a child process."""
         ...
+
+    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
+                    eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
+        """Per-layer sensitivity, most sensitive first: [{"layer", "sqnr_db", "accuracy"}], where "layer"
+        is a name ExportOptions.float_layers accepts, "sqnr_db" the SQNR of that layer's output with only it
+        quantized and "accuracy" the top-1 on eval_x with only it quantized. Runs in a child process."""
+        ...
+
+
+def float_layer_variants(opts: ExportOptions, table: list[dict[str, Any]], count: int) -> list[ExportOptions]:
+    """`opts` keeping the 1, 2, ... `count` most sensitive layers of a sensitivity table in float."""
+    layers = [str(r["layer"]) for r in table]
+    return [replace(opts, float_layers=tuple(layers[:k])) for k in range(1, min(count, len(layers)) + 1)]

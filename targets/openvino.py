@@ -1,35 +1,185 @@
-"""OpenVINO for Intel CPUs: convert the SavedModel, quantize the IR with NNCF, save .xml/.bin."""
+"""OpenVINO for Intel CPUs: convert the SavedModel, quantize the IR with NNCF, save .xml/.bin.
+
+Calibration uses NNCF's own range-estimator presets where they exist (MINMAX, MEAN_QUANTILE, HISTOGRAM).
+NNCF has no KL (entropy) estimator: `entropy` quantizes with MINMAX, then scales each activation
+FakeQuantize's range to the TensorRT-style KL threshold computed here (numpy) from float activations."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from calibration import CalibrationSet
+from calibration.ranges import ValueCollector
+from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db, top1
 
 from .base import ExportOptions, ExportResult, FloatModel, TargetName
+
+PRESET = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM", "entropy": "MINMAX"}
+METHOD_NOTE = {
+    "minmax": "NNCF RangeEstimatorParametersSet.MINMAX (global min/max; NNCF's own default is MEAN_MINMAX)",
+    "percentile": "NNCF RangeEstimatorParametersSet.MEAN_QUANTILE (0.01% / 99.99% quantiles per sample, "
+                  "averaged over samples)",
+    "mse": "NNCF RangeEstimatorParametersSet.HISTOGRAM (histogram search minimising the L2 quantization error)",
+    "entropy": "NNCF has no KL estimator: MINMAX, then each activation FakeQuantize range scaled to the "
+               "TensorRT-style KL threshold edgepipe computed (numpy) from the float activations",
+}
+WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"}
+_converted: dict[str, Any] = {}  # saved model dir -> float ov.Model, converted once per process
+
+
+def float_model(model: FloatModel) -> Any:
+    key = str(model.saved_model_dir)
+    if key not in _converted:
+        import openvino as ov
+
+        earlier = model.reusable("model_float.xml")
+        if earlier is not None:
+            _converted[key] = ov.Core().read_model(str(earlier))
+        else:
+            ov_model = ov.convert_model(key)
+            ov_model.reshape([1, *model.input_shape])
+            _converted[key] = ov_model
+    return _converted[key]
+
+
+def _nncf_quantize(ov_model: Any, calib: CalibrationSet, method: str, ignored: list[str], equalize: bool,
+                   validate: bool = True) -> Any:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    advanced = AdvancedQuantizationParameters(
+        activations_range_estimator_params=getattr(RangeEstimatorParametersSet, PRESET[method]),
+        disable_channel_alignment=not equalize)
+    scope = nncf.IgnoredScope(names=ignored, validate=validate) if ignored else None
+    return nncf.quantize(ov_model, nncf.Dataset(list(calib.batches(1))), subset_size=len(calib),
+                         fast_bias_correction=not equalize, ignored_scope=scope, advanced_parameters=advanced)
+
+
+def _outputs_of(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationSet) -> dict[tuple[str, int], list]:
+    """Values of the named (op, port) outputs of `ov_model` (left unchanged) on each calibration sample;
+    a Parameter's values are the inputs themselves."""
+    import openvino as ov
+
+    m = ov_model.clone()
+    ops = {op.get_friendly_name(): op for op in m.get_ops()}
+    wanted = [(n, p) for n, p in names if n in ops and ops[n].get_type_name() != "Parameter"]
+    added = m.add_outputs([ops[n].output(p) for n, p in wanted]) if wanted else []
+    results = [o.get_node().get_friendly_name() for o in m.outputs]
+    index = [results.index(o.get_node().get_friendly_name()) for o in added]
+    request = ov.Core().compile_model(m, "CPU").create_infer_request()
+    values: dict[tuple[str, int], list] = {k: [] for k in names}
+    for batch in calib.batches(1):
+        result = request.infer([batch.astype(np.float32)])
+        for key, i in zip(wanted, index, strict=True):
+            values[key].append(np.array(result[i]))
+        for n, p in names:
+            if n in ops and ops[n].get_type_name() == "Parameter":
+                values[(n, p)].append(batch)
+    return {k: v for k, v in values.items() if v}
+
+
+def _activation_fqs(q_model: Any) -> list[tuple[Any, tuple[str, int]]]:
+    """Activation FakeQuantize ops (not weights) and the (op name, port) they quantize."""
+    found = []
+    for op in q_model.get_ordered_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        src = op.input(0).get_source_output()
+        if src.get_node().get_type_name() == "Constant":
+            continue
+        found.append((op, (src.get_node().get_friendly_name(), src.get_index())))
+    return found
+
+
+def _apply_entropy(q_model: Any, ov_float: Any, calib: CalibrationSet) -> None:
+    """Scale every activation FakeQuantize's bounds to the KL threshold of the tensor it quantizes."""
+    import openvino.opset13 as ops
+
+    from calibration.ranges import estimate_range
+
+    fqs = _activation_fqs(q_model)
+    values = _outputs_of(ov_float, [key for _, key in fqs], calib)
+    for fq, key in fqs:
+        if key not in values:
+            continue
+        collector = ValueCollector()
+        for v in values[key]:
+            collector.add("t", v)
+        lo, hi = estimate_range(collector.values("t"), "entropy")
+        bounds = [fq.input(i).get_source_output().get_node().get_data() for i in range(1, 5)]
+        current = max(float(np.abs(bounds[0]).max()), float(np.abs(bounds[1]).max()))
+        threshold = max(abs(lo), abs(hi))
+        if not 0.0 < threshold < current:
+            continue
+        for i, b in enumerate(bounds, start=1):
+            fq.input(i).replace_source_output(ops.constant((b * (threshold / current)).astype(b.dtype)).output(0))
+    q_model.validate_nodes_and_infer_types()
+
+
+def _accuracy(ov_model: Any, x: np.ndarray, y: np.ndarray) -> float:
+    import openvino as ov
+
+    request = ov.Core().compile_model(ov_model, "CPU").create_infer_request()
+    return top1([np.array(request.infer([x[i : i + 1]])[0]) for i in range(len(y))], y)
 
 
 class OpenVINOTarget:
     name = TargetName.OPENVINO
-    version = "1"
+    version = "2"
     host_latency_note = None
+    supports_equalize = True
+
+    def quantized(self, model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> Any:
+        ov_float = float_model(model)
+        q = _nncf_quantize(ov_float, calib, opts.calibration_method, list(opts.float_layers), opts.equalize)
+        if opts.calibration_method == "entropy":
+            _apply_entropy(q, ov_float, calib)
+        return q
 
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         import nncf
         import openvino as ov
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        ov_model = ov.convert_model(str(model.saved_model_dir))
-        ov_model.reshape([1, *model.input_shape])
-        ov.save_model(ov_model, str(out_dir / "model_float.xml"), compress_to_fp16=False)
-        dataset = nncf.Dataset(list(calib.batches(1)))
-        quantized = nncf.quantize(ov_model, dataset, subset_size=len(calib))
-        ov.save_model(quantized, str(out_dir / "model_int8.xml"), compress_to_fp16=False)
+        ov.save_model(float_model(model), str(out_dir / "model_float.xml"), compress_to_fp16=False)
+        ov.save_model(self.quantized(model, calib, opts), str(out_dir / "model_int8.xml"), compress_to_fp16=False)
+        notes = [f"calibration {opts.calibration_method}: {METHOD_NOTE[opts.calibration_method]}"]
+        if opts.float_layers:
+            notes.append(f"{len(opts.float_layers)} op(s) kept in float (nncf.IgnoredScope names)")
+        if opts.equalize:
+            notes.append("equalize: NNCF channel alignment (cross-layer equalization style) and full bias "
+                         "correction instead of the fast one")
         return ExportResult(
             artifact="model_int8.xml",
             float_artifact="model_float.xml",
             precision="int8",
             files=("model_int8.xml", "model_int8.bin", "model_float.xml", "model_float.bin"),
+            float_layers=tuple(opts.float_layers),
             calibration=opts.calibration_method,
             versions={"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__},
+            notes=tuple(notes),
         )
+
+    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
+                    eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
+        """Each weighted op quantized alone (every other op in NNCF's ignored scope): SQNR of its output against
+        the float model on the calibration samples, and eval accuracy."""
+        opts = opts or ExportOptions()
+        ov_float = float_model(model)
+        small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
+        every = [op.get_friendly_name() for op in ov_float.get_ordered_ops()]
+        weighted = [op.get_friendly_name() for op in ov_float.get_ordered_ops() if op.get_type_name() in WEIGHTED]
+        reference = _outputs_of(ov_float, [(n, 0) for n in weighted], small)
+        rows = []
+        for layer in pick_layers(weighted):
+            only = _nncf_quantize(ov_float, small, opts.calibration_method, [n for n in every if n != layer],
+                                  opts.equalize, validate=False)
+            got = _outputs_of(only, [(layer, 0)], small).get((layer, 0))
+            if got is None or (layer, 0) not in reference:
+                continue
+            rows.append(row(layer, sqnr_db(reference[(layer, 0)], got), _accuracy(only, eval_x, eval_y)))
+        return rank(rows)

@@ -1,13 +1,25 @@
 """TensorRT on NVIDIA Jetson: ONNX with symmetric int8 Q/DQ (zero points 0, per-channel weights),
-plus build_engine.sh that builds the engine with trtexec on the device."""
+plus build_engine.sh that builds the engine with trtexec on the device.
+
+Calibration is ONNX Runtime's: MinMax, Percentile and Entropy natively. ONNX Runtime has no MSE
+calibrator (its Distribution method computes float8 statistics, not an int8 range), so `mse` ranges are
+computed here (numpy) from the float activations and handed to quantize_static as TensorQuantOverrides."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from calibration import CalibrationSet
+from calibration.ranges import ValueCollector
+from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db, top1
 
 from .base import ExportOptions, ExportResult, FloatModel, TargetName
 
@@ -19,13 +31,18 @@ TRTEXEC="${TRTEXEC:-trtexec}"
 command -v "$TRTEXEC" >/dev/null || TRTEXEC=/usr/src/tensorrt/bin/trtexec
 "$TRTEXEC" --onnx=model_qdq.onnx --int8 --fp16 --saveEngine=model_int8.engine "$@"
 """
+# TensorRT: symmetric int8 (zero point 0) everywhere; it fuses float biases itself.
+QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+ORT_METHOD = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": "MinMax"}
+COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool", "BatchNormalization",
+               "InstanceNormalization", "LayerNormalization", "Resize"}
+_prepared: dict[str, Path] = {}  # saved model dir -> folder with model_fp32.onnx and model_pre.onnx
 
 
 def to_onnx(model: FloatModel, path: Path) -> None:
     """Keras' own ONNX export when there is a Keras model; tf2onnx's saved-model path otherwise."""
     if model.keras_path is not None:
         import keras
-        import numpy as np
 
         km = keras.saving.load_model(model.keras_path, compile=False)
         km(np.zeros((1, *model.input_shape), np.float32))  # Keras exports only models that were called
@@ -38,21 +55,115 @@ def to_onnx(model: FloatModel, path: Path) -> None:
         raise RuntimeError("tf2onnx failed: " + (done.stderr.strip().splitlines() or ["?"])[-1])
 
 
+def prepared(model: FloatModel) -> Path:
+    """model_fp32.onnx and its quant_pre_process'ed twin, converted once per process."""
+    key = str(model.saved_model_dir)
+    if key not in _prepared:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        folder = Path(tempfile.mkdtemp(prefix="edgepipe-onnx-"))
+        atexit.register(shutil.rmtree, folder, True)
+        earlier = model.reusable("model_fp32.onnx")
+        if earlier is not None:
+            shutil.copy2(earlier, folder / "model_fp32.onnx")
+        else:
+            to_onnx(model, folder / "model_fp32.onnx")
+        quant_pre_process(str(folder / "model_fp32.onnx"), str(folder / "model_pre.onnx"), skip_symbolic_shape=False)
+        _prepared[key] = folder
+    return _prepared[key]
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    return str(onnx.load(str(path)).graph.input[0].name)
+
+
+def _feeds(calib: CalibrationSet, name: str) -> list[dict[str, np.ndarray]]:
+    return [{name: b.astype(np.float32)} for b in calib.batches(1)]
+
+
 class _Reader:
-    """onnxruntime's CalibrationDataReader over a CalibrationSet."""
+    """onnxruntime's CalibrationDataReader protocol over a CalibrationSet."""
 
     def __init__(self, calib: CalibrationSet, input_name: str) -> None:
-        self._it = iter(calib.batches(1))
-        self._name = input_name
+        self._it = iter(_feeds(calib, input_name))
 
     def get_next(self) -> dict | None:
-        batch = next(self._it, None)
-        return None if batch is None else {self._name: batch}
+        return next(self._it, None)
+
+
+def _mse_overrides(pre: Path, calib: CalibrationSet, work: Path) -> dict[str, list[dict[str, Any]]]:
+    """TensorQuantOverrides with the MSE-optimal symmetric range of every float activation."""
+    import onnxruntime as ort
+    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
+
+    aug = work / "model_aug.onnx"
+    modify_model_output_intermediate_tensors(str(pre), str(aug))
+    sess = ort.InferenceSession(str(aug), providers=["CPUExecutionProvider"])
+    outs = [o.name for o in sess.get_outputs()]
+    name = sess.get_inputs()[0].name
+    values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
+    for feed in _feeds(calib, name):
+        values.add(name, feed[name])
+        for out, v in zip(outs, sess.run(None, feed), strict=True):
+            if out.endswith("_ReshapedSavedOutput"):
+                values.add(out.removesuffix("_ReshapedSavedOutput"), v)
+    aug.unlink()
+    ranges = values.ranges("mse", symmetric=True)
+    return {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items()}
+
+
+def quantize_qdq(pre: Path, dest: Path, calib: CalibrationSet, method: str, exclude: tuple[str, ...] | list[str] = (),
+                 only: list[str] | None = None) -> None:
+    """Symmetric int8 Q/DQ of `pre` into `dest`, calibrated by `method`; `exclude` nodes stay float,
+    `only` (when given) are the only nodes quantized."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    extra: dict[str, Any] = dict(QDQ_OPTIONS)
+    if method == "mse":
+        extra["TensorQuantOverrides"] = _mse_overrides(pre, calib, dest.parent)
+    quantize_static(
+        str(pre), str(dest), _Reader(calib, _input_name(pre)), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+        calibrate_method=CalibrationMethod[ORT_METHOD[method]], nodes_to_exclude=list(exclude) or None,
+        nodes_to_quantize=only, extra_options=extra,
+    )
+
+
+def _method_note(method: str) -> str:
+    if method == "mse":
+        return ("calibration mse: ONNX Runtime has no MSE calibrator; edgepipe computed each activation's "
+                "MSE-optimal symmetric range (numpy, calibration/ranges.py) and passed it as TensorQuantOverrides")
+    return f"calibration {method}: ONNX Runtime's CalibrationMethod.{ORT_METHOD[method]}"
+
+
+def _outputs(path: Path, op_type: str, feeds: list[dict[str, np.ndarray]], work: Path) -> dict[str, list]:
+    """Outputs of every `op_type` node of the model at `path`, per feed (qdq_loss_debug's collector)."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        modify_model_output_intermediate_tensors,
+    )
+
+    aug = work / f"aug_{path.stem}.onnx"
+    modify_model_output_intermediate_tensors(str(path), str(aug), op_types_for_saving=[op_type])
+    acts = collect_activations(str(aug), feeds)  # type: ignore[arg-type]  # any iterable of feeds works
+    aug.unlink()
+    return acts
+
+
+def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return top1([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(y))], y)
 
 
 class TensorRTTarget:
     name = TargetName.TENSORRT
-    version = "2"
+    version = "3"
+    supports_equalize = False
     host_latency_note = (
         "host latency is ONNX Runtime on this CPU running the Q/DQ model, not TensorRT on the Jetson; "
         "measure on the device with --device"
@@ -61,37 +172,53 @@ class TensorRTTarget:
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         import onnx
         import onnxruntime as ort
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        fp32 = out_dir / "model_fp32.onnx"
-        to_onnx(model, fp32)
-        pre = out_dir / "model_pre.onnx"
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
-        input_name = onnx.load(str(pre)).graph.input[0].name
-        quantize_static(
-            str(pre),
-            str(out_dir / "model_qdq.onnx"),
-            _Reader(calib, input_name),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            # TensorRT: symmetric int8 (zero point 0) everywhere; it fuses float biases itself.
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        )
-        pre.unlink()
+        src = prepared(model)
+        shutil.copy2(src / "model_fp32.onnx", out_dir / "model_fp32.onnx")
+        quantize_qdq(src / "model_pre.onnx", out_dir / "model_qdq.onnx", calib, opts.calibration_method,
+                     opts.float_layers)
         script = out_dir / "build_engine.sh"
         script.write_text(ENGINE_SCRIPT)
         script.chmod(0o755)
+        notes = [self.host_latency_note, _method_note(opts.calibration_method)]
+        if opts.float_layers:
+            notes.append(f"{len(opts.float_layers)} node(s) kept in float (quantize_static nodes_to_exclude): no "
+                         "Q/DQ on their inputs, TensorRT runs them in fp16/fp32")
+        if opts.equalize:
+            notes.append("equalize: ONNX Runtime offers no equalization or bias correction here "
+                         "(its SmoothQuant needs neural-compressor); ignored")
         return ExportResult(
             artifact="model_qdq.onnx",
             float_artifact="model_fp32.onnx",
             precision="int8",
             files=("model_qdq.onnx", "model_fp32.onnx", "build_engine.sh"),
+            float_layers=tuple(opts.float_layers),
             calibration=opts.calibration_method,
             versions={"onnx": onnx.__version__, "onnxruntime": ort.__version__},
-            notes=(self.host_latency_note,),
+            notes=tuple(notes),
         )
+
+    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
+                    eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
+        """Each compute node quantized alone (quantize_static nodes_to_quantize): SQNR of its output against
+        the float model on the calibration samples (qdq_loss_debug collectors), and eval accuracy."""
+        import onnx
+
+        opts = opts or ExportOptions()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pre = prepared(model) / "model_pre.onnx"
+        small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
+        feeds = _feeds(small, _input_name(pre))
+        nodes = [n for n in onnx.load(str(pre)).graph.node if n.op_type in COMPUTE_OPS]
+        picked = set(pick_layers([n.name for n in nodes]))
+        rows = []
+        for node in (n for n in nodes if n.name in picked):
+            only = out_dir / "model_only.onnx"
+            quantize_qdq(pre, only, small, opts.calibration_method, only=[node.name])
+            ref = _outputs(pre, node.op_type, feeds, out_dir).get(node.output[0])
+            got = _outputs(only, node.op_type, feeds, out_dir).get(node.output[0])
+            if ref is None or got is None:
+                continue
+            rows.append(row(node.name, sqnr_db(ref, got), _accuracy(only, eval_x, eval_y)))
+        return rank(rows)

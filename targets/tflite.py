@@ -1,47 +1,209 @@
-"""LiteRT (TFLite) for ARM boards: full-integer int8 .tflite from the TFLite converter."""
+"""LiteRT (TFLite) for ARM boards: int8 .tflite from the TFLite converter's calibrator and MLIR quantizer.
+
+The converter calibrates min-max only. The export runs it in calibrate-only mode (the float model with
+each activation tensor's observed min/max), rewrites those ranges for the other calibration methods
+(computed here in numpy from the float activations of the calibration set), then quantizes with the
+MLIR quantizer the converter itself uses, which also keeps `float_layers` (op output tensor names, the
+quantizer's `denylisted_nodes`) in float."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from calibration import CalibrationSet
+from calibration.ranges import ValueCollector
+from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db, top1
 
 from .base import ExportOptions, ExportResult, FloatModel, TargetName
+
+FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
+_DEBUG_PREFIX = "NumericVerify/"
+_memo: dict[tuple[str, str, str], bytes] = {}  # (saved model, calibration fingerprint, method) -> calibrated
+
+
+def _representative(calib: CalibrationSet) -> Callable[[], Iterator[list[np.ndarray]]]:
+    def gen() -> Iterator[list[np.ndarray]]:
+        for batch in calib.batches(1):
+            yield [batch.astype(np.float32)]
+
+    return gen
+
+
+def _interpreter(content: bytes, preserve: bool = False) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=content, experimental_preserve_all_tensors=preserve)
+    interp.allocate_tensors()
+    return interp
+
+
+def _run(interp: Any, x: np.ndarray) -> None:
+    d = interp.get_input_details()[0]
+    if d["dtype"] != np.float32:
+        scale, zero = d["quantization"]
+        info = np.iinfo(d["dtype"])
+        x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
+    interp.set_tensor(d["index"], x)
+    interp.invoke()
+
+
+def _accuracy(content: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    interp = _interpreter(content)
+    out = interp.get_output_details()[0]["index"]
+    outputs = []
+    for i in range(len(y)):
+        _run(interp, x[i : i + 1])
+        outputs.append(interp.get_tensor(out).astype(np.float32))
+    return top1(outputs, y)
+
+
+def _stats_tensors(content: bytes) -> tuple[Any, list[int]]:
+    """The calibrated model as an object, and the float tensors of its main graph that carry min/max."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    tensors = obj.subgraphs[0].tensors
+    idx = [i for i, t in enumerate(tensors) if t.type == FLOAT32 and t.quantization is not None
+           and t.quantization.min is not None and len(t.quantization.min) == 1]
+    return obj, idx
+
+
+def _override_ranges(calibrated: bytes, calib: CalibrationSet, method: str) -> bytes:
+    """Replace the calibrator's min/max of every activation tensor with the `method` range, estimated from
+    the values the tensor takes when the float model runs the calibration set."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj, idx = _stats_tensors(calibrated)
+    interp = _interpreter(calibrated, preserve=True)
+    values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
+    for batch in calib.batches(1):
+        _run(interp, batch.astype(np.float32))
+        for i in idx:
+            values.add(str(i), interp.get_tensor(i))
+    for key, (lo, hi) in values.ranges(method).items():
+        q = obj.subgraphs[0].tensors[int(key)].quantization
+        q.min, q.max = np.array([lo], np.float32), np.array([hi], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
+
+
+def calibrated_model(model: FloatModel, calib: CalibrationSet, method: str) -> bytes:
+    """The converter's calibrate-only output (float ops, activation ranges attached), ranges by `method`."""
+    key = (str(model.saved_model_dir), calib.fingerprint(), method)
+    if key not in _memo:
+        import tensorflow as tf
+
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(model.saved_model_dir))
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = _representative(calib)
+        conv._experimental_calibrate_only = True  # the QuantizationDebugger's documented route
+        content = conv.convert()
+        _memo[key] = content if method == "minmax" else _override_ranges(content, calib, method)
+    return _memo[key]
+
+
+def quantize(calibrated: bytes, float_layers: tuple[str, ...] | list[str] = ()) -> bytes:
+    """int8 in and out; every op int8 except those whose output tensor is named in `float_layers`."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    return bytes(convert.mlir_quantize(calibrated, input_data_type=tf.int8, output_data_type=tf.int8,
+                                       denylisted_nodes=list(float_layers) or None))
+
+
+def layer_names(calibrated: bytes) -> list[str]:
+    """Each op of the main graph, by its first output tensor's name (what denylisted_nodes takes)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    sg = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated)).subgraphs[0]
+    return [sg.tensors[op.outputs[0]].name.decode() for op in sg.operators if len(op.outputs)]
+
+
+def _debugger_sqnr(calibrated: bytes, calib: CalibrationSet) -> dict[str, float]:
+    """tf.lite.experimental.QuantizationDebugger: each quantized op against the same op in float on the same
+    (dequantized) input; SQNR per sample, averaged. Keyed by the op's output tensor name."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    def sqnr(f: np.ndarray, q: np.ndarray, scale: float, zero: int) -> float:
+        return sqnr_db(f, (q.astype(np.float32) - zero) * scale)
+
+    debug_model = convert.mlir_quantize(calibrated, enable_numeric_verify=True)
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"sqnr": sqnr})
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        quant_debug_model_content=debug_model, debug_dataset=_representative(calib), debug_options=options)
+    debugger.run()
+    return {name.removeprefix(_DEBUG_PREFIX).rsplit(":", 1)[0]: float(stats["sqnr"])
+            for name, stats in (debugger.layer_statistics or {}).items()}
+
+
+def _lookup(stats: dict[str, float], layer: str) -> float | None:
+    """The debugger names a layer by its quantized tensor, which may carry a suffix: longest prefix wins."""
+    hits = [k for k in stats if k == layer or k.startswith(layer)]
+    return stats[min(hits, key=len)] if hits else None
+
+
+def _method_note(method: str) -> str:
+    if method == "minmax":
+        return "calibration minmax: the TFLite converter's own min-max calibration"
+    return (f"calibration {method}: the TFLite converter calibrates min-max only; edgepipe recomputed every "
+            f"activation tensor's range with {method} (numpy, calibration/ranges.py) from the float "
+            "activations of the calibration set and wrote it into the calibrated model before the converter's "
+            "MLIR quantizer ran, so values outside the range clip at run time")
 
 
 class TFLiteTarget:
     name = TargetName.TFLITE
-    version = "1"
+    version = "2"
     host_latency_note = None
+    supports_equalize = False
 
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         import tensorflow as tf
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        float_conv = tf.lite.TFLiteConverter.from_saved_model(str(model.saved_model_dir))
-        (out_dir / "model_float.tflite").write_bytes(float_conv.convert())
-
-        conv = tf.lite.TFLiteConverter.from_saved_model(str(model.saved_model_dir))
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-
-        def representative() -> Iterator[list[np.ndarray]]:
-            for batch in calib.batches(1):
-                yield [batch.astype(np.float32)]
-
-        conv.representative_dataset = representative
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-        (out_dir / "model_int8.tflite").write_bytes(conv.convert())
+        earlier = model.reusable("model_float.tflite")
+        if earlier is not None:
+            shutil.copy2(earlier, out_dir / "model_float.tflite")
+        else:
+            float_conv = tf.lite.TFLiteConverter.from_saved_model(str(model.saved_model_dir))
+            (out_dir / "model_float.tflite").write_bytes(float_conv.convert())
+        calibrated = calibrated_model(model, calib, opts.calibration_method)
+        (out_dir / "model_int8.tflite").write_bytes(quantize(calibrated, opts.float_layers))
+        notes = [_method_note(opts.calibration_method)]
+        if opts.float_layers:
+            notes.append(f"{len(opts.float_layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): "
+                         "int8 input and output, float tensors inside, so not a full-integer model")
+        if opts.equalize:
+            notes.append("equalize: the TFLite converter has no equalization or bias correction; ignored")
         return ExportResult(
             artifact="model_int8.tflite",
             float_artifact="model_float.tflite",
             precision="int8",
             files=("model_int8.tflite", "model_float.tflite"),
+            float_layers=tuple(opts.float_layers),
             calibration=opts.calibration_method,
             versions={"tensorflow": tf.__version__, "ai-edge-litert": version("ai-edge-litert")},
+            notes=tuple(notes),
         )
+
+    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
+                    eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
+        opts = opts or ExportOptions()
+        calibrated = calibrated_model(model, calib, opts.calibration_method)
+        names = layer_names(calibrated)
+        small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
+        stats = _debugger_sqnr(calibrated, small)
+        rows = []
+        for layer in pick_layers(names):
+            sqnr = _lookup(stats, layer)
+            if sqnr is None:  # not quantized (or not checked by the debugger): nothing to keep in float
+                continue
+            only = quantize(calibrated, [n for n in names if n != layer])
+            rows.append(row(layer, sqnr, _accuracy(only, eval_x, eval_y)))
+        return rank(rows)

@@ -1,5 +1,15 @@
-"""Runs one target's export in a child process: converters can segfault, and that must not take the
-build down with it. The parent passes a JSON job on argv and reads the JSON result from a file."""
+"""Runs a target's exports, or its per-layer sensitivity, in a child process: converters can segfault, and
+that must not take the build down with it. The parent passes a JSON job on argv and reads JSON results
+from files.
+
+Job modes:
+- "export" (the default): "exports" is a list of {"options", "out_dir", "result"}, done in order in this one
+  process (a target may reuse its conversion between them); each result is written as soon as it exists.
+  The single-export form {"options", "out_dir", "result"} is accepted too.
+- "sensitivity": {"options", "out_dir", "eval" (an npz with x, y), "result"}: the target's sensitivity table;
+  with "float_variants" = k and "variants_dir", then the exports keeping the 1..k most sensitive layers in
+  float (targets.base.float_layer_variants), as variants_dir/out<i> and variants_dir/result<i>.json.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +17,79 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+
+def _calibration(job: dict[str, Any]) -> Any:
+    from calibration import CalibrationSet, SamplingMethod
+
+    with np.load(job["calibration"]) as data:
+        samples = data["x"]
+    return CalibrationSet(samples, job["calib_source"], SamplingMethod(job["calib_sampling"]), job["calib_seed"])
+
+
+def _model(job: dict[str, Any]) -> Any:
+    from . import FloatModel
+
+    return FloatModel(
+        Path(job["saved_model_dir"]),
+        Path(job["keras_path"]) if job.get("keras_path") else None,
+        tuple(job["input_shape"]),
+        Path(job["converted"]) if job.get("converted") else None,
+    )
+
+
+def _exports(job: dict[str, Any]) -> list[dict[str, Any]]:
+    if "exports" in job:
+        return list(job["exports"])
+    return [{"options": job["options"], "out_dir": job["out_dir"], "result": job["result"]}]
+
+
+def _export_all(target: Any, model: Any, calib: Any, items: list[dict[str, Any]]) -> None:
+    from . import ExportOptions
+
+    for item in items:
+        result = target.export(model, calib, Path(item["out_dir"]), ExportOptions.from_dict(item["options"]))
+        Path(item["result"]).write_text(json.dumps(result.to_dict()))
+
+
+def run_export(job: dict[str, Any]) -> None:
+    from . import get_target
+
+    _export_all(get_target(job["target"]), _model(job), _calibration(job), _exports(job))
+
+
+def run_sensitivity(job: dict[str, Any]) -> None:
+    from dataclasses import asdict
+
+    from . import ExportOptions, get_target
+    from .base import float_layer_variants
+
+    target, calib, model = get_target(job["target"]), _calibration(job), _model(job)
+    with np.load(job["eval"]) as data:
+        x, y = data["x"].astype(np.float32), data["y"]
+    opts = ExportOptions.from_dict(job.get("options", {}))
+    table = target.sensitivity(model, calib, Path(job["out_dir"]), x, y, opts)
+    Path(job["result"]).write_text(json.dumps(table))
+    folder = Path(job.get("variants_dir") or job["out_dir"])
+    variants = float_layer_variants(opts, table, int(job.get("float_variants", 0)))
+    items = [{"options": asdict(o), "out_dir": str(folder / f"out{i}"), "result": str(folder / f"result{i}.json")}
+             for i, o in enumerate(variants)]
+    _export_all(target, model, calib, items)
 
 
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from calibration import CalibrationSet, SamplingMethod
-
-    from . import ExportOptions, FloatModel, get_target
-
-    with np.load(job["calibration"]) as data:
-        samples = data["x"]
-    calib = CalibrationSet(samples, job["calib_source"], SamplingMethod(job["calib_sampling"]), job["calib_seed"])
-    model = FloatModel(
-        Path(job["saved_model_dir"]),
-        Path(job["keras_path"]) if job.get("keras_path") else None,
-        tuple(job["input_shape"]),
-    )
-    target = get_target(job["target"])
-    result = target.export(model, calib, Path(job["out_dir"]), ExportOptions(**job["options"]))
-    Path(job["result"]).write_text(json.dumps(result.to_dict()))
+    mode = job.get("mode", "export")
+    if mode == "export":
+        run_export(job)
+    elif mode == "sensitivity":
+        run_sensitivity(job)
+    else:
+        raise SystemExit(f"unknown worker mode {mode!r}")
     return 0
 
 

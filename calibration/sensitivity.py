@@ -1,0 +1,61 @@
+"""Per-layer quantization sensitivity: the shared maths (numpy only). Each target measures its layers in
+its own runtime and builds the table with these helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+MAX_LAYERS = 12  # layers examined per target
+SAMPLES = 32  # calibration samples for the per-layer SQNR
+EVAL_SAMPLES = 256  # eval samples for "accuracy with only this layer quantized"
+
+
+def sqnr_db(reference: np.ndarray | Sequence[np.ndarray], test: np.ndarray | Sequence[np.ndarray]) -> float:
+    """Signal-to-quantization-noise ratio of `test` against `reference`, in dB (capped at 100)."""
+    ref = np.concatenate([np.asarray(r, np.float64).reshape(-1) for r in _as_list(reference)])
+    tst = np.concatenate([np.asarray(t, np.float64).reshape(-1) for t in _as_list(test)])
+    if ref.shape != tst.shape:
+        raise ValueError(f"shape mismatch: {ref.shape} vs {tst.shape}")
+    signal = float(np.sum(ref * ref))
+    noise = float(np.sum((ref - tst) ** 2))
+    if noise <= signal * 1e-10:
+        return 100.0
+    if signal == 0.0:
+        return -100.0
+    return float(min(100.0, 10.0 * np.log10(signal / noise)))
+
+
+def _as_list(x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [x] if isinstance(x, np.ndarray) else list(x)
+
+
+def top1(outputs: Sequence[np.ndarray], labels: np.ndarray) -> float:
+    """Top-1 accuracy of per-sample outputs."""
+    hits = sum(int(np.argmax(np.asarray(o).reshape(-1)) == int(y)) for o, y in zip(outputs, labels, strict=True))
+    return hits / max(1, len(labels))
+
+
+def row(layer: str, sqnr: float, accuracy: float | None) -> dict[str, Any]:
+    return {"layer": layer, "sqnr_db": round(float(sqnr), 3),
+            "accuracy": None if accuracy is None else round(float(accuracy), 6)}
+
+
+def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Most sensitive first: the lowest accuracy with only that layer quantized (when measured), then the
+    lowest SQNR. Ties keep graph order."""
+    def key(r: dict[str, Any]) -> tuple[float, float]:
+        acc = r.get("accuracy")
+        return (float("inf") if acc is None else float(acc), float(r["sqnr_db"]))
+
+    return sorted(rows, key=key)
+
+
+def pick_layers(candidates: Sequence[str], limit: int = MAX_LAYERS) -> list[str]:
+    """At most `limit` layers, spread evenly over the graph when there are more."""
+    if len(candidates) <= limit:
+        return list(candidates)
+    idx = np.unique(np.linspace(0, len(candidates) - 1, limit).round().astype(int))
+    return [candidates[i] for i in idx]

@@ -1,0 +1,90 @@
+"""Every calibration method on every backend gives a working int8 artifact that says which method it used;
+sensitivity tables name layers the backend then keeps in float."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibration import make_calibration_set
+from calibration.ranges import METHODS
+from pipeline.cache import Cache
+from pipeline.export import export_batch, target_sensitivity
+from pipeline.ui import UI
+from targets import ExportOptions, FloatModel, runner
+
+TARGETS = ("tflite", "openvino", "tensorrt")
+
+
+@pytest.fixture(scope="module")
+def setup(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    import keras
+
+    work = tmp_path_factory.mktemp("calib-methods")
+    keras.saving.load_model(trained_cnn).export(str(work / "sm"), format="tf_saved_model", verbose=False)
+    with np.load(digits_npz) as d:
+        x_tr, y_tr = d["x_train"][..., None] / 16.0, d["y_train"]
+        x, y = (d["x_test"][..., None] / 16.0).astype(np.float32), d["y_test"]
+    calib = make_calibration_set(x_tr, y_tr, 48)
+    model = FloatModel(work / "sm", trained_cnn, (8, 8, 1))
+    float_acc = float(np.mean(np.argmax(keras.saving.load_model(trained_cnn).predict(x, verbose=0), 1) == y))
+    return model, calib, x, y, float_acc, Cache()
+
+
+def _accuracy(artifact: Path, x: np.ndarray, y: np.ndarray) -> float:
+    return runner.evaluate(runner.open_session(artifact), x, y)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_method_exports_a_working_int8_artifact(setup: tuple, target: str) -> None:
+    model, calib, x, y, float_acc, cache = setup
+    options = [ExportOptions(calibration_method=m) for m in METHODS]
+    batch = export_batch(target, model, "trained-cnn", calib, options, cache, UI(quiet=True))
+    assert batch.error is None and len(batch.exported) == len(METHODS)
+    blobs = set()
+    for method, exp in zip(METHODS, batch.exported, strict=True):
+        r = exp.result
+        assert r.calibration == method and r.precision == "int8" and r.float_layers == ()
+        assert any(f"calibration {method}" in n for n in r.notes), r.notes
+        acc = _accuracy(exp.folder / r.artifact, x, y)
+        assert acc >= float_acc - 0.05, f"{target}/{method}: {acc} vs float {float_acc}"
+        blobs.add(b"".join((exp.folder / f).read_bytes() for f in r.files))
+    assert len(blobs) > 1, f"{target}: every method gave the same artifact"
+
+
+def _float_ops(target: str, artifact: Path) -> int:
+    """How much of the artifact is left unquantized, in the backend's own terms."""
+    if target == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        return sum(t["dtype"] == np.float32 for t in Interpreter(model_path=str(artifact)).get_tensor_details())
+    if target == "openvino":
+        import openvino as ov
+
+        ops = ov.Core().read_model(str(artifact)).get_ops()
+        return -sum(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8 for op in ops)
+    import onnx
+
+    return -sum(n.op_type == "DequantizeLinear" for n in onnx.load(str(artifact)).graph.node)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_sensitivity_names_layers_the_backend_keeps_in_float(setup: tuple, target: str) -> None:
+    model, calib, x, y, _, cache = setup
+    table, batch = target_sensitivity(target, model, "trained-cnn", calib, ExportOptions(), x[:64], y[:64],
+                                      cache, UI(quiet=True), float_variants=1)
+    assert len(table) >= 2
+    for r in table:
+        assert set(r) == {"layer", "sqnr_db", "accuracy"} and isinstance(r["layer"], str)
+        assert isinstance(r["sqnr_db"], float) and (r["accuracy"] is None or 0.0 <= r["accuracy"] <= 1.0)
+    keys = [(float("inf") if r["accuracy"] is None else r["accuracy"], r["sqnr_db"]) for r in table]
+    assert keys == sorted(keys), "most sensitive first"
+    assert batch.error is None and len(batch.exported) == 1
+    kept = batch.exported[0].result
+    assert kept.float_layers == (table[0]["layer"],)
+    plain = export_batch(target, model, "trained-cnn", calib, [ExportOptions()], cache, UI(quiet=True)).exported[0]
+    assert _float_ops(target, batch.exported[0].folder / kept.artifact) > _float_ops(
+        target, plain.folder / plain.result.artifact)
+    assert _accuracy(batch.exported[0].folder / kept.artifact, x, y) > 0.5
