@@ -18,7 +18,8 @@ EXIT_OK, EXIT_BUDGET, EXIT_USAGE = 0, 1, 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2
-        self.exit(EXIT_USAGE, f"edgepipe: error: {message} (see edgepipe {self.prog.split()[-1]} --help)\n")
+        cmd = " ".join(self.prog.split()[1:2])
+        self.exit(EXIT_USAGE, f"edgepipe: error: {message} (see edgepipe {cmd + ' ' if cmd else ''}--help)\n")
 
 
 def _device_args(p: argparse.ArgumentParser) -> None:
@@ -30,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edgepipe", description="Keras/TensorFlow model in, verified int8 artifacts per device out.")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or tables on stderr")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    b = sub.add_parser("build", help="compress, quantize and verify for each target")
+    quiet = _Parser(add_help=False)  # --quiet also after the subcommand, where users type it
+    quiet.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    b = sub.add_parser("build", parents=[quiet], help="compress, quantize and verify for each target")
     b.add_argument("config", nargs="?", default="digits-cnn", help="a TOML config or a built-in example")
     b.add_argument("--target", action="append", dest="targets", metavar="NAME", help="tflite, openvino, tensorrt")
     _device_args(b)
@@ -38,11 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cache", action="store_true", help="do not reuse cached stage or target outputs")
     b.add_argument("--allow-unsafe-model", action="store_true", help="allow Lambda layers / arbitrary code in models")
     b.add_argument("--json", action="store_true", help="print report.json on stdout")
-    v = sub.add_parser("verify", help="re-measure the artifacts of a run and rewrite its report")
+    v = sub.add_parser("verify", parents=[quiet], help="re-measure the artifacts of a run and rewrite its report")
     v.add_argument("run_dir", type=Path)
     _device_args(v)
     v.add_argument("--json", action="store_true")
-    be = sub.add_parser("bench", help="latency of one .tflite / .onnx / OpenVINO .xml in its runtime")
+    be = sub.add_parser("bench", parents=[quiet], help="latency of one .tflite / .onnx / OpenVINO .xml in its runtime")
     be.add_argument("artifact", type=Path)
     _device_args(be)
     be.add_argument("--threads", type=int, default=1)
@@ -50,14 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--iterations", type=int, default=100)
     be.add_argument("--eval", type=Path, help="an eval.npz (x, y) to measure accuracy too")
     be.add_argument("--json", action="store_true")
-    se = sub.add_parser("search", help="multi-objective search over the compression knobs (Optuna)")
+    se = sub.add_parser("search", parents=[quiet], help="multi-objective search over the compression knobs (Optuna)")
     se.add_argument("config", help="a TOML config or a built-in example")
     se.add_argument("--trials", type=int, help="complete trials the study should hold (default: [search] trials)")
     se.add_argument("--storage", help="Optuna RDB URL shared by workers (default: sqlite in OUT/study.db)")
     se.add_argument("--study", help="study name (default: the config name)")
     se.add_argument("--out", type=Path, help="search directory (default runs/<config-name>-search)")
-    sub.add_parser("examples", help="list the built-in examples")
-    r = sub.add_parser("report", help="(re)render report.html from report.json")
+    sub.add_parser("examples", parents=[quiet], help="list the built-in examples")
+    r = sub.add_parser("report", parents=[quiet], help="(re)render report.html from report.json")
     r.add_argument("run_dir", type=Path)
     return p
 

@@ -23,4 +23,7 @@ command -v chromium >/dev/null 2>&1 || apt_install chromium
 command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
   || apt_install openssh-client
 # --- end of openssh ---
+# --- postgresql: tests/pipeline/test_search.py runs a throw-away server (initdb/pg_ctl as user postgres) ---
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+# --- end of postgresql ---
 # --- end of other system test dependencies ---

@@ -127,9 +127,18 @@ def _accuracy(ov_model: Any, x: np.ndarray, y: np.ndarray) -> float:
     return top1([np.array(request.infer([x[i : i + 1]])[0]) for i in range(len(y))], y)
 
 
+def _save(ov_model: Any, path: Path) -> None:
+    """Save the IR without the build's temporary input path in its rt_info: the same model and calibration
+    then give the same bytes."""
+    import openvino as ov
+
+    ov_model.set_rt_info("float SavedModel exported by edgepipe", ["conversion_parameters", "input_model"])
+    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+
+
 class OpenVINOTarget:
     name = TargetName.OPENVINO
-    version = "2"
+    version = "3"
     host_latency_note = None
     supports_equalize = True
 
@@ -145,8 +154,8 @@ class OpenVINOTarget:
         import openvino as ov
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        ov.save_model(float_model(model), str(out_dir / "model_float.xml"), compress_to_fp16=False)
-        ov.save_model(self.quantized(model, calib, opts), str(out_dir / "model_int8.xml"), compress_to_fp16=False)
+        _save(float_model(model), out_dir / "model_float.xml")
+        _save(self.quantized(model, calib, opts), out_dir / "model_int8.xml")
         notes = [f"calibration {opts.calibration_method}: {METHOD_NOTE[opts.calibration_method]}"]
         if opts.float_layers:
             notes.append(f"{len(opts.float_layers)} op(s) kept in float (nncf.IgnoredScope names)")
