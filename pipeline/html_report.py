@@ -256,9 +256,14 @@ def _sensitivity(report: Obj) -> str:
     for name, t in _targets(report).items():
         rows = [[_e(r.get("layer", "")), _fmt(r.get("sqnr_db"), ".2f"), _fmt(r.get("accuracy"))]
                 for r in _dicts(t.get("sensitivity"))]
-        if rows:
-            parts.append(f"<h3>{_e(name)}</h3>\n" + _table(["layer", "SQNR (dB)", "accuracy"], rows))
-    return "<h2>Per-layer sensitivity</h2>\n" + "\n".join(parts) if parts else ""
+        tries = [[_e(str(a.get("calibration", "")) + (" + equalization" if a.get("equalize") else "")), _e(", ".join(_strings(a.get("float_layers"))) or "-"),
+                  _fmt(a.get("accuracy")), _fmt(a.get("accuracy_drop")), _verdict(a.get("passed"))]
+                 for a in _dicts(t.get("attempts"))]
+        if rows or tries:
+            parts.append(f"<h3>{_e(name)}</h3>\n" + (_table(["layer", "SQNR (dB)", "accuracy"], rows) if rows else "")
+                         + (_table(["calibration", "kept in float", "accuracy", "drop", "result"], tries)
+                            if tries else ""))
+    return "<h2>Per-layer sensitivity and accuracy-aware attempts</h2>\n" + "\n".join(parts) if parts else ""
 
 
 def _pareto(report: Obj) -> str:
