@@ -1,9 +1,11 @@
 """Interleaved latency: several artifacts of one model timed side by side, in rounds (ABC, BCA, CAB, ...).
 
 On a busy machine the load drifts over seconds; timing A for a minute and then B for a minute measures the
-drift as much as the artifacts. Here every round runs each session for the same short burst, in a rotated
-order; a session's latency is the median of its per-round medians, and a ratio A/B is the quotient of two
-such medians taken over the same rounds, so both sides of a ratio saw the same load.
+drift as much as the artifacts. Here every round runs each session for the same short burst (~50 ms), in a
+rotated order; a session's latency is the median of its per-round medians, and a ratio A/B is the median over
+the rounds of (A's round median / B's round median): both sides of each quotient ran within ~0.1 s of each
+other, under the same load. (On this kind of host a neighbour slows everything by up to 3x for seconds at a
+time; pairing at that scale is what keeps ratios steady where plain medians of long bursts swing by 30%.)
 
 The timing runs in a child process (`python -m bench.measure`, the job as JSON on stdin, one JSON object on
 stdout) with only numpy and the runtimes loaded, through edgepipe's own runner sessions
@@ -31,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Timing:
-    rounds: int = 9
-    round_s: float = 0.3  # per session per round
+    rounds: int = 60
+    round_s: float = 0.05  # per session per round
     warmup_s: float = 0.5  # per session, before the first round
     min_iterations: int = 5
     max_iterations: int = 500
@@ -92,9 +94,14 @@ def median_ms(result: dict[str, Any], name: str) -> float:
     return float(np.median(result["round_medians_ms"][name]))
 
 
-def ratio(result: dict[str, Any], num: str, den: str) -> float:
-    """median_ms(num) / median_ms(den), both over the same interleaved rounds."""
-    return median_ms(result, num) / median_ms(result, den)
+def round_ratios(result: dict[str, Any], num: str, den: str) -> np.ndarray:
+    return np.asarray(result["round_medians_ms"][num]) / np.asarray(result["round_medians_ms"][den])
+
+
+def ratio(result: dict[str, Any], num: str, den: str) -> tuple[float, float, float]:
+    """Median over rounds of num/den (same-round medians), with the interquartile range of those quotients."""
+    r = round_ratios(result, num, den)
+    return float(np.median(r)), float(np.percentile(r, 25)), float(np.percentile(r, 75))
 
 
 def run_child(artifacts: dict[str, Path], input_shape: tuple[int, ...], threads: int, timing: Timing,
