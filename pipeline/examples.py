@@ -102,7 +102,8 @@ EXAMPLES: dict[str, Example] = {
         version="1",
         config={
             "model": {"example": "digits-lstm"},
-            "distill": {"student": "width:0.5", "temperature": 4.0, "alpha": 0.7, "epochs": 40},
+            "distill": {"student": "width:0.5", "temperature": 4.0, "alpha": 0.7, "epochs": 80,
+                        "learning_rate": 5e-3, "patience": 10},
             "quantize": {"calibration_samples": 300, "calibration": "minmax"},
             "budget": {"max_accuracy_drop": 0.01},
             "targets": _ALL_TARGETS,

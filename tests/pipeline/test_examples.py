@@ -1,0 +1,33 @@
+"""The built-in examples end to end, as `./scripts/demo` runs them: every target within 1 point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["digits-cnn", "digits-lstm"])
+def test_example_builds_three_int8_targets_within_a_point(example: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["--quiet", "build", example, "--out", str(tmp_path / "run"), "--json"])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    ref = report["reference"]
+    assert ref["accuracy"] >= (0.97 if example == "digits-cnn" else 0.95)
+    assert [s["name"] for s in report["stages"]][0] == "distill"
+    final = report["stages"][-1]
+    for name in ("tflite", "openvino", "tensorrt"):
+        t = report["targets"][name]
+        assert "error" not in t, t.get("error")
+        assert t["precision"] == "int8" and t["accuracy_drop"] <= 0.01, (name, t["accuracy"], ref["accuracy"])
+    assert rc == 0, err
+    if example == "digits-cnn":  # the compression issue's size goals
+        assert [s["name"] for s in report["stages"]] == ["distill", "prune"]
+        assert final["params"] <= 0.25 * ref["params"]
+        assert report["targets"]["tflite"]["size_bytes"] <= ref["size_bytes"] / 10
+        assert report["targets"]["tensorrt"]["size_bytes"] <= ref["size_bytes"] / 10
