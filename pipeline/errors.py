@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-
-class EdgepipeError(Exception):
-    """Base class of every error edgepipe raises on purpose."""
-
-
-class UsageError(EdgepipeError):
-    """Bad input or usage: a config, model, data file or argument the user must fix. Exit code 2."""
-
-
-class ConfigError(UsageError):
-    """A config file that does not parse or validate."""
+from targets.errors import ConfigError, EdgepipeError, TargetError, UsageError
 
 
 class ModelLoadError(UsageError):
@@ -27,5 +17,5 @@ class StageError(EdgepipeError):
     """A compression stage that failed on valid input."""
 
 
-class TargetError(EdgepipeError):
-    """A target's conversion, quantization or measurement failed."""
+__all__ = ["ConfigError", "DataError", "EdgepipeError", "ModelLoadError", "StageError", "TargetError",
+           "UsageError"]

@@ -16,8 +16,7 @@ from typing import Annotated, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.errors import ConfigError, UsageError
-
+from .errors import ConfigError, UsageError
 from .ssh import SshDevice
 
 DEVICES_DIR = Path(__file__).resolve().parent / "devices"

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
-from pipeline.errors import TargetError, UsageError
-
+from .errors import TargetError, UsageError
 from .ssh_errors import connection_error, last_line, runner_result
 
 REMOTE_DIR_PREFIX = "edgepipe-run-"  # remote temp dirs: ${TMPDIR:-/tmp}/edgepipe-run-XXXXXXXX

@@ -6,7 +6,7 @@ import json
 import signal
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import TargetError, UsageError
+from .errors import TargetError, UsageError
 
 if TYPE_CHECKING:
     from .ssh import SshDevice
