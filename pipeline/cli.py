@@ -80,6 +80,9 @@ def one_line(msg: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing warnings are not the user's business
     args = _parser().parse_args(argv)
     from .ui import UI
 
