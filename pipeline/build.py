@@ -11,10 +11,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from calibration import make_calibration_set
 from targets import ExportOptions, FloatModel, get_target
 
 from .cache import Cache
+from .calib_source import calibration_set
 from .config import Config
 from .data import write_eval
 from .errors import TargetError
@@ -102,9 +102,8 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
         if src.reference.format is not ModelFormat.SAVED_MODEL:
             keras_path = run_dir / "reference" / "model.keras"
     fm = _float_model(src, final, keras_path, scratch)
-    q = cfg.quantize
-    calib = make_calibration_set(src.data.x_train, src.data.y_train, q.calibration_samples, seed=q.seed)
-    report["calibration"] = {"samples": len(calib), "sampling": calib.sampling.value, "source": "train split",
+    calib = calibration_set(cfg, src.data, src.preprocess, fm.input_shape)
+    report["calibration"] = {"samples": len(calib), "sampling": calib.sampling.value, "source": calib.source,
                              "fingerprint": calib.fingerprint()[:16]}
     report["versions"] = _versions()
     for name in req.targets:

@@ -87,6 +87,10 @@ def check_inputs(config: Config) -> None:
         student = config.resolve(config.distill.student)
         if not _exists(student):
             raise ModelLoadError(f"{student}: student model not found (distill.student)")
+    if config.quantize.calibration_data is not None:
+        calib = config.resolve(config.quantize.calibration_data)
+        if not _exists(calib):
+            raise DataError(f"{calib}: calibration data not found (quantize.calibration_data)")
 
 
 def default_out(config: Config) -> Path:

@@ -125,9 +125,17 @@ class DecomposeSection(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 64
 
 
+class Sampling(str, Enum):
+    RANDOM = "random"
+    STRATIFIED = "stratified"
+
+
 class QuantizeSection(_Strict):
     calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = 300
     calibration: CalibrationMethod = CalibrationMethod.MINMAX
+    # unlabeled calibration samples instead of the training split: an npz with `x`, or a folder of images
+    calibration_data: str | None = None
+    sampling: Sampling | None = None  # default: stratified by label on the training split, else random
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
 
 

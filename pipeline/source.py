@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .cache import Cache, cache_key
 from .config import Config
-from .data import RawData, prepare, preprocess_from, read_image_folder, read_npz
+from .data import Preprocess, RawData, prepare, preprocess_from, read_image_folder, read_npz
 from .errors import DataError, ModelLoadError
 from .examples import get_example
 from .models import LoadedModel, ModelFormat, from_keras, load_model
@@ -24,6 +24,7 @@ class Source:
     data_id: str  # data content hash + preprocessing, for cache keys
     model_id: str  # the reference model's identity, for cache keys
     cached_teacher: bool
+    preprocess: Preprocess
 
 
 def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache: Cache, ui: UI) -> Source:
@@ -46,7 +47,7 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
         ui.info(f"teacher of {name}: reused from cache")
     model = keras.saving.load_model(hit / "model.keras", compile=False)
     ref = from_keras(model, ModelFormat.KERAS, Path(f"example:{name}"), key)
-    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, cached)
+    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, cached, ex.preprocess)
 
 
 def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI) -> Source:
@@ -78,4 +79,4 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI) -> 
         raw = read_image_folder(config.resolve(section.images), section.image_size, int(channels), seed)
     pre = preprocess_from(section)
     data = prepare(raw, pre, ref.input_shape, ref.num_classes)
-    return Source(ref, data, raw.source + "|" + pre.key(), ref.content_hash, False)
+    return Source(ref, data, raw.source + "|" + pre.key(), ref.content_hash, False, pre)
