@@ -102,6 +102,21 @@ class OpenVINOSession(Session):
         self.request.infer([x])
         return np.asarray(self.request.get_output_tensor(0).data, dtype=np.float32).copy()
 
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Bind the input tensor once (shared memory): the timed call is then the inference alone, as in
+        OpenVINO's own benchmark_app."""
+        import openvino as ov
+
+        self._bound = np.ascontiguousarray(x, dtype=np.float32)
+        self.request.set_input_tensor(ov.Tensor(self._bound, shared_memory=True))
+        return self._bound
+
+    def invoke(self, native: np.ndarray) -> np.ndarray:
+        if native is not getattr(self, "_bound", None):
+            return self.run(native)
+        self.request.infer()
+        return self.request.get_output_tensor(0).data
+
 
 class OnnxRuntimeSession(Session):
     def __init__(self, path: Path, threads: int) -> None:
