@@ -13,6 +13,7 @@ from typing import Any
 
 from targets import ExportOptions, FloatModel, get_target
 
+from . import interrupts
 from .cache import Cache
 from .calib_source import calibration_set
 from .config import Config
@@ -107,6 +108,7 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
                              "fingerprint": calib.fingerprint()[:16]}
     report["versions"] = _versions()
     for name in req.targets:
+        interrupts.check()
         report["targets"][name] = _one_target(name, fm, model_id, calib, req, run_dir, report, float_acc, cache, ui)
     return finalize(report)
 
@@ -164,8 +166,10 @@ def build(req: BuildRequest, ui: UI) -> dict[str, Any]:
     try:
         ui.log_to(tmp / "build.log")
         report = _build_into(req, tmp, scratch, ui)
+        interrupts.check()
         write_report(tmp, report)
         _render_html(tmp, report, ui)
+        interrupts.check()
         ui.log_to(None)
         _replace_dir(tmp, out)
     except BaseException:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from . import interrupts
 from .errors import EdgepipeError, UsageError
 
 EXIT_OK, EXIT_BUDGET, EXIT_USAGE = 0, 1, 2
@@ -65,14 +66,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so the build cleans up like it does on Ctrl-C."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
 def one_line(msg: object) -> str:
     """An error message as one line: a path or a value with a line break must not split it."""
     return " ".join(str(msg).splitlines()).strip()
@@ -87,12 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from .ui import UI
 
     ui = UI(quiet=args.quiet)
-    installed, previous = False, None
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-        installed = True
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        pass
+    restore = interrupts.install()
     try:
         return _dispatch(args, ui)
     except UsageError as err:
@@ -101,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgepipeError as err:
         print(f"edgepipe: failed: {one_line(err)}", file=sys.stderr)
         return EXIT_BUDGET
-    except Terminated:
+    except interrupts.Terminated:
         print("edgepipe: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
@@ -121,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BUDGET
     finally:
-        if installed:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        restore()
 
 
 def _dispatch(args: argparse.Namespace, ui: Any) -> int:

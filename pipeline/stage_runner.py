@@ -12,6 +12,7 @@ import numpy as np
 
 from targets import runner
 
+from . import interrupts
 from .cache import Cache, cache_key
 from .config import Config
 from .errors import UsageError
@@ -68,6 +69,7 @@ def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data:
     ctx = StageContext(data=data, teacher=teacher, seed=config.quantize.seed, progress_callbacks=ui.keras_callbacks)
     outcome = StageOutcome(teacher, model_id)
     for stage in stages:
+        interrupts.check()
         key = cache_key("stage", stage.name, stage.version, stage.config_dict(), outcome.model_id, data_id,
                         config.quantize.seed)
         t0 = time.perf_counter()
@@ -77,6 +79,7 @@ def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data:
         if hit is None:
             ui.info(f"stage {stage.name}: running")
             result = stage.run(outcome.model, ctx)
+            interrupts.check()  # a stage interrupted mid-training is never cached
             notes = list(result.notes)
             with tempfile.TemporaryDirectory() as tmp:
                 result.model.save(Path(tmp) / "model.keras")
