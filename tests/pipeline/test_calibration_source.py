@@ -44,4 +44,6 @@ def test_build_calibrates_on_the_given_samples(trained_cnn: Path, digits_npz: Pa
     assert rc in (0, 1), err
     assert report["calibration"]["source"].endswith("unlabeled.npz")
     assert report["calibration"]["samples"] == 64 and report["calibration"]["sampling"] == "random"
-    assert report["targets"]["tflite"]["accuracy"] > 0.85
+    # calibrated on those samples, the int8 model still does what the float model does
+    assert report["targets"]["tflite"]["accuracy_drop"] <= 0.05, (report["targets"]["tflite"]["accuracy"],
+                                                                  report["reference"]["accuracy"])
