@@ -29,7 +29,6 @@ from .unroll import unrolled
 from .verify import Bench, target_entry
 
 EVAL_REL = "data/eval.npz"
-ARTIFACT_DIR = {"tflite": "tflite", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
 @dataclass(frozen=True)
@@ -131,15 +130,15 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     except TargetError as err:
         ui.warn(str(err))
         return {"error": str(err), "passed": False, "violations": [], "precision": "int8", "device": "host"}
-    folder = run_dir / ARTIFACT_DIR[name]
+    folder = run_dir / name  # the run directory names each folder after its target
     folder.mkdir(parents=True, exist_ok=True)
     for f in exp.result.files:
         shutil.copy2(exp.folder / f, folder / f)
     ui.info(f"{name}: int8 artifact {'reused from cache' if exp.cached else 'built'}")
     s = cfg.targets.settings(name)
     bench = Bench(s.warmup, s.iterations, s.threads)
-    rel = f"{ARTIFACT_DIR[name]}/{exp.result.artifact}"
-    rel_float = f"{ARTIFACT_DIR[name]}/{exp.result.float_artifact}" if exp.result.float_artifact else None
+    rel = f"{name}/{exp.result.artifact}"
+    rel_float = f"{name}/{exp.result.float_artifact}" if exp.result.float_artifact else None
     entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui, name,
                          req.device)
     entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)

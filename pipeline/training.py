@@ -1,21 +1,13 @@
-"""Plain supervised training, shared by examples and fine-tuning."""
+"""Plain supervised training of a built-in example's teacher (the stages fine-tune with pipeline.stages.training)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     import keras
-
-
-def outputs_probabilities(model: keras.Model) -> bool:
-    """True when the model's last layer applies softmax (probabilities), False for logits."""
-    last = model.layers[-1]
-    act = getattr(last, "activation", None)
-    return getattr(act, "__name__", "") == "softmax"
 
 
 def fit_classifier(
@@ -33,12 +25,12 @@ def fit_classifier(
     """Compile with Adam and sparse cross-entropy (from logits when the model outputs logits) and fit."""
     import keras
 
+    from .stages.training import is_softmax_output
+
     keras.utils.set_random_seed(seed)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not is_softmax_output(model))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
               validation_data=validation, callbacks=callbacks or [])
     return model
 
-
-ProgressFactory = Callable[[str, int], list[Any]]
