@@ -29,5 +29,5 @@ def test_example_builds_three_int8_targets_within_a_point(example: str, tmp_path
     if example == "digits-cnn":  # the compression issue's size goals
         assert [s["name"] for s in report["stages"]] == ["distill", "prune"]
         assert final["params"] <= 0.25 * ref["params"]
-        assert report["targets"]["tflite"]["size_bytes"] <= ref["size_bytes"] / 10
-        assert report["targets"]["tensorrt"]["size_bytes"] <= ref["size_bytes"] / 10
+        for name in ("tflite", "openvino", "tensorrt"):  # the IR counts its .xml and .bin
+            assert report["targets"][name]["size_bytes"] <= ref["size_bytes"] / 10, name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -64,6 +65,15 @@ def test_openvino_ir_has_fakequantize_and_int8_weights(built_run: Path) -> None:
         if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
     ]
     assert len(int8_consts) >= 3  # the conv and dense weights
+    rt_info = ElementTree.parse(built_run / "openvino" / "model_int8.xml").getroot().find("rt_info")
+    assert rt_info is not None and rt_info.find("nncf/quantization") is None  # NNCF's repr of its defaults
+    assert rt_info.find("nncf/version").get("value") == nncf_version()  # type: ignore[union-attr]
+
+
+def nncf_version() -> str:
+    import nncf
+
+    return str(nncf.__version__)
 
 
 def test_report_matches_contract(built_run: Path) -> None:
