@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.cache import Cache
 from pipeline.ui import UI
 
-from . import tables
+from . import op_mix, tables
 from .artifacts import TARGETS, Prepared, prepare
 from .measure import Timing, median_ms, ratio, run_child
 from .models import selected
@@ -101,8 +101,9 @@ def _header(quick: bool, timing: Timing, threads: list[int], elapsed_s: float, l
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- Timing: each (model, target, threads) in its own process, float / edgepipe int8 / default int8 "
         f"interleaved in {timing.rounds} rounds (rotated order, ~{timing.round_s * 1e3:.0f} ms per artifact per "
-        "round, batch 1, random input) through edgepipe's runner sessions (`targets/runner.py`; an int8-input "
-        ".tflite gets its input quantized once, outside the timed call: see the LiteRT table). Latency = median "
+        "round, batch 1, random input) through edgepipe's runner sessions as its latency measurement calls them "
+        "(`targets/runner.py`: the input made once in the artifact's own format, int8 for an int8-input .tflite, "
+        "bound once for OpenVINO; see the LiteRT table). Latency = median "
         "of per-round medians; a ratio = median over rounds of the same-round quotient (so it can differ a little "
         "from the quotient of the two latency columns), with the interquartile range of those quotients in "
         "brackets. Threads: " + ", ".join(map(str, threads)) + " (all = every visible core).",
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="markdown file (default: BENCHMARKS.md, full runs)")
     p.add_argument("--no-cache", action="store_true", help="convert again instead of reusing cached exports")
     p.add_argument("--json", type=Path, default=None, help="also write every per-round median here")
+    p.add_argument("--no-op-mix", action="store_true", help="skip the per-op-type float/int8 probes")
     p.add_argument("--no-pipeline-cost", action="store_true", help=f"skip the `edgepipe build {EXAMPLE}` timing")
     a = p.parse_args(argv)
     out = a.out if a.out is not None else (None if a.quick else ROOT / "BENCHMARKS.md")
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             prep = prepare(bm, Path(tmp), cache, ui)
             preps.append(prep)
             rows += [_measure(prep, t, n, timing, ui) for t in TARGETS for n in threads]
+        mix = None if a.no_op_mix else op_mix.measure(Path(tmp), cache, ui, timing)
     if not cache.enabled:
         shutil.rmtree(cache.root, ignore_errors=True)
     elapsed = time.perf_counter() - t0
@@ -156,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
            "per-channel weights) because that is what TensorRT requires, and ONNX Runtime's CPU provider runs s8 "
            "activations slower than the u8 activations of its own default (see ARCHITECTURE.md); its latency "
            "belongs to the Jetson, so no goal is applied here.", ""]
+    if mix is not None:
+        md += ["## Where the int8 speed-up comes from: one op type at a time (1 thread)", "",
+               op_mix.INTRO, ""] + mix
     md += ["## Roofline (int8)", ""]
     md += tables.roofline_table([{"key": p.model.key, "title": p.model.title, "macs": p.macs, "params": p.params}
                                  for p in preps], rows, machine(), threads, list(TARGETS))

@@ -72,7 +72,7 @@ def _default_int8(target: str, source: Path, model_id: str, calib: CalibrationSe
     return entry / baselines.ARTIFACT[target], seconds
 
 
-def prepare(bm: BenchModel, work: Path, cache: Cache, log: UI) -> Prepared:
+def prepare(bm: BenchModel, work: Path, cache: Cache, log: UI, targets: tuple[str, ...] = TARGETS) -> Prepared:
     import keras
 
     from pipeline.metrics import count_macs
@@ -87,7 +87,7 @@ def prepare(bm: BenchModel, work: Path, cache: Cache, log: UI) -> Prepared:
     fm = FloatModel(folder / "saved_model", folder / "model.keras", bm.input_shape)
     model_id, calib = _model_id(bm, km), _calibration(bm)
     quiet = UI(quiet=True)
-    for target in TARGETS:
+    for target in targets:
         log.info(f"  {bm.key}: {target} export (edgepipe) and default int8")
         try:
             t0 = time.perf_counter()

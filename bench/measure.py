@@ -9,10 +9,10 @@ time; pairing at that scale is what keeps ratios steady where plain medians of l
 
 The timing runs in a child process (`python -m bench.measure`, the job as JSON on stdin, one JSON object on
 stdout) with only numpy and the runtimes loaded, through edgepipe's own runner sessions
-(`targets.runner.open_session`), the code `edgepipe build` and `edgepipe bench` time, with one exception: a
-.tflite with int8 input is fed an input quantized once, outside the timed call (`NativeInput`). The runner
-quantizes the float input with numpy inside every call, host-side Python work that is not the artifact's and
-that a float-input model does inside the interpreter; the job's `runner_copy` times that path as well.
+(`targets.runner.open_session`) called the way the runner's `measure` calls them for `edgepipe build` and
+`edgepipe bench`: the input converted to the artifact's own format once (`session.prepare`: an int8 .tflite
+gets int8, OpenVINO binds the tensor), then `session.invoke` timed. The job's `runner_copy` also times
+`session.run`, the accuracy path, which quantizes the float input with numpy inside every call.
 """
 
 from __future__ import annotations
@@ -40,25 +40,19 @@ class Timing:
     max_iterations: int = 500
 
 
-class NativeInput:
-    """A LiteRT runner session fed its own input dtype: set_tensor + invoke + get_tensor, nothing else."""
+class PreparedInput:
+    """A runner session fed its input in the artifact's own format, made once: each call is session.invoke."""
 
     def __init__(self, session: Any, x: np.ndarray) -> None:
-        self.interp, self.inp, self.out = session.interp, session.inp, session.out
-        self.runtime = session.runtime
-        scale, zero = self.inp["quantization"]
-        info = np.iinfo(self.inp["dtype"])
-        self.x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.inp["dtype"])
+        self.session, self.runtime = session, session.runtime
+        self.native = session.prepare(x)
 
     def run(self, _x: np.ndarray) -> np.ndarray:
-        self.interp.set_tensor(self.inp["index"], self.x)
-        self.interp.invoke()
-        return self.interp.get_tensor(self.out["index"])
+        return self.session.invoke(self.native)
 
 
 def _native(session: Any, x: np.ndarray) -> Any:
-    inp = getattr(session, "inp", None)
-    return NativeInput(session, x) if inp is not None and inp["dtype"] != np.float32 else session
+    return PreparedInput(session, x)
 
 
 def _time_calls(session: Any, x: np.ndarray, n: int) -> list[float]:

@@ -91,10 +91,10 @@ def target_table(target: str, rows: list[Row], runtime: str) -> list[str]:
     timed = [r for r in rows if r.runner_ms is not None and r.int8_ms]
     if timed:
         lines += ["The int8 .tflite has int8 input and output; it is timed on an input quantized once, outside the "
-                  "timed call. Timed the way edgepipe's runner (`targets/runner.py`, `LiteRTSession.run`) calls it, "
-                  "quantizing the float input (and dequantizing the output) with numpy inside every call, "
-                  "it measures:", ""]
-        lines += [f"- {r.title}, {r.threads} thread(s): {_ms(r.runner_ms)} ms via the runner vs {_ms(r.int8_ms)} ms "
+                  "timed call, as the runner's latency measurement does (`targets/runner.py`, `measure`). Timed "
+                  "the way the runner's accuracy pass calls it (`LiteRTSession.run`), quantizing the float input "
+                  "(and dequantizing the output) with numpy inside every call, it measures:", ""]
+        lines += [f"- {r.title}, {r.threads} thread(s): {_ms(r.runner_ms)} ms via `run` vs {_ms(r.int8_ms)} ms "
                   f"({_pct(r.runner_ratio)} paired)" for r in timed]
         lines.append("")
     return lines

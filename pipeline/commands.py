@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from targets.base import TargetName
+
 from .config import TARGET_NAMES, Config, config_from_dict, load_config
 from .errors import DataError, ModelLoadError, UsageError
 from .examples import EXAMPLES, get_example
@@ -55,7 +57,7 @@ def resolve_device(spec: str | None, config: Config | None, remote_python: str |
 
     if config is not None and spec in config.devices:
         d = config.devices[spec]
-        return replace(SshDevice.parse(d.host, python=remote_python or d.python), tensorrt=d.target == "tensorrt")
+        return replace(SshDevice.parse(d.host, python=remote_python or d.python), tensorrt=d.target == TargetName.TENSORRT)
     if "://" in spec or "@" in spec:
         return SshDevice.parse(spec, python=remote_python)
     from targets.profiles import load_profile
@@ -64,7 +66,7 @@ def resolve_device(spec: str | None, config: Config | None, remote_python: str |
     device = profile.ssh_device()
     if device is None:
         return None
-    return replace(device, python=remote_python or device.python, tensorrt=profile.target == "tensorrt")
+    return replace(device, python=remote_python or device.python, tensorrt=profile.target == TargetName.TENSORRT)
 
 
 def check_inputs(config: Config) -> None:

@@ -13,7 +13,7 @@ from .errors import DataError, ModelLoadError
 from .examples import get_example
 from .models import LoadedModel, ModelFormat, from_keras, load_model
 from .stages.base import TrainData
-from .training import fit_classifier
+from .training import train_teacher
 from .ui import UI
 
 
@@ -36,7 +36,7 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
     if hit is None:
         keras.utils.set_random_seed(seed)
         model = ex.build_teacher()
-        fit_classifier(model, data.x_train, data.y_train, epochs=ex.epochs, learning_rate=2e-3, seed=seed,
+        train_teacher(model, data.x_train, data.y_train, epochs=ex.epochs, learning_rate=2e-3, seed=seed,
                        callbacks=ui.keras_callbacks(f"training the {name} teacher", ex.epochs))
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp) / "model.keras")

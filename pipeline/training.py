@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import keras
 
 
-def fit_classifier(
+def train_teacher(
     model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,

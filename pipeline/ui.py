@@ -59,6 +59,11 @@ class UI:
     def task(self, label: str, total: int | None = None) -> Iterator[Any]:
         """A progress bar (or a spinner when total is None); yields advance(n=1)."""
         log.info("start: %s", label)
+        if not self.console.is_terminal:  # a log or CI: one line per task, not a bar's blank remains
+            self.console.print(f"{label} ...", highlight=False, markup=False)
+            yield lambda n=1: None
+            log.info("done: %s", label)
+            return
         with self._progress() as prog:
             tid = prog.add_task(label, total=total)
             yield lambda n=1: prog.advance(tid, n)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from targets import runner
+from targets.base import TargetName
 
 from .budget import Measured, check
 from .config import BudgetSection
@@ -62,7 +63,7 @@ def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI
     with ui.task(f"{label}: measuring on {device.url}"):
         # an .onnx for the tensorrt target becomes a TensorRT engine on the device (trtexec)
         return run_remote(device, artifact, eval_path, warmup=bench.warmup, iterations=bench.iterations,
-                          threads=bench.threads, tensorrt=device.tensorrt and label == "tensorrt")
+                          threads=bench.threads, tensorrt=device.tensorrt and label == TargetName.TENSORRT)
 
 
 def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_rel: str,

@@ -52,6 +52,35 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
+_LITERT_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
+
+
+class stderr_filtered:
+    """While open, the process's stderr (fd 2, where LiteRT's C++ prints) goes to a file; on close every line
+    but LiteRT's "INFO: Created ... delegate" goes back to stderr. That line is printed once per interpreter
+    and would show through --quiet and into every build log; errors still come through."""
+
+    def __enter__(self) -> None:
+        import tempfile
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        self._file = tempfile.TemporaryFile()
+        os.dup2(self._file.fileno(), 2)
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        kept = [ln for ln in self._file.read().decode(errors="replace").splitlines(keepends=True)
+                if not ln.startswith(_LITERT_NOISE)]
+        self._file.close()
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
 class LiteRTSession(Session):
     def __init__(self, path: Path, threads: int) -> None:
         try:
@@ -62,8 +91,9 @@ class LiteRTSession(Session):
             from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
 
             self.runtime = "tflite-runtime " + _version("tflite-runtime")
-        self.interp = Interpreter(model_path=str(path), num_threads=threads)
-        self.interp.allocate_tensors()
+        with stderr_filtered():
+            self.interp = Interpreter(model_path=str(path), num_threads=threads)
+            self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
 

@@ -21,6 +21,7 @@ from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db, top1
 
 from .base import ExportOptions, ExportResult, FloatModel, TargetName
+from .runner import stderr_filtered
 
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
 _DEBUG_PREFIX = "NumericVerify/"
@@ -38,8 +39,9 @@ def _representative(calib: CalibrationSet) -> Callable[[], Iterator[list[np.ndar
 def _interpreter(content: bytes, preserve: bool = False) -> Any:
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_content=content, experimental_preserve_all_tensors=preserve)
-    interp.allocate_tensors()
+    with stderr_filtered():
+        interp = Interpreter(model_content=content, experimental_preserve_all_tensors=preserve)
+        interp.allocate_tensors()
     return interp
 
 
