@@ -78,6 +78,7 @@ def measure(work: Path, cache: Cache, ui: UI, timing: Timing) -> list[str]:
     """The markdown section: one row per probe, float and int8 ms and their ratio per runtime."""
     shares = mac_shares()
     body = []
+    no_gain: dict[str, list[str]] = {t: [] for t in TARGETS}
     for bm, kind in zip(PROBES, KINDS, strict=True):
         ui.info(f"op mix: {bm.title}")
         prep = prepare(bm, work, cache, ui, targets=TARGETS)
@@ -89,6 +90,8 @@ def measure(work: Path, cache: Cache, ui: UI, timing: Timing) -> list[str]:
             arts = prep.artifacts[t]
             res = run_child({"float": arts["float"], "int8": arts["int8"]}, bm.input_shape, 1, timing)
             r = ratio(res, "float", "int8")
+            if r[0] < 1.1:
+                no_gain[t].append(f"{kind} {r[0]:.2f}x")
             cells += [f"{median_ms(res, 'float'):.3f}", f"{median_ms(res, 'int8'):.3f}",
                       f"{r[0]:.2f}x [{r[1]:.2f}-{r[2]:.2f}]"]
         body.append(cells)
@@ -98,4 +101,10 @@ def measure(work: Path, cache: Cache, ui: UI, timing: Timing) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     other = shares["other"] * 100
-    return lines + ["", f"The rest of MobileNetV2's MACs ({other:.1f}%) are in its last Dense layer.", ""]
+    lines += ["", f"The rest of MobileNetV2's MACs ({other:.1f}%) are in its last Dense layer."]
+    for t in TARGETS:
+        if no_gain[t]:
+            lines.append(f"On {'LiteRT' if t == 'tflite' else 'OpenVINO'} here, int8 gains little or nothing over "
+                         f"float for: {', '.join(no_gain[t])} (float / int8); a network's speed-up is bounded by "
+                         "the time it spends in such ops, whatever the conversion.")
+    return lines + [""]
