@@ -148,6 +148,9 @@ def _float_layers(job: Job, out: Outcome) -> None:
 def search(job: Job, first: Exported, opts: ExportOptions) -> Outcome:
     """Run the fallbacks after `first` (exported with `opts`) until the budget holds or the attempts run out."""
     out = Outcome([measure(job, first, opts)])
+    if not out.passed:
+        job.ui.info(f"{job.name}: {_describe(opts)}: accuracy drop {out.attempts[0].drop:+.4f} is over the budget "
+                    f"({job.max_drop:.4f}): trying other int8 variants")
     job = replace(job, model=replace(job.model, converted=first.folder))  # later exports reuse its float model
     for phase in (_other_methods, _equalize, _float_layers):
         if out.room() <= 0:
