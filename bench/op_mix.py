@@ -104,6 +104,7 @@ def measure(work: Path, cache: Cache, ui: UI, timing: Timing) -> list[str]:
     lines += ["", f"The rest of MobileNetV2's MACs ({other:.1f}%) are in its last Dense layer."]
     for t in TARGETS:
         if no_gain[t]:
+            lines.append("")
             lines.append(f"On {'LiteRT' if t == 'tflite' else 'OpenVINO'} here, int8 gains little or nothing over "
                          f"float for: {', '.join(no_gain[t])} (float / int8); a network's speed-up is bounded by "
                          "the time it spends in such ops, whatever the conversion.")
