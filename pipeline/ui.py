@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from rich.progress import (
 )
 
 log = logging.getLogger("edgepipe")
+PROGRESS_LINE_S = 10.0  # a non-terminal gets a progress line at most this often
 log.propagate = False  # the console shows what matters; the log file gets everything
 
 
@@ -59,15 +61,28 @@ class UI:
     def task(self, label: str, total: int | None = None) -> Iterator[Any]:
         """A progress bar (or a spinner when total is None); yields advance(n=1)."""
         log.info("start: %s", label)
-        if not self.console.is_terminal:  # a log or CI: one line per task, not a bar's blank remains
+        if not self.console.is_terminal:  # a log or CI: lines, not a bar's blank remains
             self.console.print(f"{label} ...", highlight=False, markup=False)
-            yield lambda n=1: None
+            yield self._count_lines(label, total)
             log.info("done: %s", label)
             return
         with self._progress() as prog:
             tid = prog.add_task(label, total=total)
             yield lambda n=1: prog.advance(tid, n)
         log.info("done: %s", label)
+
+    def _count_lines(self, label: str, total: int | None) -> Any:
+        """advance(n=1) for a log: a "label: done/total" line at most every PROGRESS_LINE_S seconds."""
+        state = {"done": 0, "last": time.monotonic()}
+
+        def advance(n: int = 1) -> None:
+            state["done"] += n
+            now = time.monotonic()
+            if total and state["done"] < total and now - state["last"] >= PROGRESS_LINE_S:
+                state["last"] = now
+                self.console.print(f"{label}: {int(state['done'])}/{total}", highlight=False, markup=False)
+
+        return advance
 
     def keras_callbacks(self, label: str, epochs: int) -> list[Any]:
         """A Keras callback that advances a progress bar once per epoch."""
