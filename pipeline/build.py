@@ -82,7 +82,8 @@ def _versions() -> dict[str, str]:
 
 
 def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict[str, Any]:
-    cfg, cache = req.config, Cache(enabled=req.use_cache)
+    # --no-cache: entries go to the scratch folder, removed with it
+    cfg, cache = req.config, Cache(None if req.use_cache else scratch / "no-cache", enabled=req.use_cache)
     report = new_report()
     report["budget"] = cfg.budget.model_dump()
     report["config"] = cfg.name
@@ -139,8 +140,13 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     bench = Bench(s.warmup, s.iterations, s.threads)
     rel = f"{name}/{exp.result.artifact}"
     rel_float = f"{name}/{exp.result.float_artifact}" if exp.result.float_artifact else None
-    entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui, name,
-                         req.device)
+    try:
+        entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui, name,
+                             req.device)
+    except TargetError as err:  # built but not measurable: `edgepipe verify` can measure it again
+        ui.warn(str(err))
+        return {"artifact": rel, "error": str(err), "passed": False, "violations": [], "precision": "int8",
+                "device": "host" if req.device is None else req.device.url}
     entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
     entry["float_layers"] = list(exp.result.float_layers)
     entry["notes"] = list(exp.result.notes) + entry["notes"]

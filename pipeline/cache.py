@@ -43,8 +43,12 @@ def _files(root: Path) -> list[Path]:
 
 class Cache:
     def __init__(self, root: Path | None = None, enabled: bool = True) -> None:
-        # A disabled cache still stores (in a throw-away folder) but never reuses.
-        self.root = (root or default_root()) if enabled else Path(tempfile.mkdtemp(prefix="edgepipe-nocache-"))
+        # A disabled cache still stores (in `root`, which the caller throws away, or a fresh temporary
+        # folder) but never reuses.
+        if enabled:
+            self.root = root or default_root()
+        else:
+            self.root = root or Path(tempfile.mkdtemp(prefix="edgepipe-nocache-"))
         self.enabled = enabled
 
     def _entry(self, key: str) -> Path:

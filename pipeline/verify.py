@@ -13,6 +13,7 @@ from targets.base import TargetName
 
 from .budget import Measured, check
 from .config import BudgetSection
+from .errors import EdgepipeError, TargetError
 from .ui import UI
 
 HOST = "host"
@@ -57,7 +58,12 @@ def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI
                     device: Any = None) -> dict[str, Any]:
     """On the host, or on an SSH device (`device` is a targets.ssh.SshDevice)."""
     if device is None:
-        return run_on_host(artifact, eval_path, bench, ui, label)
+        try:
+            return run_on_host(artifact, eval_path, bench, ui, label)
+        except EdgepipeError:
+            raise
+        except Exception as err:  # the runtime failed on this artifact: that target fails, the others go on
+            raise TargetError(f"{label}: {artifact.name} failed in its runtime: {type(err).__name__}: {err}") from err
     from targets.ssh import run_remote
 
     with ui.task(f"{label}: measuring on {device.url}"):

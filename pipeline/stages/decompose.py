@@ -24,7 +24,7 @@ import numpy as np
 from ..config import DecomposeSection
 from .base import StageContext, StageResult
 from .graph import LayerEdit, graph_nodes, layer_config, rebuild, to_functional
-from .training import fit_classifier, teacher_guidance
+from .training import fine_tune
 
 L = keras.layers
 ConvMethod = Literal["auto", "spatial", "tucker"]
@@ -270,17 +270,8 @@ class DecomposeStage:
 
         keras.utils.set_random_seed(ctx.seed)
         decomposed, decisions = decompose_with_decisions(model, self.cfg.rank_ratio)
-        if decisions and self.cfg.epochs > 0:
-            decomposed, _ = fit_classifier(
-                decomposed,
-                ctx.data,
-                epochs=self.cfg.epochs,
-                learning_rate=self.cfg.learning_rate,
-                batch_size=self.cfg.batch_size,
-                seed=ctx.seed,
-                callbacks=ctx.progress_callbacks("decompose fine-tune", self.cfg.epochs),
-                **teacher_guidance(ctx),
-            )
+        if decisions:
+            decomposed = fine_tune(decomposed, ctx, self.cfg, self.cfg.epochs, "decompose fine-tune")
         macs_before, macs_after = count_macs(model), count_macs(decomposed)
         if decisions:
             notes: tuple[str, ...] = (

@@ -18,7 +18,7 @@ from .magnitude_prune import (
     overall_sparsity,
     prunable_kernels,
 )
-from .training import fit_classifier, teacher_guidance
+from .training import fine_tune
 
 MAGNITUDE_NOTE = (
     "magnitude sparsity shrinks compressed size, not latency, on LiteRT/OpenVINO/ONNX Runtime CPU"
@@ -51,27 +51,9 @@ class PruneStage:
             return self._magnitude(model, ctx)
         return self._channel(model, ctx)
 
-    def _fine_tune(
-        self,
-        model: keras.Model,
-        ctx: StageContext,
-        epochs: int,
-        label: str,
-        callbacks: list[Any] | None = None,
-    ) -> keras.Model:
-        if epochs <= 0:
-            return model
-        trained, _ = fit_classifier(
-            model,
-            ctx.data,
-            epochs=epochs,
-            learning_rate=self.cfg.learning_rate,
-            batch_size=self.cfg.batch_size,
-            seed=ctx.seed,
-            callbacks=[*(callbacks or []), *ctx.progress_callbacks(label, epochs)],
-            **teacher_guidance(ctx),
-        )
-        return trained
+    def _fine_tune(self, model: keras.Model, ctx: StageContext, epochs: int, label: str,
+                   callbacks: list[Any] | None = None) -> keras.Model:
+        return fine_tune(model, ctx, self.cfg, epochs, label, callbacks)
 
     def _channel(self, model: keras.Model, ctx: StageContext) -> StageResult:
         from ..metrics import count_macs, count_params

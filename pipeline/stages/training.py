@@ -147,6 +147,25 @@ def teacher_guidance(ctx: Any, temperature: float = 4.0, alpha: float = 0.7) -> 
     return {"teacher_logits": logits, "temperature": temperature, "alpha": alpha}
 
 
+def fine_tune(model: keras.Model, ctx: Any, section: Any, epochs: int, label: str,
+              callbacks: list[Any] | None = None) -> keras.Model:
+    """Fine-tuning after a structural change (pruning, decomposition): the stage section's learning rate and
+    batch size, progress, and distillation from the reference teacher. `epochs <= 0` returns `model`."""
+    if epochs <= 0:
+        return model
+    trained, _ = fit_classifier(
+        model,
+        ctx.data,
+        epochs=epochs,
+        learning_rate=section.learning_rate,
+        batch_size=section.batch_size,
+        seed=ctx.seed,
+        callbacks=[*(callbacks or []), *ctx.progress_callbacks(label, epochs)],
+        **teacher_guidance(ctx),
+    )
+    return trained
+
+
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, validation) index split; validation gets round(n * fraction), at least one."""
     perm = np.random.default_rng(seed).permutation(n)

@@ -136,3 +136,20 @@ def test_verify_bench_report_and_examples(built_run: Path, tmp_path: Path,
     assert rc == 0
     rc, out, _ = _run(["examples"], capsys)
     assert rc == 0 and "digits-cnn" in out
+
+
+def test_verify_a_broken_artifact_fails_that_target_and_retries_it_later(built_run: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(built_run, run)
+    artifact = run / "tflite" / "model_int8.tflite"
+    good = artifact.read_bytes()
+    artifact.write_bytes(b"not a flatbuffer" * 64)
+    rc, out, err = _run(["verify", str(run), "--json"], capsys)
+    assert rc == 1, err  # measured, and one target failed: not a usage error, not an internal error
+    report = json.loads(out)
+    assert "tflite" in report["targets"]["tflite"]["error"] and report["targets"]["openvino"]["passed"]
+    artifact.write_bytes(good)
+    rc, out, err = _run(["verify", str(run), "--json"], capsys)
+    assert rc == 0, err
+    assert "error" not in json.loads(out)["targets"]["tflite"]

@@ -126,7 +126,7 @@ def _assert_next_build_completes(b: Build) -> dict:
     assert rc in (0, 1), err
     report = json.loads((b.out / "report.json").read_text())
     assert "error" not in report["targets"]["tflite"], report["targets"]["tflite"]
-    assert_cache_sound(b.cache)
+    assert assert_cache_sound(b.cache), "the completed build cached nothing: the soundness check saw no entry"
     return report
 
 
@@ -265,3 +265,8 @@ def test_cache_reads_trust_only_complete_entries(tmp_path: Path) -> None:
 # SIGINT, SIGKILL, SIGTERM, flipped byte, tampered export.json, extra file, missing manifest, torn
 # manifest, stale temp folder of a killed put
 INJECTED_FAULTS = 9
+
+
+def test_injected_fault_count_matches_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"**{INJECTED_FAULTS} injected faults**" in readme

@@ -286,6 +286,8 @@ def test_bad_input_exits_2_with_one_line_and_no_run(case: Case, expected: str, e
 def test_bad_input_count() -> None:
     """README's "What edgepipe guarantees" quotes this number."""
     assert len(BAD_INPUTS) == 50
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"**{len(BAD_INPUTS)} bad inputs**" in readme
 
 
 # ---- safe loading ------------------------------------------------------------------------------------------

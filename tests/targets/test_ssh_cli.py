@@ -48,13 +48,10 @@ def test_verify_over_ssh_rewrites_the_report(built_run: Path, ssh_config: str, t
         assert report["targets"][name]["accuracy_drop"] <= 0.01
 
 
-def test_unreachable_device_is_one_line(built_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_unreachable_device_is_one_line(built_run: Path, closed_port: int,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["--quiet", "bench", str(built_run / "tflite" / "model_int8.tflite"), "--device",
-               f"ssh://root@127.0.0.1:{port}"])
+               f"ssh://root@127.0.0.1:{closed_port}"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "connection refused" in err
