@@ -86,37 +86,11 @@ def _child_error(rc: int, stderr: str) -> str:
 def export_target(name: str, model: FloatModel, model_id: str, calib: CalibrationSet, opts: ExportOptions,
                   cache: Cache, ui: UI, timeout_s: float = 1800) -> Exported:
     """Export `name` from `model` (identified by `model_id`); reuse a cached export when the key matches."""
-    target = get_target(name)
-    key = cache_key("export", name, target.version, model_id, calib.fingerprint(), asdict(opts))
-    hit = cache.get(key)
-    if hit is not None:
-        try:
-            return Exported(hit, _read_result(name, hit / "export.json", hit), True)
-        except TargetError as err:  # an entry this version cannot use: build it again, the put replaces it
-            ui.warn(f"cache entry {key[:12]} not reused: {err}")
-    with tempfile.TemporaryDirectory(prefix=f"edgepipe-{name}-") as tmp:
-        work = Path(tmp)
-        calib.save(work / "calib.npz")
-        job = {"target": name, "calibration": str(work / "calib.npz"), "calib_source": calib.source,
-               "calib_sampling": calib.sampling.value, "calib_seed": calib.seed,
-               "saved_model_dir": str(model.saved_model_dir),
-               "keras_path": str(model.keras_path) if model.keras_path else None,
-               "input_shape": list(model.input_shape), "out_dir": str(work / "out"),
-               "options": asdict(opts), "result": str(work / "result.json")}
-        (work / "job.json").write_text(json.dumps(job))
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
-        with ui.task(f"{name}: converting and calibrating ({len(calib)} samples)"):
-            try:
-                done = subprocess.run([sys.executable, "-c", _WORKER_BOOT, str(os.getpid()), str(work / "job.json")],
-                                      capture_output=True, text=True, env=env, timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                raise TargetError(f"{name}: conversion timed out after {timeout_s:.0f} s") from None
-        if done.returncode != 0:
-            raise TargetError(f"{name}: {_child_error(done.returncode, done.stderr)}")
-        result = _read_result(name, work / "result.json", work / "out")
-        (work / "out" / "export.json").write_text(json.dumps(result.to_dict()))
-        entry = cache.put(key, work / "out")
-    return Exported(entry, result, False)
+    batch = export_batch(name, model, model_id, calib, [opts], cache, ui, timeout_s,
+                         label=f"{name}: converting and calibrating ({len(calib)} samples)")
+    if not batch.exported:
+        raise TargetError(batch.error or f"{name}: the converter wrote no result")
+    return batch.exported[0]
 
 
 def _job(name: str, model: FloatModel, calib: CalibrationSet, work: Path) -> dict[str, Any]:
@@ -185,9 +159,9 @@ def _in_order(n: int, done: dict[int, Exported], error: str | None) -> Batch:
 
 
 def export_batch(name: str, model: FloatModel, model_id: str, calib: CalibrationSet, options: list[ExportOptions],
-                 cache: Cache, ui: UI, timeout_s: float = 1800) -> Batch:
+                 cache: Cache, ui: UI, timeout_s: float = 1800, label: str | None = None) -> Batch:
     """Several exports of one target, the uncached ones in one child process (one runtime import, one
-    conversion); each is cached under the key export_target uses for the same options."""
+    conversion), each cached under its own key; `label` names the progress task."""
     keys = _keys(name, model_id, calib, options)
     done = {i: hit for i, k in enumerate(keys) if (hit := _cached_export(name, k, cache, ui)) is not None}
     todo, error = [i for i in range(len(options)) if i not in done], None
@@ -197,7 +171,7 @@ def export_batch(name: str, model: FloatModel, model_id: str, calib: Calibration
             job = _job(name, model, calib, work)
             job["exports"] = [{"options": asdict(options[i]), "out_dir": str(work / f"out{i}"),
                                "result": str(work / f"result{i}.json")} for i in todo]
-            proc = _run_worker(name, job, work, f"{name}: {len(todo)} int8 variant(s)", ui, timeout_s)
+            proc = _run_worker(name, job, work, label or f"{name}: {len(todo)} int8 variant(s)", ui, timeout_s)
             done.update(_collect(name, work, todo, keys, cache))
             if proc.returncode != 0:
                 error = f"{name}: {_child_error(proc.returncode, proc.stderr)}"

@@ -41,12 +41,6 @@ def _model(job: dict[str, Any]) -> Any:
     )
 
 
-def _exports(job: dict[str, Any]) -> list[dict[str, Any]]:
-    if "exports" in job:
-        return list(job["exports"])
-    return [{"options": job["options"], "out_dir": job["out_dir"], "result": job["result"]}]
-
-
 def _export_all(target: Any, model: Any, calib: Any, items: list[dict[str, Any]]) -> None:
     from . import ExportOptions
 
@@ -58,7 +52,7 @@ def _export_all(target: Any, model: Any, calib: Any, items: list[dict[str, Any]]
 def run_export(job: dict[str, Any]) -> None:
     from . import get_target
 
-    _export_all(get_target(job["target"]), _model(job), _calibration(job), _exports(job))
+    _export_all(get_target(job["target"]), _model(job), _calibration(job), list(job["exports"]))
 
 
 def run_sensitivity(job: dict[str, Any]) -> None:
