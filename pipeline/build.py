@@ -11,7 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from targets import ExportOptions, FloatModel, get_target
+from targets import ExportOptions, FloatModel, get_target, runner
 
 from . import interrupts
 from .cache import Cache
@@ -107,6 +107,7 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     report["calibration"] = {"samples": len(calib), "sampling": calib.sampling.value, "source": calib.source,
                              "fingerprint": calib.fingerprint()[:16]}
     report["versions"] = _versions()
+    report["host"] = {"cpu": runner.cpu_info()}
     for name in req.targets:
         interrupts.check()
         report["targets"][name] = _one_target(name, fm, model_id, calib, req, run_dir, report, float_acc, cache, ui)

@@ -9,7 +9,7 @@ from .config import BudgetSection
 from .errors import TargetError, UsageError
 from .report import finalize, read_report, summary_table, write_report
 from .ui import UI
-from .verify import Bench, judge, run_measurement
+from .verify import Bench, judge, record_where, run_measurement
 
 
 def verify_run(run_dir: Path, device: Any, ui: UI) -> dict[str, Any]:
@@ -36,6 +36,7 @@ def verify_run(run_dir: Path, device: Any, ui: UI) -> dict[str, Any]:
         t.pop("error", None)
         t.update(runtime=m["runtime"], device=m["device"], accuracy=m["accuracy"], latency_ms=m["latency_ms"],
                  latency_samples_ms=m.get("latency_samples_ms", []), peak_memory_kb=m.get("peak_memory_kb"))
+        record_where(t, m, device, ui, name)
         if m["accuracy"] is not None:
             t["accuracy_drop"] = round(ref_acc - m["accuracy"], 6)
         judge(t, budget)

@@ -41,9 +41,11 @@ def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, la
     if eval_path is not None:
         with np.load(eval_path) as data:
             x, y = data["x"].astype(np.float32), data["y"]
+        exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever this host's ISA
         with ui.task(f"{label}: accuracy on {len(y)} samples"):
-            out["accuracy"] = runner.evaluate(session, x, y)
+            out["accuracy"] = runner.evaluate(exact, x, y)
         out["samples"] = int(len(y))
+        out["evaluation"] = exact.evaluation()
         probe = x[:1]
     else:
         probe = np.zeros(runner._input_shape(artifact), np.float32)
@@ -51,6 +53,7 @@ def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, la
         stats, samples = runner.measure(session, probe, bench.warmup, bench.iterations, bench.threads, tick=advance)
     out["latency_ms"], out["latency_samples_ms"] = stats, samples
     out["peak_memory_kb"] = runner.peak_memory_kb()
+    out["cpu"] = runner.cpu_info()
     return out
 
 
@@ -85,6 +88,7 @@ def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_r
         "latency_ms": m["latency_ms"], "latency_samples_ms": m.get("latency_samples_ms", []),
         "peak_memory_kb": m.get("peak_memory_kb"), "notes": [],
     }
+    record_where(entry, m, device, ui, label)
     if m["accuracy"] is not None:
         entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
     if rel_float is not None and not (device is not None and device.tensorrt):
@@ -98,6 +102,21 @@ def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_r
                                   f"({m['latency_ms']['median']:.3f} vs {fm['latency_ms']['median']:.3f} ms)")
     judge(entry, budget)
     return entry
+
+
+def record_where(entry: dict[str, Any], m: dict[str, Any], device: Any, ui: UI, label: str) -> None:
+    """How accuracy was computed and which CPU measured; a note and a warning when that CPU is not the
+    one the device profile declares (the numbers are then that CPU's, not the device's)."""
+    if m.get("evaluation"):
+        entry["evaluation"] = m["evaluation"]
+    entry["cpu"] = m.get("cpu")
+    expected = None if device is None else getattr(device, "expected_cpu", None)
+    other_cpu = None if expected is None else expected.mismatch(m.get("cpu"))
+    notes = [n for n in entry.get("notes", []) if not n.startswith("accuracy and latency were measured on ")]
+    if other_cpu:
+        notes.append(other_cpu)
+        ui.warn(f"{label}: {other_cpu}")
+    entry["notes"] = notes
 
 
 def judge(entry: dict[str, Any], budget: BudgetSection) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .cpu import FEATURES, ExpectedCpu
 from .errors import ConfigError, UsageError
 from .ssh import SshDevice
 
@@ -36,6 +37,18 @@ class _ProfileFile(BaseModel):
     warmup: Annotated[int, Field(ge=0)] = 10
     iterations: Annotated[int, Field(ge=1)] = 100
     notes: tuple[str, ...] = ()
+    arch: Literal["x86_64", "aarch64"] | None = None  # the device's CPU, when the profile declares it
+    cpu: str = ""
+    cpu_features: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _known_features(self) -> _ProfileFile:
+        unknown = sorted(set(self.cpu_features) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"unknown cpu_features {unknown} (known: {', '.join(FEATURES)})")
+        if self.cpu_features and self.arch is None:
+            raise ValueError("cpu_features needs arch")
+        return self
 
     @model_validator(mode="after")
     def _local_has_no_host(self) -> _ProfileFile:
@@ -58,6 +71,7 @@ class DeviceProfile:
     iterations: int
     local: bool = False
     notes: tuple[str, ...] = ()
+    expected_cpu: ExpectedCpu | None = None
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -82,7 +96,9 @@ class DeviceProfile:
     def ssh_device(self, environ: Mapping[str, str] | None = None) -> SshDevice | None:
         """Where to run this profile's measurements; None means here, without SSH."""
         host = self.resolve_host(environ)
-        return None if host is None else SshDevice.parse(host, python=self.python)
+        if host is None:
+            return None
+        return replace(SshDevice.parse(host, python=self.python), expected_cpu=self.expected_cpu)
 
 
 def _read(path: Path) -> DeviceProfile:
@@ -101,6 +117,7 @@ def _read(path: Path) -> DeviceProfile:
     return DeviceProfile(
         name=path.stem, description=f.description, target=f.target, host=f.host, python=f.python,
         threads=f.threads, warmup=f.warmup, iterations=f.iterations, local=f.local, notes=f.notes,
+        expected_cpu=None if f.arch is None else ExpectedCpu(path.stem, f.arch, f.cpu, f.cpu_features),
     )  # fmt: skip
 
 

@@ -22,11 +22,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import TargetError, UsageError
 from .ssh_errors import connection_error, last_line, runner_result
+
+if TYPE_CHECKING:
+    from .cpu import ExpectedCpu
 
 REMOTE_DIR_PREFIX = "edgepipe-run-"  # remote temp dirs: ${TMPDIR:-/tmp}/edgepipe-run-XXXXXXXX
 RETRY_BACKOFF_S = 2.0
@@ -51,6 +54,7 @@ class SshDevice:
     command_timeout: float = 600
     ssh_options: tuple[str, ...] = ()
     tensorrt: bool = False  # a Jetson: .onnx artifacts of the tensorrt target become TensorRT engines there
+    expected_cpu: ExpectedCpu | None = None  # what the device profile declares, checked against what answers
 
     @classmethod
     def parse(cls, spec: str, python: str | None = None) -> SshDevice:

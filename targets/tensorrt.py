@@ -19,7 +19,7 @@ import numpy as np
 
 from calibration import CalibrationSet
 from calibration.ranges import ValueCollector
-from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db, top1
+from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db
 
 from .base import ExportOptions, ExportResult, FloatModel, TargetName
 
@@ -153,16 +153,15 @@ def _outputs(path: Path, op_type: str, feeds: list[dict[str, np.ndarray]], work:
 
 
 def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    import onnxruntime as ort
+    """The runner's evaluation: the Q/DQ graph as written (see runner.OnnxRuntimeSession)."""
+    from . import runner
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return top1([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(y))], y)
+    return runner.evaluate(runner.OnnxRuntimeSession(path, 1, as_written=True), x, y)
 
 
 class TensorRTTarget:
     name = TargetName.TENSORRT
-    version = "4"
+    version = "5"  # 5: accuracy of the Q/DQ graph as written (ORT_DISABLE_ALL)
     supports_equalize = False
     host_latency_note = (
         "host latency is ONNX Runtime on this CPU running the Q/DQ model, not TensorRT on the Jetson; "

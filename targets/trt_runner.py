@@ -170,6 +170,7 @@ def run_tensorrt(
                 f"accuracy not measured: TensorRT Python API unusable ({type(err).__name__}: {err})"
             )
     result["peak_memory_kb"] = max(base.peak_memory_kb() or 0, _children_peak_kb()) or None
+    result["cpu"] = base.cpu_info()
     return result
 
 

@@ -49,11 +49,11 @@ def test_host_from_environment_or_error() -> None:
     with pytest.raises(UsageError, match="EDGEPIPE_DEVICE_RPI5=ssh://"):
         rpi5.resolve_host({})
     device = rpi5.ssh_device({"EDGEPIPE_DEVICE_RPI5": "ssh://pi@10.0.0.5:2222"})
-    assert device == SshDevice("pi", "10.0.0.5", 2222, python="python3")
+    assert device == SshDevice("pi", "10.0.0.5", 2222, python="python3", expected_cpu=rpi5.expected_cpu)
     jetson = load_profile("jetson-orin-nano")
     assert jetson.env_var == "EDGEPIPE_DEVICE_JETSON_ORIN_NANO"
     assert jetson.ssh_device({jetson.env_var: "orin"}) == SshDevice(
-        None, "orin", None, python="/usr/bin/python3"
+        None, "orin", None, python="/usr/bin/python3", expected_cpu=jetson.expected_cpu
     )
 
 

@@ -55,3 +55,25 @@ def test_unreachable_device_is_one_line(built_run: Path, closed_port: int,
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "connection refused" in err
+
+
+def test_a_device_that_is_not_the_profiles_cpu_is_named(built_run: Path, ssh_config: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """rpi5's profile declares an aarch64 Cortex-A76; the x86 machine behind the loopback sshd answers: the report
+    and the terminal say the numbers are that CPU's, not the Pi's. The remote Q/DQ run is the graph as written."""
+    from targets.runner import cpu_info
+
+    run = tmp_path / "run"
+    shutil.copytree(built_run, run)
+    monkeypatch.setenv("EDGEPIPE_DEVICE_RPI5", ssh_config)
+    rc = main(["verify", str(run), "--device", "rpi5", "--remote-python", sys.executable])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    report = json.loads((run / "report.json").read_text())
+    t = report["targets"]["tflite"]
+    assert t["cpu"] == cpu_info()  # what the far end reported about itself
+    note = next(n for n in t["notes"] if n.startswith("accuracy and latency were measured on "))
+    assert "not on rpi5's Cortex-A76 (aarch64: dotprod, neon)" in note
+    assert "not on rpi5's Cortex-A76" in " ".join(err.split())
+    assert "ORT_DISABLE_ALL" in report["targets"]["tensorrt"]["evaluation"]
