@@ -26,4 +26,7 @@ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
 # --- postgresql: tests/pipeline/test_search.py runs a throw-away server (initdb/pg_ctl as user postgres) ---
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 # --- end of postgresql ---
+# --- qemu-user: tests/targets/test_qdq_as_written.py runs the runner on an emulated AVX2-only CPU (-cpu Haswell) ---
+command -v qemu-x86_64-static >/dev/null 2>&1 || apt_install qemu-user-static
+# --- end of qemu-user ---
 # --- end of other system test dependencies ---
