@@ -9,10 +9,13 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 stamp=".venv/.edgepipe-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "edgepipe: installing edgepipe[all,dev] into .venv (first run takes a few minutes)" >&2
-  .venv/bin/python -m pip install --quiet -e ".[all,dev]"
+  # exactly the pinned versions (requirements.lock, refreshed by scripts/lock), then edgepipe itself
+  echo "edgepipe: installing requirements.lock and edgepipe into .venv (first run takes a few minutes)" >&2
+  .venv/bin/python -m pip install --quiet -r requirements.lock
+  .venv/bin/python -m pip install --quiet --no-deps -e .
+  .venv/bin/python -m pip check >&2
   echo "$want" > "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
