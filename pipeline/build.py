@@ -11,14 +11,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from targets import ExportOptions, FloatModel, get_target, runner
+from targets import ExportOptions, FloatModel, TargetName, get_target, runner
 
 from . import interrupts
 from .cache import Cache
 from .calib_source import calibration_set
-from .config import Config
+from .config import Config, TargetSection
 from .data import write_eval
-from .errors import TargetError
+from .errors import EdgepipeError, TargetError
 from .export import export_target
 from .models import ModelFormat
 from .report import finalize, new_report, summary_table, write_report
@@ -39,6 +39,15 @@ class BuildRequest:
     device: Any = None  # None: this host; else a targets.ssh.SshDevice
     allow_unsafe: bool = False
     use_cache: bool = True
+    bench: Bench | None = None  # a device profile's measurement settings; a [targets.X] key set explicitly wins
+
+
+def measurement_settings(section: TargetSection, profile: Bench | None) -> Bench:
+    """How a target is measured: the keys [targets.X] sets explicitly, else the device profile's values,
+    else the section's defaults."""
+    base = Bench(section.warmup, section.iterations, section.threads) if profile is None else profile
+    explicit = section.model_dump(include={"warmup", "iterations", "threads"} & section.model_fields_set)
+    return base.overridden(explicit)
 
 
 def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
@@ -138,12 +147,12 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
         shutil.copy2(exp.folder / f, folder / f)
     ui.info(f"{name}: int8 artifact {'reused from cache' if exp.cached else 'built'}")
     s = cfg.targets.settings(name)
-    bench = Bench(s.warmup, s.iterations, s.threads)
+    bench = measurement_settings(s, req.bench)
     rel = f"{name}/{exp.result.artifact}"
     rel_float = f"{name}/{exp.result.float_artifact}" if exp.result.float_artifact else None
     try:
-        entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui, name,
-                             req.device)
+        entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui,
+                             TargetName(name), req.device)
     except TargetError as err:  # built but not measurable: `edgepipe verify` can measure it again
         ui.warn(str(err))
         return {"artifact": rel, "error": str(err), "passed": False, "violations": [], "precision": "int8",
@@ -158,7 +167,7 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     if note and entry["device"] == "host" and note not in entry["notes"]:
         entry["notes"].append(note)
     if s.ship_faster_float:
-        ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, name, req.device)
+        ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, TargetName(name), req.device)
     return entry
 
 
@@ -178,7 +187,10 @@ def build(req: BuildRequest, ui: UI) -> dict[str, Any]:
         interrupts.check()
         ui.log_to(None)
         _replace_dir(tmp, out)
-    except BaseException:
+        failed_log(out).unlink(missing_ok=True)  # an earlier failure's log would only mislead now
+    except BaseException as err:
+        if isinstance(err, Exception) and not isinstance(err, EdgepipeError):  # a bug: keep its traceback
+            ui.keep_log(err, failed_log(out))
         ui.log_to(None)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -187,6 +199,12 @@ def build(req: BuildRequest, ui: UI) -> dict[str, Any]:
     ui.console.print(summary_table(report))
     ui.info(f"report: {out / 'report.json'}  {out / 'report.html'}")
     return report
+
+
+def failed_log(out: Path) -> Path:
+    """Where the build.log of a build that ended in an internal error is kept: OUT.failed-build.log, next to
+    the run directory (the run's own temporary folder is removed)."""
+    return out.with_name(f"{out.name}.failed-build.log")
 
 
 def _render_html(run_dir: Path, report: dict[str, Any], ui: UI) -> None:

@@ -1,5 +1,6 @@
 """The `edgepipe` command. Exit codes: 0 built and every budget met; 1 built but a budget missed (or a
-target failed); 2 bad input or usage, one line on stderr, no traceback, no half-written run."""
+target failed); 2 bad input or usage, one line on stderr, no traceback, no half-written run; 70 an
+internal error (a bug: EX_SOFTWARE of sysexits.h), one line on stderr naming the kept build log."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from . import interrupts
 from .errors import EdgepipeError, UsageError
 
 EXIT_OK, EXIT_BUDGET, EXIT_USAGE = 0, 1, 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE; not 3, which targets/runner.py uses for its own errors on the device
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,9 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", parents=[quiet], help="latency of one .tflite / .onnx / OpenVINO .xml in its runtime")
     be.add_argument("artifact", type=Path)
     _device_args(be)
-    be.add_argument("--threads", type=int, default=1)
-    be.add_argument("--warmup", type=int, default=10)
-    be.add_argument("--iterations", type=int, default=100)
+    be.add_argument("--threads", type=int, help="CPU threads (default: the device profile's, else 1)")
+    be.add_argument("--warmup", type=int, help="untimed runs first (default: the device profile's, else 10)")
+    be.add_argument("--iterations", type=int, help="timed runs (default: the device profile's, else 100)")
     be.add_argument("--eval", type=Path, help="an eval.npz (x, y) to measure accuracy too")
     be.add_argument("--json", action="store_true")
     se = sub.add_parser("search", parents=[quiet], help="multi-objective search over the compression knobs (Optuna)")
@@ -96,20 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         print("edgepipe: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # a bug or an unforeseen runtime failure: one line, details in the log
-        import logging
-        import traceback
-
-        log = logging.getLogger("edgepipe")
-        if log.handlers:  # a build log is open; with none, logging's last resort would print to stderr
-            log.error("unexpected error\n%s", traceback.format_exc())
         if os.environ.get("EDGEPIPE_DEBUG"):
+            import traceback
+
             traceback.print_exc()
-        msg = " ".join(str(err).split())[:300]
-        print(f"edgepipe: internal error: {type(err).__name__}: {msg} (EDGEPIPE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
-        return EXIT_BUDGET
+        print(internal_error_line(err, ui.kept_log), file=sys.stderr)
+        return EXIT_INTERNAL
     finally:
         restore()
+
+
+def internal_error_line(err: Exception, kept_log: Path | None) -> str:
+    """The one stderr line of an internal error: what, and where its traceback is."""
+    msg = " ".join(str(err).split())[:300]
+    where = f"traceback in {kept_log}" if kept_log is not None else "EDGEPIPE_DEBUG=1 shows the traceback"
+    return f"edgepipe: internal error: {type(err).__name__}: {msg} ({where}; please report it)"
 
 
 def _dispatch(args: argparse.Namespace, ui: Any) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from targets.base import TargetName
 from .config import TARGET_NAMES, Config, config_from_dict, load_config
 from .errors import DataError, ModelLoadError, UsageError
 from .examples import EXAMPLES, get_example
+from .verify import Bench
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
@@ -47,26 +49,35 @@ def resolve_targets(config: Config, requested: list[str] | None) -> tuple[str, .
     return tuple(chosen)
 
 
-def resolve_device(spec: str | None, config: Config | None, remote_python: str | None) -> Any:
-    """None for this host; otherwise an SshDevice from a URL, a config [devices] entry or a profile."""
-    if spec is None or spec == "host":
-        return None
-    from dataclasses import replace
+@dataclass(frozen=True)
+class DeviceChoice:
+    """Where `--device` measures, and how when it names a device profile."""
 
+    ssh: Any = None  # a targets.ssh.SshDevice; None: this host
+    bench: Bench | None = None  # the profile's threads, warmup and iterations; None: no profile named
+
+
+def resolve_device(spec: str | None, config: Config | None, remote_python: str | None) -> DeviceChoice:
+    """This host (no spec), a config [devices] entry, an ssh:// URL or a device profile (`host` included)."""
+    if spec is None:
+        return DeviceChoice()
     from targets.ssh import SshDevice
 
     if config is not None and spec in config.devices:
         d = config.devices[spec]
-        return replace(SshDevice.parse(d.host, python=remote_python or d.python), tensorrt=d.target == TargetName.TENSORRT)
+        ssh = replace(SshDevice.parse(d.host, python=remote_python or d.python), tensorrt=d.target == TargetName.TENSORRT)
+        return DeviceChoice(ssh)
     if "://" in spec or "@" in spec:
-        return SshDevice.parse(spec, python=remote_python)
+        return DeviceChoice(SshDevice.parse(spec, python=remote_python))
     from targets.profiles import load_profile
 
     profile = load_profile(spec)
+    bench = Bench(warmup=profile.warmup, iterations=profile.iterations, threads=profile.threads)
     device = profile.ssh_device()
     if device is None:
-        return None
-    return replace(device, python=remote_python or device.python, tensorrt=profile.target == TargetName.TENSORRT)
+        return DeviceChoice(None, bench)
+    ssh = replace(device, python=remote_python or device.python, tensorrt=profile.target == TargetName.TENSORRT)
+    return DeviceChoice(ssh, bench)
 
 
 def check_inputs(config: Config) -> None:
@@ -155,7 +166,7 @@ def cmd_build(args: argparse.Namespace, ui: Any) -> int:
     check_inputs(config)
     import_tensorflow_quietly()
     from .build import BuildRequest, build
-    req = BuildRequest(config, targets, out, device, args.allow_unsafe_model, not args.no_cache)
+    req = BuildRequest(config, targets, out, device.ssh, args.allow_unsafe_model, not args.no_cache, device.bench)
     report = build(req, ui)
     if args.json:
         print_json(report)
@@ -167,7 +178,7 @@ def cmd_verify(args: argparse.Namespace, ui: Any) -> int:
     from .rerun import verify_run
 
     device = resolve_device(args.device, None, args.remote_python)
-    report = verify_run(args.run_dir, device, ui)
+    report = verify_run(args.run_dir, device.ssh, ui, device.bench)
     if args.json:
         print_json(report)
     return 0 if report["passed"] else 1
@@ -176,21 +187,19 @@ def cmd_verify(args: argparse.Namespace, ui: Any) -> int:
 def cmd_bench(args: argparse.Namespace, ui: Any) -> int:
     from rich.table import Table
 
+    from targets import target_of_artifact
+
     from .cli import print_json
-    from .verify import Bench, run_measurement
+    from .verify import run_measurement
 
     if not args.artifact.is_file():
         raise UsageError(f"{args.artifact}: artifact not found")
-    if args.artifact.suffix.lower() not in (".tflite", ".onnx", ".xml"):
+    target = target_of_artifact(args.artifact)
+    if target is None:
         raise UsageError(f"{args.artifact}: expected a .tflite, .onnx or OpenVINO .xml file")
-    for flag in ("threads", "iterations"):
-        if getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} must be at least 1")
-    if args.warmup < 0:
-        raise UsageError("--warmup must not be negative")
     device = resolve_device(args.device, None, args.remote_python)
-    bench = Bench(args.warmup, args.iterations, args.threads)
-    result = run_measurement(args.artifact, args.eval, bench, ui, args.artifact.name, device)
+    bench = (device.bench or Bench()).overridden(bench_flags(args))
+    result = run_measurement(args.artifact, args.eval, bench, ui, args.artifact.name, device.ssh, target=target)
     result.pop("latency_samples_ms", None)
     if args.json:
         print_json(result)
@@ -204,6 +213,17 @@ def cmd_bench(args: argparse.Namespace, ui: Any) -> int:
     if result.get("accuracy") is not None:
         ui.info(f"accuracy {result['accuracy']:.4f} on {result['samples']} samples")
     return 0
+
+
+def bench_flags(args: argparse.Namespace) -> dict[str, int]:
+    """The --threads, --warmup and --iterations given on the command line (they win over a profile's)."""
+    given = {k: getattr(args, k) for k in ("threads", "warmup", "iterations") if getattr(args, k) is not None}
+    for flag in ("threads", "iterations"):
+        if given.get(flag, 1) < 1:
+            raise UsageError(f"--{flag} must be at least 1")
+    if given.get("warmup", 0) < 0:
+        raise UsageError("--warmup must not be negative")
+    return given
 
 
 def cmd_search(args: argparse.Namespace, ui: Any) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from targets import TargetName
+
 from .config import BudgetSection
 from .errors import TargetError, UsageError
 from .report import finalize, read_report, summary_table, write_report
@@ -12,7 +14,9 @@ from .ui import UI
 from .verify import Bench, judge, record_where, run_measurement
 
 
-def verify_run(run_dir: Path, device: Any, ui: UI) -> dict[str, Any]:
+def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None) -> dict[str, Any]:
+    """Measure each built target again, with the device profile's settings when one was named, else with
+    the settings the report recorded."""
     report = read_report(run_dir)
     budget = BudgetSection(**(report.get("budget") or {}))
     ref_acc = report["reference"]["accuracy"]
@@ -26,9 +30,10 @@ def verify_run(run_dir: Path, device: Any, ui: UI) -> dict[str, Any]:
         if not artifact.is_file():
             raise UsageError(f"{artifact}: artifact listed in report.json is missing")
         lat = t.get("latency_ms") or {}
-        bench = Bench(int(lat.get("warmup", 10)), int(lat.get("iterations", 100)), int(lat.get("threads", 1)))
+        bench = profile or Bench(int(lat.get("warmup", 10)), int(lat.get("iterations", 100)),
+                                 int(lat.get("threads", 1)))
         try:
-            m = run_measurement(artifact, eval_path, bench, ui, name, device)
+            m = run_measurement(artifact, eval_path, bench, ui, name, device, target=TargetName(name))
         except TargetError as err:  # one target failing on the device does not stop the others
             ui.warn(str(err))
             t.update(error=str(err), passed=False)

@@ -91,16 +91,23 @@ def open_study(storage: Any, req: SearchRequest) -> optuna.Study:
                 study.set_metric_names(list(METRICS))
         except Exception:  # another worker set them at the same moment
             pass
-    s = req.config.search
-    shared = req.storage is not None  # workers sharing a study each draw their own stream
-    seed = s.seed + len(study.get_trials(deepcopy=False)) + (os.getpid() % 100_003 if shared else 0)
-    if s.sampler == "nsga2":
-        pop = max(4, min(50, req.trials // 2))
-        study.sampler = optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
-    else:
-        startup = max(2, min(10, req.trials // 3))
-        study.sampler = optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
+    study.sampler = trial_seeded_sampler(req.config.search, req.trials)
     return study
+
+
+def trial_seeded_sampler(section: SearchSection, trials: int) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded per trial from ([search] seed, trial number): workers sharing a study
+    draw different points, and a study with the same seed draws the same ones."""
+    import optuna
+
+    from .search_sampler import TrialSeededSampler
+
+    def make(seed: int) -> optuna.samplers.BaseSampler:
+        if section.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=max(4, min(50, trials // 2)), seed=seed)
+        return optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, trials // 3)), seed=seed)
+
+    return TrialSeededSampler(make, section.seed)
 
 
 def recover(study: optuna.Study, out: Path, ui: UI) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,9 @@ class UI:
         if not self.console.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
             self.console.width = max(self.console.width, 140)
         self._log_handler: logging.Handler | None = None
+        self._log_path: Path | None = None
+        self.kept_log: Path | None = None  # where keep_log copied the log of a failed run
+
 
     def info(self, msg: str) -> None:
         log.info(msg)
@@ -52,6 +57,20 @@ class UI:
             log.addHandler(handler)
             log.setLevel(logging.INFO)
             self._log_handler = handler
+        self._log_path = path
+
+    def keep_log(self, err: BaseException, dest: Path) -> None:
+        """Write `err`'s traceback to the open log and copy the log to `dest`, where it outlives the run's
+        temporary folder; `kept_log` says where it went (None when no log was open or the copy failed)."""
+        if self._log_handler is None or self._log_path is None:
+            return
+        log.error("unexpected error\n%s", "".join(traceback.format_exception(err)))
+        self._log_handler.flush()
+        try:
+            shutil.copyfile(self._log_path, dest)
+        except OSError:
+            return
+        self.kept_log = dest
 
     def _progress(self) -> Progress:
         return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

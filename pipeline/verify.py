@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,17 @@ class Bench:
     warmup: int = 10
     iterations: int = 100
     threads: int = 1
+
+    def overridden(self, explicit: dict[str, int]) -> Bench:
+        """These settings with those given explicitly (a CLI flag, a config key) in their place."""
+        names = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in explicit.items() if k in names})
+
+
+def uses_tensorrt(device: Any, target: TargetName) -> bool:
+    """An artifact of the tensorrt target on a TensorRT device (a Jetson) is built into an engine and
+    measured with TensorRT there; anything else runs in its own runtime."""
+    return device is not None and bool(device.tensorrt) and target is TargetName.TENSORRT
 
 
 def artifact_size(path: Path) -> int:
@@ -58,8 +69,9 @@ def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, la
 
 
 def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str,
-                    device: Any = None) -> dict[str, Any]:
-    """On the host, or on an SSH device (`device` is a targets.ssh.SshDevice)."""
+                    device: Any = None, *, target: TargetName) -> dict[str, Any]:
+    """On the host, or on an SSH device (`device` is a targets.ssh.SshDevice). `target` is the target the
+    artifact belongs to; `label` only names the measurement in progress lines and errors."""
     if device is None:
         try:
             return run_on_host(artifact, eval_path, bench, ui, label)
@@ -70,17 +82,16 @@ def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI
     from targets.ssh import run_remote
 
     with ui.task(f"{label}: measuring on {device.url}"):
-        # an .onnx for the tensorrt target becomes a TensorRT engine on the device (trtexec)
         return run_remote(device, artifact, eval_path, warmup=bench.warmup, iterations=bench.iterations,
-                          threads=bench.threads, tensorrt=device.tensorrt and label == TargetName.TENSORRT)
+                          threads=bench.threads, tensorrt=uses_tensorrt(device, target))
 
 
 def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_rel: str,
                  reference_accuracy: float, float_accuracy: float | None, budget: BudgetSection,
-                 bench: Bench, ui: UI, label: str, device: Any = None) -> dict[str, Any]:
+                 bench: Bench, ui: UI, target: TargetName, device: Any = None) -> dict[str, Any]:
     """Measure the int8 artifact (and its float twin for the latency gate); the report's target entry."""
-    eval_path = run_dir / eval_rel
-    m = run_measurement(run_dir / rel_artifact, eval_path, bench, ui, label, device)
+    eval_path, label = run_dir / eval_rel, target.value
+    m = run_measurement(run_dir / rel_artifact, eval_path, bench, ui, label, device, target=target)
     entry: dict[str, Any] = {
         "artifact": rel_artifact, "precision": "int8", "runtime": m["runtime"], "device": m["device"],
         "size_bytes": artifact_size(run_dir / rel_artifact), "float_accuracy": float_accuracy,
@@ -92,7 +103,7 @@ def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_r
     if m["accuracy"] is not None:
         entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
     if rel_float is not None and not (device is not None and device.tensorrt):
-        fm = run_measurement(run_dir / rel_float, None, bench, ui, f"{label} float", device)
+        fm = run_measurement(run_dir / rel_float, None, bench, ui, f"{label} float", device, target=target)
         entry["float_artifact"] = rel_float
         entry["float_latency_ms"] = fm["latency_ms"]
         speedup = fm["latency_ms"]["median"] / max(m["latency_ms"]["median"], 1e-9)
@@ -126,7 +137,7 @@ def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
 
 
 def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, reference_accuracy: float,
-                         budget: BudgetSection, bench: Bench, ui: UI, label: str, device: Any = None) -> None:
+                         budget: BudgetSection, bench: Bench, ui: UI, target: TargetName, device: Any = None) -> None:
     """The latency gate (`ship_faster_float = true`): when the float twin ran faster than the int8 artifact,
     the entry ships the float artifact instead, re-measured (accuracy too) and judged again."""
     rel_float = entry.get("float_artifact")
@@ -134,8 +145,8 @@ def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, re
         return
     int8: dict[str, Any] = {k: entry.get(k) for k in ("artifact", "accuracy", "accuracy_drop", "latency_ms",
                                                        "size_bytes")}
-    int8_ms = float((entry.get("latency_ms") or {}).get("median", float("nan")))
-    m = run_measurement(run_dir / rel_float, run_dir / eval_rel, bench, ui, f"{label} float", device)
+    int8_ms, label = float((entry.get("latency_ms") or {}).get("median", float("nan"))), target.value
+    m = run_measurement(run_dir / rel_float, run_dir / eval_rel, bench, ui, f"{label} float", device, target=target)
     entry.update(artifact=rel_float, precision="float32", runtime=m["runtime"], device=m["device"],
                  size_bytes=artifact_size(run_dir / rel_float), accuracy=m["accuracy"],
                  latency_ms=m["latency_ms"], latency_samples_ms=m.get("latency_samples_ms", []),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from .base import ExportOptions, ExportResult, FloatModel, Target, TargetName
 
@@ -10,6 +11,13 @@ _REGISTRY: dict[TargetName, str] = {
     TargetName.TFLITE: "targets.tflite:TFLiteTarget",
     TargetName.OPENVINO: "targets.openvino:OpenVINOTarget",
     TargetName.TENSORRT: "targets.tensorrt:TensorRTTarget",
+}
+
+# the artifact each target ships, by file suffix: the Q/DQ .onnx is the tensorrt target's
+_ARTIFACT_TARGETS: dict[str, TargetName] = {
+    ".tflite": TargetName.TFLITE,
+    ".xml": TargetName.OPENVINO,
+    ".onnx": TargetName.TENSORRT,
 }
 
 
@@ -24,4 +32,10 @@ def get_target(name: str | TargetName) -> Target:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["ExportOptions", "ExportResult", "FloatModel", "Target", "TargetName", "get_target", "target_names"]
+def target_of_artifact(path: Path) -> TargetName | None:
+    """The target whose artifact kind `path` is (by suffix), None for a file no target writes."""
+    return _ARTIFACT_TARGETS.get(path.suffix.lower())
+
+
+__all__ = ["ExportOptions", "ExportResult", "FloatModel", "Target", "TargetName", "get_target", "target_names",
+           "target_of_artifact"]
