@@ -59,7 +59,7 @@ def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
         return {"path": "reference/model.keras", **model_metrics(ref.keras_model, src.data)}
     from .models import accuracy, predict
 
-    shutil.copytree(ref.path, run_dir / "reference" / "saved_model")
+    shutil.copytree(ref.path, run_dir / "reference" / "saved_model")  # the user's model, even when revived
     size = sum(f.stat().st_size for f in (run_dir / "reference" / "saved_model").rglob("*") if f.is_file())
     return {"path": "reference/saved_model", "accuracy": accuracy(predict(ref, src.data.x_test), src.data.y_test),
             "params": None, "macs": None, "size_bytes": size}
@@ -68,7 +68,7 @@ def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
 def _float_model(src: Source, keras_model: Any, keras_path: Path | None, scratch: Path) -> FloatModel:
     shape = tuple(int(d) for d in src.reference.input_shape)  # type: ignore[arg-type]
     if keras_model is None:
-        return FloatModel(src.reference.path, None, shape)
+        return FloatModel(src.reference.saved_model_dir, None, shape)
     keras_model, changed = unrolled(keras_model)
     if changed:
         keras_path = None  # export the unrolled twin, not the stage's file
@@ -96,9 +96,11 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     report = new_report()
     report["budget"] = cfg.budget.model_dump()
     report["config"] = cfg.name
-    src = load_source(cfg, allow_unsafe=req.allow_unsafe, cache=cache, ui=ui)
+    src = load_source(cfg, allow_unsafe=req.allow_unsafe, cache=cache, ui=ui, work_dir=scratch)
     report["reference"] = _save_reference(src, run_dir)
     report["reference"]["format"] = src.reference.format.value
+    if src.reference.notes:  # how the model had to be adapted to load (legacy .h5, revived SavedModel)
+        report["reference"]["notes"] = list(src.reference.notes)
     write_eval(run_dir / EVAL_REL, src.data)
     report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0])}
     outcome = run_stages(cfg, src.reference.keras_model, src.model_id, src.data, src.data_id, run_dir, cache, ui)

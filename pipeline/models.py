@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import importlib.util
 import re
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import legacy_h5
+from . import legacy_h5, savedmodel_v1
 from .errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -43,6 +45,12 @@ class LoadedModel:
     num_classes: int
     content_hash: str
     notes: tuple[str, ...] = ()
+    revived: Path | None = None  # a SavedModel TF 2 cannot load: its TF1-loader re-export, used in its place
+
+    @property
+    def saved_model_dir(self) -> Path:
+        """The SavedModel to convert and predict from: the user's directory, or its revived re-export."""
+        return self.revived or self.path
 
 
 def file_hash(path: Path) -> str:
@@ -156,17 +164,58 @@ def _load_keras(path: Path, allow_unsafe: bool) -> tuple[keras.Model, tuple[str,
     return model, (note + (f" (dropped {', '.join(dropped)})" if dropped else ""),)
 
 
-def _saved_model_signature(path: Path) -> tuple[tuple[int | None, ...], int]:
-    import tensorflow as tf
+def _short(err: Exception) -> str:
+    return " ".join(str(err).split())[:300]
 
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+def _revived(path: Path, err: Exception, work_dir: Path | None) -> tuple[Path, tuple[str, ...]]:
+    """`path` re-exported through the TF1 loader into a new folder under `work_dir` (default: a temporary
+    folder removed at exit), and the note that says so; ModelLoadError when that fails too."""
+    if work_dir is None:
+        work_dir = Path(tempfile.mkdtemp(prefix="edgepipe-revived-"))
+        atexit.register(shutil.rmtree, work_dir, True)
+    dest = Path(tempfile.mkdtemp(prefix="revived-", dir=work_dir)) / "saved_model"
+    try:
+        checked = savedmodel_v1.revive(path, dest)
+    except Exception as err1:
+        shutil.rmtree(dest.parent, ignore_errors=True)
+        raise ModelLoadError(f"{path}: cannot read the SavedModel's serving_default signature ({_short(err)}); "
+                             f"the TF1 loader failed too ({_short(err1)})") from None
+    note = (f"SavedModel revived through the TF1 loader: TF 2 cannot load it ({_short(err)}); its "
+            "serving_default graph was frozen to constants and re-exported"
+            + (", with the same outputs on a probe batch" if checked else ""))
+    return dest, (note,)
+
+
+def _serving_signature(loaded: Any) -> tuple[tuple[int | None, ...], int]:
+    fn = loaded.signatures["serving_default"]
     spec = list(fn.structured_input_signature[1].values())[0]
     out = list(fn.structured_outputs.values())[0]
     return tuple(spec.shape[1:]), int(out.shape[-1])
 
 
-def load_model(path: Path, *, allow_unsafe: bool = False) -> LoadedModel:
-    """Load a model file; every failure becomes one clear ModelLoadError."""
+def _load_saved_model(path: Path, work_dir: Path | None) -> LoadedModel:
+    import tensorflow as tf
+
+    if not (path / "saved_model.pb").is_file():
+        raise ModelLoadError(f"{path}: a directory but not a TF SavedModel (no saved_model.pb)")
+    revived: Path | None = None
+    notes: tuple[str, ...] = ()
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as err:  # e.g. a Keras 2 SavedModel with optimizer slots
+        revived, notes = _revived(path, err, work_dir)
+        loaded = tf.saved_model.load(str(revived))
+    try:
+        shape, classes = _serving_signature(loaded)
+    except Exception as err:
+        raise ModelLoadError(f"{path}: cannot read the SavedModel's serving_default signature ({err})") from None
+    return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, file_hash(path), notes, revived)
+
+
+def load_model(path: Path, *, allow_unsafe: bool = False, work_dir: Path | None = None) -> LoadedModel:
+    """Load a model file; every failure becomes one clear ModelLoadError. A SavedModel that TF 2 cannot
+    load is re-exported through the TF1 loader under `work_dir` (see LoadedModel.saved_model_dir)."""
     try:
         exists = path.exists()
     except (OSError, ValueError) as err:  # a name the OS refuses
@@ -174,13 +223,7 @@ def load_model(path: Path, *, allow_unsafe: bool = False) -> LoadedModel:
     if not exists:
         raise ModelLoadError(f"{path}: model not found")
     if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise ModelLoadError(f"{path}: a directory but not a TF SavedModel (no saved_model.pb)")
-        try:
-            shape, classes = _saved_model_signature(path)
-        except Exception as err:
-            raise ModelLoadError(f"{path}: cannot read the SavedModel's serving_default signature ({err})") from None
-        return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, file_hash(path))
+        return _load_saved_model(path, work_dir)
     fmt = {".keras": ModelFormat.KERAS, ".h5": ModelFormat.H5, ".hdf5": ModelFormat.H5}.get(path.suffix.lower())
     if fmt is None:
         raise ModelLoadError(f"{path}: unsupported model file (expected .keras, .h5 or a SavedModel directory)")
@@ -212,7 +255,7 @@ def predict(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.nda
         return np.asarray(loaded.keras_model.predict(x, batch_size=batch_size, verbose=0))
     import tensorflow as tf
 
-    fn = tf.saved_model.load(str(loaded.path)).signatures["serving_default"]
+    fn = tf.saved_model.load(str(loaded.saved_model_dir)).signatures["serving_default"]
     outs = []
     for i in range(0, x.shape[0], batch_size):
         res: dict[str, Any] = fn(tf.constant(x[i : i + batch_size]))

@@ -50,8 +50,9 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
     return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, cached, ex.preprocess)
 
 
-def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI) -> Source:
-    """Load (or, for a built-in example, train) the reference model and load the data it is judged on."""
+def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, work_dir: Path | None = None) -> Source:
+    """Load (or, for a built-in example, train) the reference model and load the data it is judged on.
+    `work_dir` holds what loading writes for the build (a SavedModel revived through the TF1 loader)."""
     seed = config.quantize.seed
     if config.model.example is not None:
         ex = get_example(config.model.example)
@@ -63,7 +64,7 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI) -> 
         raise DataError("a built-in example brings its own data: remove the [data] section or use model.path")
     assert config.model.path is not None and config.data is not None
     with ui.task("loading the model"):
-        ref = load_model(config.resolve(config.model.path), allow_unsafe=allow_unsafe)
+        ref = load_model(config.resolve(config.model.path), allow_unsafe=allow_unsafe, work_dir=work_dir)
     if None in ref.input_shape:  # the int8 artifacts and their runners are built for one input shape
         shown = "x".join("?" if d is None else str(d) for d in ref.input_shape)
         raise ModelLoadError(f"{ref.path}: the model input {shown} has unknown dimensions; edgepipe builds for a "

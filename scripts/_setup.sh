@@ -18,5 +18,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip check >&2
   echo "$want" > "$stamp"
 fi
+# Keras 2 (tf_keras) for tests/keras2_savedmodel.py, which writes SavedModels the way TF 2.x Keras 2 did.
+# Kept off the venv's path on purpose: with tf_keras importable, TF itself revives such files, so the
+# tests could not see what users without it see. --no-deps: its metadata wants `tensorflow`, which would
+# be installed over tensorflow-cpu.
+if [ ! -d .venv/keras2/tf_keras ]; then
+  tfv="$(.venv/bin/python -c 'from importlib.metadata import version; print(".".join(version("tensorflow-cpu").split(".")[:2]))')"
+  .venv/bin/python -m pip install --quiet --no-deps --target .venv/keras2 "tf_keras==$tfv.*"
+fi
 export PATH="$ROOT/.venv/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"

@@ -65,6 +65,16 @@ def trained_cnn(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return path
 
 
+@pytest.fixture(scope="session")
+def keras2_saved_model(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A SavedModel written by Keras 2 with its optimizer's slot variables (which TF 2.21 cannot revive),
+    and its own accuracy on the digits test split."""
+    from keras2_savedmodel import write_keras2_saved_model
+
+    path = tmp_path_factory.mktemp("keras2") / "saved_model"
+    return path, write_keras2_saved_model(path, digits_npz)
+
+
 def write_config(path: Path, model: Path | str, data: Path, extra: str = "",
                  targets: tuple[str, ...] = ("tflite", "openvino", "tensorrt")) -> Path:
     tables = "\n".join(f"[targets.{t}]\niterations = 20\nwarmup = 2" for t in targets)

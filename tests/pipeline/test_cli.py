@@ -63,6 +63,27 @@ def test_build_from_saved_model(tmp_path: Path, trained_cnn: Path, digits_npz: P
     assert rc == 2 and "need a Keras model" in err and not (tmp_path / "run2").exists()
 
 
+@pytest.mark.slow
+def test_build_from_keras2_saved_model_with_optimizer_slots(tmp_path: Path, keras2_saved_model: tuple[Path, float],
+                                                            digits_npz: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.models import file_hash
+
+    path, keras2_acc = keras2_saved_model
+    cfg = write_config(tmp_path / "k2.toml", path, digits_npz, "[budget]\nmax_accuracy_drop = 0.01\n")
+    rc, out, err = _run(["build", str(cfg), "--out", str(tmp_path / "run"), "--json"], capsys)
+    assert out, err  # exit 2 and no report: the model did not load
+    report = json.loads(out)
+    ref = report["reference"]
+    assert ref["format"] == "saved_model" and "TF1 loader" in ref["notes"][0]
+    assert ref["path"] == "reference/saved_model"  # the user's files, not the re-export
+    assert file_hash(tmp_path / "run" / ref["path"]) == file_hash(path)
+    assert abs(ref["accuracy"] - keras2_acc) < 1e-6, (ref["accuracy"], keras2_acc)
+    assert set(report["targets"]) == {"tflite", "openvino", "tensorrt"}
+    _within_a_point(report)
+    assert rc == 0, err
+
+
 def test_second_build_reuses_the_cache_and_budget_miss_exits_1(
         built_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = next(built_run.parent.glob("*.toml"))

@@ -7,7 +7,7 @@ import pytest
 from legacy_h5 import write_keras2_h5
 
 from pipeline.errors import ModelLoadError
-from pipeline.models import ModelFormat, load_model
+from pipeline.models import ModelFormat, accuracy, file_hash, load_model, predict
 
 
 def _small():
@@ -67,3 +67,35 @@ def test_saved_model_loads_without_keras(tmp_path: Path) -> None:
     loaded = load_model(tmp_path / "sm")
     assert loaded.format is ModelFormat.SAVED_MODEL and loaded.keras_model is None
     assert loaded.input_shape == (8, 8, 1) and loaded.num_classes == 10
+
+
+def test_keras2_saved_model_with_optimizer_slots_is_revived(keras2_saved_model: tuple[Path, float],
+                                                          digits_npz: Path, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    path, keras2_acc = keras2_saved_model
+    with pytest.raises(Exception, match="'_UserObject' object has no attribute 'add_slot'"):
+        tf.saved_model.load(str(path))  # TF 2.21 without Keras 2
+    loaded = load_model(path, work_dir=tmp_path)
+    assert loaded.format is ModelFormat.SAVED_MODEL and loaded.path == path and loaded.keras_model is None
+    assert loaded.content_hash == file_hash(path) and loaded.input_shape == (8, 8, 1) and loaded.num_classes == 10
+    assert loaded.revived is not None and loaded.saved_model_dir == loaded.revived
+    assert loaded.revived.is_relative_to(tmp_path)
+    assert "TF1 loader" in loaded.notes[0] and "add_slot" in loaded.notes[0] and "same outputs" in loaded.notes[0]
+    fn = tf.saved_model.load(str(loaded.revived)).signatures["serving_default"]
+    assert list(fn.structured_input_signature[1]) == ["image"] and list(fn.structured_outputs) == ["probs"]
+    with np.load(digits_npz) as d:
+        acc = accuracy(predict(loaded, d["x_test"][..., None] / 16.0), d["y_test"])
+    assert abs(acc - keras2_acc) < 1e-6
+
+
+def test_unreadable_saved_model_is_one_error(tmp_path: Path) -> None:
+    sm = tmp_path / "sm"
+    (sm / "variables").mkdir(parents=True)
+    (sm / "saved_model.pb").write_bytes(b"not a protobuf")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ModelLoadError, match="TF1 loader failed too") as info:
+        load_model(sm, work_dir=work)
+    assert str(sm) in str(info.value) and "\n" not in str(info.value)
+    assert not any(work.iterdir())  # no half-written re-export left behind
