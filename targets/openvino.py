@@ -26,6 +26,9 @@ METHOD_NOTE = {
     "entropy": "NNCF has no KL estimator: MINMAX, then each activation FakeQuantize range scaled to the "
                "TensorRT-style KL threshold edgepipe computed (numpy) from the float activations",
 }
+OVERFLOW_NOTE = ("NNCF overflow_fix ENABLE: every weight quantized to 7 bits (s8 in [-64, 63]), so the int16 pair "
+                 "sums of AVX2's VPMADDUBSW cannot saturate on x86 CPUs without VNNI (NNCF's default FIRST_LAYER "
+                 "protects only the first layer); see BENCHMARKS-openvino-overflow.md")
 WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"}
 _converted: dict[str, Any] = {}  # saved model dir -> float ov.Model, converted once per process
 
@@ -48,12 +51,12 @@ def float_model(model: FloatModel) -> Any:
 def _nncf_quantize(ov_model: Any, calib: CalibrationSet, method: str, ignored: list[str], equalize: bool,
                    validate: bool = True) -> Any:
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     advanced = AdvancedQuantizationParameters(
         activations_range_estimator_params=getattr(RangeEstimatorParametersSet, PRESET[method]),
-        disable_channel_alignment=not equalize)
+        disable_channel_alignment=not equalize, overflow_fix=OverflowFix.ENABLE)  # OVERFLOW_NOTE
     scope = nncf.IgnoredScope(names=ignored, validate=validate) if ignored else None
     return nncf.quantize(ov_model, nncf.Dataset(list(calib.batches(1))), subset_size=len(calib),
                          fast_bias_correction=not equalize, ignored_scope=scope, advanced_parameters=advanced)
@@ -144,7 +147,7 @@ def _save(ov_model: Any, path: Path) -> None:
 
 class OpenVINOTarget:
     name = TargetName.OPENVINO
-    version = "6"
+    version = "7"
     host_latency_note = None
     supports_equalize = True
 
@@ -163,6 +166,7 @@ class OpenVINOTarget:
         _save(float_model(model), out_dir / "model_float.xml")
         _save(self.quantized(model, calib, opts), out_dir / "model_int8.xml")
         notes = [f"calibration {opts.calibration_method}: {METHOD_NOTE[opts.calibration_method]}",
+                 OVERFLOW_NOTE,
                  "the IR's rt_info keeps NNCF's version, not its 1.3 KB record of default parameters"]
         if opts.float_layers:
             notes.append(f"{len(opts.float_layers)} op(s) kept in float (nncf.IgnoredScope names)")
