@@ -22,9 +22,12 @@ fi
 # Kept off the venv's path on purpose: with tf_keras importable, TF itself revives such files, so the
 # tests could not see what users without it see. --no-deps: its metadata wants `tensorflow`, which would
 # be installed over tensorflow-cpu.
-if [ ! -d .venv/keras2/tf_keras ]; then
-  tfv="$(.venv/bin/python -c 'from importlib.metadata import version; print(".".join(version("tensorflow-cpu").split(".")[:2]))')"
-  .venv/bin/python -m pip install --quiet --no-deps --target .venv/keras2 "tf_keras==$tfv.*"
+# The pin follows tensorflow-cpu's in requirements.lock (tf_keras X.Y goes with TensorFlow X.Y).
+TF_KERAS="tf_keras==2.21.0"
+if [ ! -f ".venv/keras2/.pin" ] || [ "$(cat .venv/keras2/.pin)" != "$TF_KERAS" ]; then
+  rm -rf .venv/keras2
+  .venv/bin/python -m pip install --quiet --no-deps --target .venv/keras2 "$TF_KERAS"
+  echo "$TF_KERAS" > .venv/keras2/.pin
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"

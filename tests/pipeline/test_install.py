@@ -48,3 +48,13 @@ def test_lock_covers_every_declared_dependency() -> None:
     names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]).lower() for d in declared}
     names.discard("edgepipe")
     assert names <= set(_pins()), names - set(_pins())
+
+
+def test_keras2_pin_follows_tensorflow() -> None:
+    """scripts/_setup.sh pins tf_keras (kept off the path, for the Keras 2 SavedModel tests) at TensorFlow's
+    version; what it installed is that pin."""
+    setup = (ROOT / "scripts" / "_setup.sh").read_text()
+    pin = re.search(r'TF_KERAS="tf_keras==([^"]+)"', setup)
+    assert pin is not None and pin.group(1).split(".")[:2] == _pins()["tensorflow-cpu"].split(".")[:2]
+    installed = list((ROOT / ".venv" / "keras2").glob("tf_keras-*.dist-info"))
+    assert [p.name for p in installed] == [f"tf_keras-{pin.group(1)}.dist-info"]
