@@ -17,6 +17,8 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline_cost import EXAMPLE, measure_build
+
 from pipeline.cache import Cache
 from pipeline.ui import UI
 
@@ -24,7 +26,6 @@ from . import op_mix, tables
 from .artifacts import TARGETS, Prepared, prepare
 from .measure import Timing, median_ms, ratio, run_child
 from .models import selected
-from .pipeline_cost import EXAMPLE, measure_build
 from .system import machine, versions
 
 ROOT = Path(__file__).resolve().parents[1]

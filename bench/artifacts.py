@@ -18,7 +18,7 @@ import numpy as np
 
 from calibration import CalibrationSet, SamplingMethod
 from pipeline.cache import Cache, cache_key
-from pipeline.export import export_target
+from pipeline.quantize.export import export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel
 
@@ -75,7 +75,7 @@ def _default_int8(target: str, source: Path, model_id: str, calib: CalibrationSe
 def prepare(bm: BenchModel, work: Path, cache: Cache, log: UI, targets: tuple[str, ...] = TARGETS) -> Prepared:
     import keras
 
-    from pipeline.metrics import count_macs
+    from pipeline.compress.cost import count_macs
 
     keras.utils.set_random_seed(0)
     km = bm.build()

@@ -17,7 +17,7 @@ import numpy as np
 
 from calibration import CalibrationSet, SamplingMethod
 from pipeline.cache import Cache
-from pipeline.export import export_target
+from pipeline.quantize.export import export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel
 
@@ -54,9 +54,9 @@ def _int8(km, key: str, target: str, work: Path, cache: Cache) -> Path:  # type:
 def main(argv: list[str] | None = None) -> int:
     import keras
 
-    from pipeline.metrics import count_macs, count_params
-    from pipeline.stages.channel_prune import channel_prune
-    from pipeline.stages.decompose import decompose_model
+    from pipeline.compress.channel_prune import channel_prune
+    from pipeline.compress.cost import count_macs, count_params
+    from pipeline.compress.decompose import decompose_model
 
     p = argparse.ArgumentParser(prog="python -m bench.compression")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS-compression.md"))

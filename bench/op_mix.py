@@ -54,7 +54,7 @@ def mac_shares() -> dict[str, float]:
     """Share of MobileNetV2 1.0 @224's MACs in pointwise, depthwise and the stem (the first, 3-channel conv)."""
     import keras
 
-    from pipeline.metrics import layer_macs
+    from pipeline.compress.cost import layer_macs
 
     model = mobilenet_v2(1.0, 224)
     macs = dict.fromkeys((*KINDS, "other"), 0)

@@ -48,7 +48,7 @@ CALIBRATION_SAMPLES = 300
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from pipeline.examples import _digits_split
+    from pipeline.inputs.examples import _digits_split
 
     x_tr, x_te, y_tr, y_te = _digits_split()
     return x_tr[..., None] / 16.0, y_tr, x_te[..., None] / 16.0, y_te
@@ -57,7 +57,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def _digits_cnn(x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
     import keras
 
-    from pipeline.examples import EXAMPLES
+    from pipeline.inputs.examples import EXAMPLES
 
     keras.utils.set_random_seed(0)
     model = EXAMPLES["digits-cnn"].build_teacher()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .pipeline_cost import PipelineCost
+from pipeline_cost import PipelineCost
+
 from .system import VNNI_MACS_PER_CYCLE, Machine
 
 TITLES = {

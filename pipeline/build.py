@@ -11,22 +11,21 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from pipeline import interrupts
+from pipeline.cache import Cache
+from pipeline.compress.runner import model_metrics, run_stages
+from pipeline.config import Config, TargetSection
+from pipeline.errors import EdgepipeError, TargetError
+from pipeline.inputs.calib_source import calibration_set
+from pipeline.inputs.data import write_eval
+from pipeline.inputs.models import ModelFormat
+from pipeline.inputs.source import Source, load_source
+from pipeline.measure.verify import Bench, target_entry
+from pipeline.quantize.export import export_target
+from pipeline.quantize.unroll import unrolled
+from pipeline.report.document import finalize, new_report, summary_table, write_report
+from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, TargetName, get_target, runner
-
-from . import interrupts
-from .cache import Cache
-from .calib_source import calibration_set
-from .config import Config, TargetSection
-from .data import write_eval
-from .errors import EdgepipeError, TargetError
-from .export import export_target
-from .models import ModelFormat
-from .report import finalize, new_report, summary_table, write_report
-from .source import Source, load_source
-from .stage_runner import model_metrics, run_stages
-from .ui import UI
-from .unroll import unrolled
-from .verify import Bench, target_entry
 
 EVAL_REL = "data/eval.npz"
 
@@ -57,7 +56,7 @@ def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
         dest.parent.mkdir(parents=True)
         ref.keras_model.save(dest)
         return {"path": "reference/model.keras", **model_metrics(ref.keras_model, src.data)}
-    from .models import accuracy, predict
+    from pipeline.inputs.models import accuracy, predict
 
     shutil.copytree(ref.path, run_dir / "reference" / "saved_model")  # the user's model, even when revived
     size = sum(f.stat().st_size for f in (run_dir / "reference" / "saved_model").rglob("*") if f.is_file())
@@ -127,8 +126,8 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
 
 def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
                 report: dict[str, Any], float_acc: float, cache: Cache, ui: UI) -> dict[str, Any]:
-    from . import accuracy_aware
-    from .verify import ship_float_if_faster
+    from pipeline.measure.verify import ship_float_if_faster
+    from pipeline.quantize import accuracy_aware
 
     cfg, ref_acc = req.config, report["reference"]["accuracy"]
     opts = ExportOptions(calibration_method=cfg.quantize.calibration.value)
@@ -188,7 +187,7 @@ def build(req: BuildRequest, ui: UI) -> dict[str, Any]:
         _render_html(tmp, report, ui)
         interrupts.check()
         ui.log_to(None)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
         failed_log(out).unlink(missing_ok=True)  # an earlier failure's log would only mislead now
     except BaseException as err:
         if isinstance(err, Exception) and not isinstance(err, EdgepipeError):  # a bug: keep its traceback
@@ -210,7 +209,7 @@ def failed_log(out: Path) -> Path:
 
 
 def _render_html(run_dir: Path, report: dict[str, Any], ui: UI) -> None:
-    from .html_report import render_html
+    from pipeline.report.html import render_html
 
     with ui.task("rendering report.html"):
         render_html(report, run_dir)
@@ -242,7 +241,7 @@ def _sweep_stale(out: Path) -> None:
                 os.replace(old, out)
 
 
-def _replace_dir(src: Path, dest: Path) -> None:
+def replace_dir(src: Path, dest: Path) -> None:
     """Move a finished run into place; an older run at `dest` is replaced only now, and restored if the
     second rename fails."""
     old = None

@@ -5,15 +5,14 @@ internal error (a bug: EX_SOFTWARE of sysexits.h), one line on stderr naming the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import interrupts
-from .errors import EdgepipeError, UsageError
+from pipeline import interrupts
+from pipeline.errors import EdgepipeError, UsageError
 
 EXIT_OK, EXIT_BUDGET, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE; not 3, which targets/runner.py uses for its own errors on the device
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing warnings are not the user's business
     args = _parser().parse_args(argv)
-    from .ui import UI
+    from pipeline.ui import UI
 
     ui = UI(quiet=args.quiet)
     restore = interrupts.install()
@@ -116,15 +115,13 @@ def internal_error_line(err: Exception, kept_log: Path | None) -> str:
 
 
 def _dispatch(args: argparse.Namespace, ui: Any) -> int:
-    from . import commands
+    from pipeline import commands
 
     handler = {"build": commands.cmd_build, "verify": commands.cmd_verify, "bench": commands.cmd_bench,
                "examples": commands.cmd_examples, "report": commands.cmd_report, "search": commands.cmd_search}[args.command]
     return handler(args, ui)
 
 
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
 if __name__ == "__main__":

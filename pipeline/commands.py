@@ -9,12 +9,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import TARGET_NAMES, Config, config_from_dict, load_config
+from pipeline.errors import DataError, ModelLoadError, UsageError
+from pipeline.inputs.examples import EXAMPLES, get_example
+from pipeline.measure.verify import Bench
+from pipeline.ui import print_json
 from targets.base import TargetName
-
-from .config import TARGET_NAMES, Config, config_from_dict, load_config
-from .errors import DataError, ModelLoadError, UsageError
-from .examples import EXAMPLES, get_example
-from .verify import Bench
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
@@ -157,7 +157,6 @@ def import_tensorflow_quietly() -> None:
 
 
 def cmd_build(args: argparse.Namespace, ui: Any) -> int:
-    from .cli import print_json
 
     config = resolve_config(args.config)
     targets = resolve_targets(config, args.targets)
@@ -165,7 +164,7 @@ def cmd_build(args: argparse.Namespace, ui: Any) -> int:
     out = check_out(args.out or default_out(config))
     check_inputs(config)
     import_tensorflow_quietly()
-    from .build import BuildRequest, build
+    from pipeline.build import BuildRequest, build
     req = BuildRequest(config, targets, out, device.ssh, args.allow_unsafe_model, not args.no_cache, device.bench)
     report = build(req, ui)
     if args.json:
@@ -174,8 +173,7 @@ def cmd_build(args: argparse.Namespace, ui: Any) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, ui: Any) -> int:
-    from .cli import print_json
-    from .rerun import verify_run
+    from pipeline.measure.rerun import verify_run
 
     device = resolve_device(args.device, None, args.remote_python)
     report = verify_run(args.run_dir, device.ssh, ui, device.bench)
@@ -187,10 +185,8 @@ def cmd_verify(args: argparse.Namespace, ui: Any) -> int:
 def cmd_bench(args: argparse.Namespace, ui: Any) -> int:
     from rich.table import Table
 
+    from pipeline.measure.verify import run_measurement
     from targets import target_of_artifact
-
-    from .cli import print_json
-    from .verify import run_measurement
 
     if not args.artifact.is_file():
         raise UsageError(f"{args.artifact}: artifact not found")
@@ -227,8 +223,8 @@ def bench_flags(args: argparse.Namespace) -> dict[str, int]:
 
 
 def cmd_search(args: argparse.Namespace, ui: Any) -> int:
-    from .search import SearchRequest, check_search_out, run_search
-    from .search_space import plan
+    from pipeline.search.runner import SearchRequest, check_search_out, run_search
+    from pipeline.search.space import plan
 
     config = resolve_config(args.config)
     if args.trials is not None and args.trials < 1:
@@ -248,7 +244,7 @@ def cmd_examples(args: argparse.Namespace, ui: Any) -> int:
 
 
 def cmd_report(args: argparse.Namespace, ui: Any) -> int:
-    from .html_report import render_run
+    from pipeline.report.html import render_run
 
     path = render_run(args.run_dir)
     ui.info(f"wrote {path}")

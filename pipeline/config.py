@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 TARGET_NAMES = ("tflite", "openvino", "tensorrt")
 MAX_IMAGE_SIDE = 8192

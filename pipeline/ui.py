@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -122,3 +124,8 @@ class UI:
                 self._cm.__exit__(None, None, None)
 
         return [_Epochs()]
+
+
+def print_json(obj: Any) -> None:
+    """A command's --json result on stdout (progress and tables go to stderr)."""
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")

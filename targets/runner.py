@@ -309,7 +309,7 @@ def run(
         result["evaluation"] = exact.evaluation()
         probe = x[:1]
     else:
-        probe = np.zeros(_input_shape(artifact), dtype=np.float32)
+        probe = np.zeros(input_shape(artifact), dtype=np.float32)
     stats, samples = measure(session, probe, warmup, iterations, threads)
     result["latency_ms"] = stats
     result["latency_samples_ms"] = samples
@@ -318,7 +318,7 @@ def run(
     return result
 
 
-def _input_shape(artifact: Path) -> tuple:
+def input_shape(artifact: Path) -> tuple:
     suffix = artifact.suffix.lower()
     if suffix == ".tflite":
         s = LiteRTSession(artifact, 1).inp["shape"]
@@ -335,7 +335,7 @@ def _input_shape(artifact: Path) -> tuple:
 
 
 # Processes this runner started (trtexec): killed with it when the SSH connection drops.
-_CHILDREN: list[subprocess.Popen] = []
+CHILDREN: list[subprocess.Popen] = []
 
 
 def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations: int) -> dict:
@@ -359,7 +359,7 @@ def _exit_on_stdin_eof() -> None:
                 pass
         except Exception:
             pass
-        for child in _CHILDREN:
+        for child in CHILDREN:
             child.kill()
         os._exit(4)
 

@@ -133,7 +133,7 @@ def run_tensorrt(
         raise ValueError(f"--tensorrt needs an .onnx artifact, got {artifact.name!r}")
     if not artifact.exists():
         raise FileNotFoundError(str(artifact))
-    trtexec, folder, children = find_trtexec(), artifact.resolve().parent, base._CHILDREN
+    trtexec, folder, children = find_trtexec(), artifact.resolve().parent, base.CHILDREN
     if artifact.name == "model_qdq.onnx" and (folder / "build_engine.sh").exists():
         engine = folder / "model_int8.engine"
         build = _call(

@@ -195,7 +195,7 @@ def test_deep_nesting_is_a_config_error(tmp_path: Path) -> None:
 @given(text=toml_ish | mutated.map(to_toml))
 def test_the_cli_answers_any_config_with_one_line(text: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import main
-    from pipeline.examples import EXAMPLES
+    from pipeline.inputs.examples import EXAMPLES
 
     assume(not any(name in text for name in EXAMPLES))  # a built-in example would really build
     with tempfile.TemporaryDirectory() as tmp:

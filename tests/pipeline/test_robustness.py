@@ -299,7 +299,7 @@ def test_custom_object_from_an_importable_module_needs_allow_unsafe(
     import keras
 
     from pipeline.errors import ModelLoadError
-    from pipeline.models import load_model
+    from pipeline.inputs.models import load_model
 
     (tmp_path / "ep_test_layers.py").write_text(
         "import keras\n\n@keras.saving.register_keras_serializable(package='ep_test')\n"
@@ -335,8 +335,8 @@ def test_config_name_cannot_choose_the_run_directory(env: Env, monkeypatch: pyte
 def test_stage_and_target_names_are_plain_folder_names(env: Env) -> None:
     """Run paths are OUT/stages/<stage>/ and OUT/<target>/: names come from code, never from the config."""
     from pipeline.commands import _RUN_NAME
+    from pipeline.compress import build_stages
     from pipeline.config import TARGET_NAMES, load_config
-    from pipeline.stages import build_stages
 
     cfg = load_config(env.config(extra="[distill]\n[prune]\n[decompose]\n"))
     names = [s.name for s in build_stages(cfg)] + list(TARGET_NAMES)  # a target's folder is its name
@@ -346,7 +346,7 @@ def test_stage_and_target_names_are_plain_folder_names(env: Env) -> None:
 @pytest.mark.parametrize("bad", ["../evil.tflite", "/tmp/evil.tflite", "sub/x.tflite", "..", "", "a\x00b"])
 def test_export_file_names_cannot_leave_the_target_folder(tmp_path: Path, bad: str) -> None:
     from pipeline.errors import TargetError
-    from pipeline.export import checked_result
+    from pipeline.quantize.export import checked_result
     from targets import ExportResult
 
     (tmp_path / "model_int8.tflite").write_bytes(b"x")

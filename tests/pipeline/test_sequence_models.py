@@ -10,7 +10,7 @@ import pytest
 from conftest import write_config
 
 from pipeline.cli import main
-from pipeline.unroll import unrolled
+from pipeline.quantize.unroll import unrolled
 
 
 def _gru():

@@ -11,7 +11,7 @@ import pytest
 from calibration import make_calibration_set
 from calibration.ranges import METHODS
 from pipeline.cache import Cache
-from pipeline.export import export_batch, target_sensitivity
+from pipeline.quantize.export import export_batch, target_sensitivity
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, runner
 

@@ -60,8 +60,8 @@ def test_report_accuracy_is_the_graph_as_written(built_run: Path) -> None:
 def test_every_accuracy_path_runs_the_graph_as_written(built_run: Path, evaluated_sessions: list[Any]) -> None:
     """Verification, the device runner, `edgepipe verify`'s measurement and the per-layer sensitivity all
     measure through runner.evaluate; read the ONNX Runtime session options each one really used."""
+    from pipeline.measure.verify import Bench, run_on_host
     from pipeline.ui import UI
-    from pipeline.verify import Bench, run_on_host
     from targets.tensorrt import _accuracy
 
     onnx_path, eval_path = built_run / "tensorrt" / "model_qdq.onnx", built_run / "data" / "eval.npz"

@@ -1,0 +1,100 @@
+"""Runs the compression stages in order, each cached by content hash, each measured."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline import interrupts
+from pipeline.cache import Cache, cache_key
+from pipeline.compress.base import StageContext, TrainData
+from pipeline.compress.cost import count_macs, count_params, float_size_bytes
+from pipeline.config import Config
+from pipeline.errors import UsageError
+from pipeline.inputs.models import accuracy
+from pipeline.ui import UI
+from targets import runner
+
+if TYPE_CHECKING:
+    import keras
+
+
+class _KerasSession(runner.Session):
+    runtime = "keras"
+
+    def __init__(self, model: keras.Model) -> None:
+        import tensorflow as tf
+
+        self.fn = tf.function(lambda x: model(x, training=False))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fn(x))
+
+
+def model_metrics(model: keras.Model, data: TrainData) -> dict[str, Any]:
+    """params, MACs, float32 weight bytes, accuracy on the test split, float latency on this host."""
+    pred = model.predict(data.x_test, batch_size=256, verbose=0)
+    stats, _ = runner.measure(_KerasSession(model), data.x_test[:1], warmup=5, iterations=30)
+    return {"accuracy": accuracy(pred, data.y_test), "params": count_params(model), "macs": count_macs(model),
+            "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}
+
+
+@dataclass
+class StageOutcome:
+    model: keras.Model
+    model_id: str
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    keras_path: Path | None = None
+
+
+def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data: TrainData, data_id: str,
+               run_dir: Path, cache: Cache, ui: UI) -> StageOutcome | None:
+    """Apply every configured stage; None when the config has none."""
+    import keras
+
+    if config.distill is None and config.prune is None and config.decompose is None:
+        return None
+    from pipeline.compress import build_stages
+
+    stages = build_stages(config)
+    if teacher is None:
+        raise UsageError("compression stages ([distill], [prune], [decompose]) need a Keras model "
+                         "(.keras or .h5); a SavedModel can only be quantized")
+    ctx = StageContext(data=data, teacher=teacher, seed=config.quantize.seed, progress_callbacks=ui.keras_callbacks)
+    outcome = StageOutcome(teacher, model_id)
+    for stage in stages:
+        interrupts.check()
+        key = cache_key("stage", stage.name, stage.version, stage.config_dict(), outcome.model_id, data_id,
+                        config.quantize.seed)
+        t0 = time.perf_counter()
+        hit = cache.get(key)
+        cached = hit is not None
+        notes: list[str] = []
+        if hit is None:
+            ui.info(f"stage {stage.name}: running")
+            result = stage.run(outcome.model, ctx)
+            interrupts.check()  # a stage interrupted mid-training is never cached
+            notes = list(result.notes)
+            with tempfile.TemporaryDirectory() as tmp:
+                result.model.save(Path(tmp) / "model.keras")
+                (Path(tmp) / "notes.txt").write_text("\n".join(notes))
+                hit = cache.put(key, Path(tmp))
+        else:
+            ui.info(f"stage {stage.name}: reused from cache ({key[:12]})")
+            notes = [n for n in (hit / "notes.txt").read_text().splitlines() if n]
+        seconds = time.perf_counter() - t0
+        model = keras.saving.load_model(hit / "model.keras", compile=False)
+        dest = run_dir / "stages" / stage.name / "model.keras"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((hit / "model.keras").read_bytes())
+        entry = {"name": stage.name, "path": f"stages/{stage.name}/model.keras", **model_metrics(model, data),
+                 "seconds": round(seconds, 3), "cached": cached,
+                 "notes": notes}
+        outcome.entries.append(entry)
+        outcome.model, outcome.model_id, outcome.keras_path = model, key, dest
+    return outcome

@@ -1,0 +1,236 @@
+"""Training helpers shared by the stages: output convention, logits, and a seeded (distillation) fit.
+
+Training always runs on a logits copy of the model (final softmax removed) so the losses are computed from
+logits; the trained model is handed back as a plain, uncompiled functional model in the asked convention.
+Labels (and teacher logits, for distillation) travel packed in one `y` array so a plain Keras loss function
+does the work: no custom model classes, nothing backend-specific.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from pipeline.compress.base import TrainData
+from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild
+
+L = keras.layers
+
+
+def _innermost_final(model: keras.Model) -> keras.layers.Layer:
+    layer = final_layer(model)
+    while isinstance(layer, keras.Model):
+        layer = final_layer(layer)
+    return layer
+
+
+def _is_softmax_layer(layer: keras.layers.Layer) -> bool:
+    if isinstance(layer, L.Softmax):
+        return True
+    fn = getattr(layer, "activation", None)
+    return fn is not None and getattr(fn, "__name__", "") == "softmax"
+
+
+def is_softmax_output(model: keras.Model) -> bool:
+    """Whether the model's final layer outputs softmax probabilities (else: logits)."""
+    return _is_softmax_layer(_innermost_final(model))
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """A functional copy whose output is the pre-softmax logits (a copy as is when it already is)."""
+    final = _innermost_final(model)
+    if not _is_softmax_layer(final):
+        return rebuild(model)
+
+    def transform(layer: keras.layers.Layer) -> list[LayerEdit] | None:
+        if layer is not final:
+            return None
+        if isinstance(layer, L.Softmax | L.Activation):
+            return []
+        return [LayerEdit(type(layer), layer_config(layer, activation="linear"), layer.get_weights())]
+
+    return rebuild(model, transform)
+
+
+def with_output_convention(model: keras.Model, softmax: bool) -> keras.Model:
+    """A functional copy that outputs softmax probabilities (`softmax`) or logits."""
+    logits = logits_model(model)
+    if not softmax:
+        return logits
+    final = _innermost_final(logits)
+    if type(final) is L.Dense:
+
+        def transform(layer: keras.layers.Layer) -> list[LayerEdit] | None:
+            if layer is not final:
+                return None
+            return [LayerEdit(L.Dense, layer_config(layer, activation="softmax"), layer.get_weights())]
+
+        return rebuild(logits, transform)
+    names = {layer.name for layer in logits.layers}
+    name, i = "softmax", 1
+    while name in names:
+        name, i = f"softmax_{i}", i + 1
+    out = L.Activation("softmax", name=name)(graph_of(logits).outputs[0])
+    return rebuild(keras.Model(logits.inputs, out, name=model.name))
+
+
+def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's logits on `x` (exact pre-softmax values for a softmax model)."""
+    return np.asarray(logits_model(model).predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def distillation_loss(temperature: float, alpha: float) -> Callable[[Any, Any], Any]:
+    """Loss on logits; y_true = [label, teacher logits...] (just [label] when alpha == 0).
+
+    alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(label).
+    """
+    t = float(temperature)
+
+    def distill_loss(y_true: Any, y_pred: Any) -> Any:
+        labels = ops.cast(y_true[:, 0], "int32")
+        hard = keras.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        if alpha == 0.0:
+            return hard
+        teacher = y_true[:, 1:]
+        p_teacher = ops.softmax(teacher / t, axis=-1)
+        kl = ops.sum(
+            p_teacher * (ops.log_softmax(teacher / t, axis=-1) - ops.log_softmax(y_pred / t, axis=-1)),
+            axis=-1,
+        )
+        return alpha * t * t * kl + (1.0 - alpha) * hard
+
+    return distill_loss
+
+
+def label_accuracy(y_true: Any, y_pred: Any) -> Any:
+    """Accuracy against the hard label in column 0 of the packed y."""
+    labels = ops.cast(y_true[:, 0], "int32")
+    return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), labels), "float32")
+
+
+def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, max_samples: int = 1024) -> None:
+    """Set every BatchNorm's moving mean/variance to the exact statistics of its input on `x`.
+
+    A freshly built or pruned student trains for a few hundred steps only; with momentum 0.99 its moving
+    statistics are still far from the truth, and inference-mode accuracy collapses. BN recalibration
+    (as after channel pruning) fixes that; layers are done in graph order since each depends on the last.
+    """
+    x = x[:max_samples]
+    for layer in model.layers:
+        if not isinstance(layer, L.BatchNormalization):
+            continue
+        act = np.asarray(keras.Model(model.inputs, layer.input).predict(x, batch_size=256, verbose=0))
+        axes = tuple(i for i in range(act.ndim) if i != (layer.axis % act.ndim))
+        gamma_beta = layer.get_weights()[: len(layer.get_weights()) - 2]
+        layer.set_weights([*gamma_beta, act.mean(axis=axes), act.var(axis=axes)])
+
+
+class _RecalibrateBN(keras.callbacks.Callback):
+    """Recalibrates BatchNorm statistics before each validation pass, so early stopping sees real accuracy."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        super().__init__()
+        self.x = x
+
+    def on_test_begin(self, logs: Any = None) -> None:
+        recalibrate_batchnorm(self.model, self.x)
+
+
+def teacher_guidance(ctx: Any, temperature: float = 4.0, alpha: float = 0.7) -> dict[str, Any]:
+    """Fine-tuning after pruning or decomposition also distils from the reference teacher: the pruned
+    model then recovers the teacher's accuracy rather than only the labels'."""
+    logits = predict_logits(ctx.teacher, ctx.data.x_train)
+    return {"teacher_logits": logits, "temperature": temperature, "alpha": alpha}
+
+
+def fine_tune(model: keras.Model, ctx: Any, section: Any, epochs: int, label: str,
+              callbacks: list[Any] | None = None) -> keras.Model:
+    """Fine-tuning after a structural change (pruning, decomposition): the stage section's learning rate and
+    batch size, progress, and distillation from the reference teacher. `epochs <= 0` returns `model`."""
+    if epochs <= 0:
+        return model
+    trained, _ = fit_classifier(
+        model,
+        ctx.data,
+        epochs=epochs,
+        learning_rate=section.learning_rate,
+        batch_size=section.batch_size,
+        seed=ctx.seed,
+        callbacks=[*(callbacks or []), *ctx.progress_callbacks(label, epochs)],
+        **teacher_guidance(ctx),
+    )
+    return trained
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) index split; validation gets round(n * fraction), at least one."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = min(n - 1, max(1, int(round(n * fraction))))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _fit_callbacks(user: Sequence[Any], x: np.ndarray, has_bn: bool, validating: bool, patience: int | None,
+                   epochs: int) -> list[Any]:
+    """The user's callbacks, BatchNorm recalibration, and early stopping on validation accuracy."""
+    out = list(user) + ([_RecalibrateBN(x)] if has_bn else [])
+    if validating and patience is not None:
+        # BatchNorm's moving statistics need some hundred steps before validation accuracy means anything:
+        # no stopping in the first third of the epochs.
+        out.append(keras.callbacks.EarlyStopping(
+            monitor="val_label_accuracy", mode="max", patience=patience, restore_best_weights=True,
+            start_from_epoch=max(patience, epochs // 3)))
+    return out
+
+
+def fit_classifier(
+    model: keras.Model,
+    data: TrainData,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int = 0,
+    teacher_logits: np.ndarray | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.0,
+    validation_split: float = 0.0,
+    patience: int | None = None,
+    callbacks: Sequence[Any] = (),
+    softmax: bool | None = None,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train a copy of `model` on logits with hard labels (and distillation when teacher logits are given).
+
+    Returns the trained model (uncompiled; in the `softmax` convention, default: the input's) and the
+    Keras history. With `validation_split` and `patience`, EarlyStopping on validation accuracy restores the
+    best epoch. `callbacks` see the logits training model as `self.model`.
+    """
+    if softmax is None:
+        softmax = is_softmax_output(model)
+    if epochs <= 0:
+        return with_output_convention(model, softmax), {}
+    keras.utils.set_random_seed(seed)
+    train = logits_model(model)
+    y = data.y_train.astype(np.float32).reshape(-1, 1)
+    if teacher_logits is not None and alpha > 0.0:
+        y = np.concatenate([y, np.asarray(teacher_logits, dtype=np.float32)], axis=1)
+    else:
+        alpha = 0.0
+    x, validation = data.x_train, None
+    if validation_split > 0.0 and len(x) > 1:
+        tr, va = split_indices(len(x), validation_split, seed)
+        validation = (x[va], y[va])
+        x, y = x[tr], y[tr]
+    has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
+    train.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=distillation_loss(temperature, alpha),
+                  metrics=[label_accuracy], jit_compile=False)
+    history = train.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation, shuffle=True,
+                        verbose=0, callbacks=_fit_callbacks(callbacks, x, has_bn, validation is not None,
+                                                            patience, epochs))
+    if has_bn and validation is None:
+        recalibrate_batchnorm(train, x)
+    trained = with_output_convention(train, softmax)
+    return trained, {k: [float(v) for v in vals] for k, vals in history.history.items()}

@@ -1,0 +1,191 @@
+"""Data sets: an npz with train/test splits or an image folder; one preprocessing for every consumer."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.compress.base import TrainData
+from pipeline.config import DataSection
+from pipeline.errors import DataError
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """x / scale, then (x - mean) / std per channel (last axis)."""
+
+    scale: float = 1.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """A new float32 array (one copy of x, then in place: no further full-size temporaries)."""
+        out = np.array(x, dtype=np.float32, copy=True)
+        out /= np.float32(self.scale)
+        if self.mean is not None and self.std is not None:
+            out -= np.asarray(self.mean, np.float32)
+            out /= np.asarray(self.std, np.float32)
+        return out
+
+    def key(self) -> str:
+        return f"{self.scale}|{self.mean}|{self.std}"
+
+
+@dataclass(frozen=True)
+class RawData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str  # a content hash or an example's name, for cache keys
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:  # in chunks: the file can be as large as the data
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_npz(path: Path) -> RawData:
+    """The four splits of an .npz, each read once (npz members cannot be memory-mapped: numpy ignores
+    mmap_mode for them). Anything that is not such a file is one DataError."""
+    try:
+        if not path.is_file():
+            raise DataError(f"{path}: data file not found")
+        with path.open("rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            raise DataError(f"{path}: not a readable .npz file (not a numpy.savez archive of "
+                            f"{', '.join(NPZ_KEYS)})")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: a single .npy array, not an .npz with {', '.join(NPZ_KEYS)}")
+        with loaded as data:
+            missing = [k for k in NPZ_KEYS if k not in data.files]
+            if missing:
+                raise DataError(f"{path}: npz is missing {', '.join(missing)} (needs {', '.join(NPZ_KEYS)})")
+            arrays = {k: data[k] for k in NPZ_KEYS}
+        digest = _sha256(path)
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{path}: too large to load into memory") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, TypeError, AttributeError) as err:
+        msg = " ".join(str(err).split())[:200]
+        raise DataError(f"{path}: not a readable .npz file ({type(err).__name__}: {msg})") from None
+    return RawData(**arrays, source=f"npz:{digest}")
+
+
+def read_image_folder(folder: Path, size: tuple[int, int], channels: int, seed: int = 0) -> RawData:
+    """One sub-folder per class (sorted names are class ids); a stratified 80/20 train/test split."""
+    from PIL import Image
+
+    try:
+        if not folder.is_dir():
+            raise DataError(f"{folder}: image folder not found")
+        classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError as err:
+        raise DataError(f"{folder}: cannot read the image folder ({err.strerror or err})") from None
+    if len(classes) < 2:
+        raise DataError(f"{folder}: needs at least two class sub-folders")
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted(cls.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(f) as im:
+                    pixels = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]))
+                    xs.append(np.asarray(pixels, np.float32).reshape(size[0], size[1], channels))
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
+                raise DataError(f"{f}: not a readable image ({err})") from None
+            ys.append(label)
+    y = np.asarray(ys, np.int64)
+    if len(xs) < 4:
+        raise DataError(f"{folder}: too few images ({len(xs)})")
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test[idx[: max(1, len(idx) // 5)]] = True
+    x = np.stack(xs)
+    h = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+    return RawData(x[~test], y[~test], x[test], y[test], source=f"images:{h}")
+
+
+def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> np.ndarray:
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{name}: labels must be integer class ids, got dtype {y.dtype}")
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if y.size and not np.all(np.isfinite(y.astype(np.float64))):
+        raise DataError(f"{name}: labels contain NaN or inf")
+    if y.size and not np.all(np.equal(np.mod(y.astype(np.float64), 1), 0)):
+        raise DataError(f"{name}: labels must be integer class ids")
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise DataError(f"{name}: labels out of range (min {y.min()} < 0)")
+    if num_classes is not None and y.size and y.max() >= num_classes:
+        raise DataError(f"{name}: labels out of range (max {y.max()} >= the model's {num_classes} outputs)")
+    return y
+
+
+def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], num_classes: int) -> TrainData:
+    """Validate against the model's input shape and output width, then preprocess."""
+    splits = {}
+    for xk, yk in (("x_train", "y_train"), ("x_test", "y_test")):
+        x, y = getattr(raw, xk), getattr(raw, yk)
+        if x.dtype.kind not in "fiub":
+            raise DataError(f"{xk}: expected numbers, got dtype {x.dtype}")
+        if x.ndim == 0 or np.ndim(y) == 0:
+            raise DataError(f"{xk if x.ndim == 0 else yk}: a single value, not an array of samples")
+        if x.shape[0] == 0:
+            raise DataError(f"{xk}: no samples")
+        if x.ndim == len(input_shape):  # e.g. grayscale images without a channel axis
+            x = x[..., None]
+        want = tuple(input_shape)
+        if x.ndim != len(want) + 1 or any(w is not None and w != g for w, g in zip(want, x.shape[1:], strict=True)):
+            shown = "x".join("?" if d is None else str(d) for d in want)
+            raise DataError(f"{xk}: shape {x.shape[1:]} does not fit the model input {shown}")
+        if x.shape[0] != np.asarray(y).shape[0]:
+            raise DataError(f"{xk} has {x.shape[0]} samples but {yk} has {np.asarray(y).shape[0]}")
+        channels = x.shape[-1]
+        if pre.mean is not None and len(pre.mean) not in (1, channels):
+            raise DataError(f"data.mean has {len(pre.mean)} values but the data has {channels} channels")
+        labels = _check_labels(yk, y, num_classes)
+        xf = pre(x)
+        if not _all_finite(xf):
+            raise DataError(f"{xk}: contains NaN or inf")
+        splits[xk], splits[yk] = xf, labels
+    return TrainData(num_classes=num_classes, **splits)
+
+
+def _all_finite(x: np.ndarray, chunk: int = 4096) -> bool:
+    """np.isfinite in chunks of samples: no full-size boolean temporary."""
+    return all(bool(np.isfinite(x[i : i + chunk]).all()) for i in range(0, x.shape[0], chunk))
+
+
+def preprocess_from(section: DataSection | None, default_scale: float = 1.0) -> Preprocess:
+    if section is None:
+        return Preprocess(scale=default_scale)
+    mean = tuple(section.mean) if section.mean is not None else None
+    std = tuple(section.std) if section.std is not None else None
+    return Preprocess(section.scale, mean, std)
+
+
+def write_eval(path: Path, data: TrainData) -> None:
+    """OUT/data/eval.npz: x float32 preprocessed in the model's layout, y int64 labels."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # asarray: no copy of arrays that already have the dtype
+    np.savez(path, x=np.asarray(data.x_test, np.float32), y=np.asarray(data.y_test, np.int64))

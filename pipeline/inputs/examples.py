@@ -1,0 +1,122 @@
+"""Built-in examples: data that ships inside a package, a teacher trained here, seeded and deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import UsageError
+from pipeline.inputs.data import Preprocess, RawData
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    description: str
+    version: str  # bump when the data, teacher or training changes (cache key)
+    config: dict[str, Any]
+    preprocess: Preprocess
+    load: Callable[[], RawData]
+    build_teacher: Callable[[], keras.Model]
+    epochs: int
+
+
+def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x, y = d.images.astype(np.float32), d.target.astype(np.int64)
+    return tuple(train_test_split(x, y, test_size=0.2, stratify=y, random_state=0))  # type: ignore[return-value]
+
+
+def _digits_images() -> RawData:
+    x_tr, x_te, y_tr, y_te = _digits_split()
+    return RawData(x_tr[..., None], y_tr, x_te[..., None], y_te, source="example:digits-images")
+
+
+def _digits_cnn() -> keras.Model:
+    import keras
+    from keras import layers
+
+    inp = keras.Input((8, 8, 1), name="image")
+    x = layers.Conv2D(32, 3, padding="same", use_bias=False)(inp)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Conv2D(64, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    out = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="digits_cnn")
+
+
+def _digits_rows() -> RawData:
+    x_tr, x_te, y_tr, y_te = _digits_split()
+    return RawData(x_tr, y_tr, x_te, y_te, source="example:digits-rows")
+
+
+def _digits_lstm() -> keras.Model:
+    import keras
+    from keras import layers
+
+    inp = keras.Input((8, 8), name="rows")  # each 8x8 digit as 8 time steps of 8 features
+    x = layers.LSTM(64)(inp)
+    x = layers.Dense(64, activation="relu")(x)
+    out = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="digits_lstm")
+
+
+_ALL_TARGETS: dict[str, dict[str, Any]] = {"tflite": {}, "openvino": {}, "tensorrt": {}}
+
+EXAMPLES: dict[str, Example] = {
+    "digits-cnn": Example(
+        name="digits-cnn",
+        description="CNN on scikit-learn's 8x8 handwritten digits; distill -> channel prune -> int8",
+        version="1",
+        config={
+            "model": {"example": "digits-cnn"},
+            "distill": {"student": "width:0.5", "temperature": 4.0, "alpha": 0.7, "epochs": 30},
+            "prune": {"method": "channel", "sparsity": 0.5, "epochs": 25},
+            "quantize": {"calibration_samples": 300, "calibration": "minmax"},
+            "budget": {"max_accuracy_drop": 0.01},
+            "targets": _ALL_TARGETS,
+        },
+        preprocess=Preprocess(scale=16.0),
+        load=_digits_images,
+        build_teacher=_digits_cnn,
+        epochs=30,
+    ),
+    "digits-lstm": Example(
+        name="digits-lstm",
+        description="LSTM reading each 8x8 digit as 8 time steps of 8 features; distill -> int8",
+        version="1",
+        config={
+            "model": {"example": "digits-lstm"},
+            "distill": {"student": "width:0.5", "temperature": 4.0, "alpha": 0.7, "epochs": 80,
+                        "learning_rate": 5e-3, "patience": 10},
+            "quantize": {"calibration_samples": 300, "calibration": "minmax"},
+            "budget": {"max_accuracy_drop": 0.01},
+            "targets": _ALL_TARGETS,
+        },
+        preprocess=Preprocess(scale=16.0),
+        load=_digits_rows,
+        build_teacher=_digits_lstm,
+        epochs=40,
+    ),
+}
+
+
+def get_example(name: str) -> Example:
+    if name not in EXAMPLES:
+        raise UsageError(f"unknown example '{name}' (built-in examples: {', '.join(EXAMPLES)})")
+    return EXAMPLES[name]

@@ -1,0 +1,83 @@
+"""The build's input: the reference (teacher) model and the preprocessed data, from a config."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.cache import Cache, cache_key
+from pipeline.compress.base import TrainData
+from pipeline.config import Config
+from pipeline.errors import DataError, ModelLoadError
+from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_image_folder, read_npz
+from pipeline.inputs.examples import get_example
+from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model
+from pipeline.inputs.teacher import train_teacher
+from pipeline.ui import UI
+
+
+@dataclass(frozen=True)
+class Source:
+    reference: LoadedModel
+    data: TrainData
+    data_id: str  # data content hash + preprocessing, for cache keys
+    model_id: str  # the reference model's identity, for cache keys
+    cached_teacher: bool
+    preprocess: Preprocess
+
+
+def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache: Cache, ui: UI) -> Source:
+    import keras
+
+    ex = get_example(name)
+    key = cache_key("example-teacher", ex.name, ex.version, seed)
+    hit = cache.get(key)
+    if hit is None:
+        keras.utils.set_random_seed(seed)
+        model = ex.build_teacher()
+        train_teacher(model, data.x_train, data.y_train, epochs=ex.epochs, learning_rate=2e-3, seed=seed,
+                       callbacks=ui.keras_callbacks(f"training the {name} teacher", ex.epochs))
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(Path(tmp) / "model.keras")
+            hit = cache.put(key, Path(tmp))
+        cached = False
+    else:
+        cached = True
+        ui.info(f"teacher of {name}: reused from cache")
+    model = keras.saving.load_model(hit / "model.keras", compile=False)
+    ref = from_keras(model, ModelFormat.KERAS, Path(f"example:{name}"), key)
+    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, cached, ex.preprocess)
+
+
+def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, work_dir: Path | None = None) -> Source:
+    """Load (or, for a built-in example, train) the reference model and load the data it is judged on.
+    `work_dir` holds what loading writes for the build (a SavedModel revived through the TF1 loader)."""
+    seed = config.quantize.seed
+    if config.model.example is not None:
+        ex = get_example(config.model.example)
+        if config.data is None:
+            raw, pre = ex.load(), ex.preprocess
+            probe = ex.build_teacher()
+            data = prepare(raw, pre, tuple(probe.inputs[0].shape[1:]), int(probe.outputs[0].shape[-1]))
+            return _example_teacher(ex.name, raw, data, seed, cache, ui)
+        raise DataError("a built-in example brings its own data: remove the [data] section or use model.path")
+    assert config.model.path is not None and config.data is not None
+    with ui.task("loading the model"):
+        ref = load_model(config.resolve(config.model.path), allow_unsafe=allow_unsafe, work_dir=work_dir)
+    if None in ref.input_shape:  # the int8 artifacts and their runners are built for one input shape
+        shown = "x".join("?" if d is None else str(d) for d in ref.input_shape)
+        raise ModelLoadError(f"{ref.path}: the model input {shown} has unknown dimensions; edgepipe builds for a "
+                             "fixed shape: save the model with a fixed input size, e.g. keras.Input((H, W, C))")
+    for note in ref.notes:
+        ui.info(note)
+    section = config.data
+    if section.path is not None:
+        raw = read_npz(config.resolve(section.path))
+    else:
+        assert section.images is not None and section.image_size is not None
+        channels = ref.input_shape[-1] or 3
+        raw = read_image_folder(config.resolve(section.images), section.image_size, int(channels), seed)
+    pre = preprocess_from(section)
+    data = prepare(raw, pre, ref.input_shape, ref.num_classes)
+    return Source(ref, data, raw.source + "|" + pre.key(), ref.content_hash, False, pre)

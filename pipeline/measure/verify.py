@@ -1,0 +1,159 @@
+"""Verification: run an artifact in its own runtime on the verifying device; accuracy, latency, size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import BudgetSection
+from pipeline.errors import EdgepipeError, TargetError
+from pipeline.measure.budget import Measured, check
+from pipeline.ui import UI
+from targets import runner
+from targets.base import TargetName
+
+HOST = "host"
+
+
+@dataclass(frozen=True)
+class Bench:
+    warmup: int = 10
+    iterations: int = 100
+    threads: int = 1
+
+    def overridden(self, explicit: dict[str, int]) -> Bench:
+        """These settings with those given explicitly (a CLI flag, a config key) in their place."""
+        names = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in explicit.items() if k in names})
+
+
+def uses_tensorrt(device: Any, target: TargetName) -> bool:
+    """An artifact of the tensorrt target on a TensorRT device (a Jetson) is built into an engine and
+    measured with TensorRT there; anything else runs in its own runtime."""
+    return device is not None and bool(device.tensorrt) and target is TargetName.TENSORRT
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes on disk, with an OpenVINO .xml's .bin."""
+    size = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size
+
+
+def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str) -> dict[str, Any]:
+    """The device runner's measurement, in this process, with progress bars."""
+    session = runner.open_session(artifact, bench.threads)
+    out: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0, "device": HOST}
+    if eval_path is not None:
+        with np.load(eval_path) as data:
+            x, y = data["x"].astype(np.float32), data["y"]
+        exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever this host's ISA
+        with ui.task(f"{label}: accuracy on {len(y)} samples"):
+            out["accuracy"] = runner.evaluate(exact, x, y)
+        out["samples"] = int(len(y))
+        out["evaluation"] = exact.evaluation()
+        probe = x[:1]
+    else:
+        probe = np.zeros(runner.input_shape(artifact), np.float32)
+    with ui.task(f"{label}: latency, {bench.iterations} runs", total=bench.iterations) as advance:
+        stats, samples = runner.measure(session, probe, bench.warmup, bench.iterations, bench.threads, tick=advance)
+    out["latency_ms"], out["latency_samples_ms"] = stats, samples
+    out["peak_memory_kb"] = runner.peak_memory_kb()
+    out["cpu"] = runner.cpu_info()
+    return out
+
+
+def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str,
+                    device: Any = None, *, target: TargetName) -> dict[str, Any]:
+    """On the host, or on an SSH device (`device` is a targets.ssh.SshDevice). `target` is the target the
+    artifact belongs to; `label` only names the measurement in progress lines and errors."""
+    if device is None:
+        try:
+            return run_on_host(artifact, eval_path, bench, ui, label)
+        except EdgepipeError:
+            raise
+        except Exception as err:  # the runtime failed on this artifact: that target fails, the others go on
+            raise TargetError(f"{label}: {artifact.name} failed in its runtime: {type(err).__name__}: {err}") from err
+    from targets.ssh import run_remote
+
+    with ui.task(f"{label}: measuring on {device.url}"):
+        return run_remote(device, artifact, eval_path, warmup=bench.warmup, iterations=bench.iterations,
+                          threads=bench.threads, tensorrt=uses_tensorrt(device, target))
+
+
+def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_rel: str,
+                 reference_accuracy: float, float_accuracy: float | None, budget: BudgetSection,
+                 bench: Bench, ui: UI, target: TargetName, device: Any = None) -> dict[str, Any]:
+    """Measure the int8 artifact (and its float twin for the latency gate); the report's target entry."""
+    eval_path, label = run_dir / eval_rel, target.value
+    m = run_measurement(run_dir / rel_artifact, eval_path, bench, ui, label, device, target=target)
+    entry: dict[str, Any] = {
+        "artifact": rel_artifact, "precision": "int8", "runtime": m["runtime"], "device": m["device"],
+        "size_bytes": artifact_size(run_dir / rel_artifact), "float_accuracy": float_accuracy,
+        "accuracy": m["accuracy"], "accuracy_drop": None, "float_layers": [],
+        "latency_ms": m["latency_ms"], "latency_samples_ms": m.get("latency_samples_ms", []),
+        "peak_memory_kb": m.get("peak_memory_kb"), "notes": [],
+    }
+    record_where(entry, m, device, ui, label)
+    if m["accuracy"] is not None:
+        entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
+    if rel_float is not None and not (device is not None and device.tensorrt):
+        fm = run_measurement(run_dir / rel_float, None, bench, ui, f"{label} float", device, target=target)
+        entry["float_artifact"] = rel_float
+        entry["float_latency_ms"] = fm["latency_ms"]
+        speedup = fm["latency_ms"]["median"] / max(m["latency_ms"]["median"], 1e-9)
+        entry["int8_speedup"] = round(speedup, 3)
+        if speedup <= 1.0:
+            entry["notes"].append(f"int8 is not faster than float on {m['device']} "
+                                  f"({m['latency_ms']['median']:.3f} vs {fm['latency_ms']['median']:.3f} ms)")
+    judge(entry, budget)
+    return entry
+
+
+def record_where(entry: dict[str, Any], m: dict[str, Any], device: Any, ui: UI, label: str) -> None:
+    """How accuracy was computed and which CPU measured; a note and a warning when that CPU is not the
+    one the device profile declares (the numbers are then that CPU's, not the device's)."""
+    if m.get("evaluation"):
+        entry["evaluation"] = m["evaluation"]
+    entry["cpu"] = m.get("cpu")
+    expected = None if device is None else getattr(device, "expected_cpu", None)
+    other_cpu = None if expected is None else expected.mismatch(m.get("cpu"))
+    notes = [n for n in entry.get("notes", []) if not n.startswith("accuracy and latency were measured on ")]
+    if other_cpu:
+        notes.append(other_cpu)
+        ui.warn(f"{label}: {other_cpu}")
+    entry["notes"] = notes
+
+
+def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
+    lat = (entry.get("latency_ms") or {}).get("median")
+    entry["violations"] = check(budget, Measured(entry.get("accuracy_drop"), lat, entry.get("size_bytes")))
+    entry["passed"] = not entry["violations"] and not entry.get("error")
+
+
+def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, reference_accuracy: float,
+                         budget: BudgetSection, bench: Bench, ui: UI, target: TargetName, device: Any = None) -> None:
+    """The latency gate (`ship_faster_float = true`): when the float twin ran faster than the int8 artifact,
+    the entry ships the float artifact instead, re-measured (accuracy too) and judged again."""
+    rel_float = entry.get("float_artifact")
+    if rel_float is None or entry.get("int8_speedup") is None or entry["int8_speedup"] > 1.0:
+        return
+    int8: dict[str, Any] = {k: entry.get(k) for k in ("artifact", "accuracy", "accuracy_drop", "latency_ms",
+                                                       "size_bytes")}
+    int8_ms, label = float((entry.get("latency_ms") or {}).get("median", float("nan"))), target.value
+    m = run_measurement(run_dir / rel_float, run_dir / eval_rel, bench, ui, f"{label} float", device, target=target)
+    entry.update(artifact=rel_float, precision="float32", runtime=m["runtime"], device=m["device"],
+                 size_bytes=artifact_size(run_dir / rel_float), accuracy=m["accuracy"],
+                 latency_ms=m["latency_ms"], latency_samples_ms=m.get("latency_samples_ms", []),
+                 peak_memory_kb=m.get("peak_memory_kb"), int8=int8)
+    if m["accuracy"] is not None:
+        entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
+    msg = (f"{label}: shipping the float artifact {rel_float}: int8 ({int8_ms:.3f} ms) is not "
+           f"faster than float ({m['latency_ms']['median']:.3f} ms) on {m['device']} (ship_faster_float = true)")
+    entry["notes"].append(msg)
+    ui.warn(msg)
+    judge(entry, budget)

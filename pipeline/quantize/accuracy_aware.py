@@ -1,0 +1,168 @@
+"""Accuracy-aware int8: when a target's artifact misses `max_accuracy_drop`, try, in order,
+1. the other calibration methods,
+2. the backend's recovery passes (ExportOptions.equalize: NNCF channel alignment + bias correction),
+3. keeping the most sensitive layers in float, one more at a time (from the target's sensitivity table),
+re-exporting (cached by options) and re-measuring accuracy in the artifact's runtime each time, until the
+budget holds or MAX_ATTEMPTS are spent; then the passing artifact, or else the most accurate one, ships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration import CalibrationSet
+from calibration.sensitivity import EVAL_SAMPLES
+from pipeline.cache import Cache
+from pipeline.errors import TargetError
+from pipeline.quantize.export import Batch, Exported, export_batch, target_sensitivity
+from pipeline.ui import UI
+from targets import ExportOptions, FloatModel, get_target, runner
+from targets.base import float_layer_variants
+
+MAX_ATTEMPTS = 8  # per target, the first export included
+METHOD_ORDER = ("percentile", "mse", "entropy", "minmax")  # fallbacks, the configured method skipped
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every attempt of one target shares."""
+
+    name: str
+    model: FloatModel
+    model_id: str
+    calib: CalibrationSet
+    eval_path: Path
+    reference_accuracy: float
+    max_drop: float
+    cache: Cache
+    ui: UI
+
+
+@dataclass(frozen=True)
+class Attempt:
+    opts: ExportOptions
+    exported: Exported
+    accuracy: float
+    drop: float
+    passed: bool
+
+    def record(self) -> dict[str, Any]:
+        return {"calibration": self.opts.calibration_method, "equalize": self.opts.equalize,
+                "float_layers": list(self.opts.float_layers), "accuracy": self.accuracy,
+                "accuracy_drop": self.drop, "passed": self.passed}
+
+
+@dataclass
+class Outcome:
+    attempts: list[Attempt]
+    sensitivity: list[dict[str, Any]] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return any(a.passed for a in self.attempts)
+
+    @property
+    def best(self) -> Attempt:
+        """The first attempt that met the budget, else the most accurate (the earliest among equals)."""
+        ok = [a for a in self.attempts if a.passed]
+        return ok[0] if ok else max(self.attempts, key=lambda a: (a.accuracy, -self.attempts.index(a)))
+
+    def room(self) -> int:
+        return 0 if self.passed else MAX_ATTEMPTS - len(self.attempts)
+
+    def report_fields(self) -> dict[str, Any]:
+        return {"attempts": [a.record() for a in self.attempts], "sensitivity": self.sensitivity}
+
+
+def measure(job: Job, exported: Exported, opts: ExportOptions) -> Attempt:
+    """Top-1 of the artifact on the eval set, in its own runtime on this host."""
+    session = runner.open_session(exported.folder / exported.result.artifact)
+    with np.load(job.eval_path) as data:
+        x, y = data["x"].astype(np.float32), data["y"]
+    with job.ui.task(f"{job.name}: accuracy of {_describe(opts)}"):
+        acc = runner.evaluate(session, x, y)
+    drop = round(job.reference_accuracy - acc, 6)
+    return Attempt(opts, exported, acc, drop, drop <= job.max_drop + 1e-9)
+
+
+def _describe(opts: ExportOptions) -> str:
+    parts = [opts.calibration_method] + (["equalize"] if opts.equalize else [])
+    if opts.float_layers:
+        parts.append(f"{len(opts.float_layers)} float layer(s)")
+    return ", ".join(parts)
+
+
+def _measure_all(job: Job, out: Outcome, candidates: list[ExportOptions], batch: Batch) -> None:
+    """Measure the exported candidates in order until one passes."""
+    for opts, exported in zip(candidates, batch.exported, strict=False):
+        out.attempts.append(measure(job, exported, opts))
+        job.ui.info(f"{job.name}: {_describe(opts)}: accuracy drop {out.attempts[-1].drop:+.4f}")
+        if out.passed:
+            return
+    if batch.error:
+        out.notes.append(f"accuracy-aware: some variants could not be built ({batch.error})")
+
+
+def _try(job: Job, out: Outcome, candidates: list[ExportOptions]) -> None:
+    """Export the candidates (one child process) and measure them in order until one passes."""
+    candidates = candidates[: out.room()]
+    if not candidates:
+        return
+    try:
+        batch = export_batch(job.name, job.model, job.model_id, job.calib, candidates, job.cache, job.ui)
+    except TargetError as err:  # a timeout: what was measured so far stands
+        out.notes.append(f"accuracy-aware: variants not built ({err})")
+        return
+    _measure_all(job, out, candidates, batch)
+
+
+def _other_methods(job: Job, out: Outcome) -> None:
+    first = out.attempts[0].opts
+    _try(job, out, [replace(first, calibration_method=m) for m in METHOD_ORDER if m != first.calibration_method])
+
+
+def _equalize(job: Job, out: Outcome) -> None:
+    if get_target(job.name).supports_equalize and not out.best.opts.equalize:
+        _try(job, out, [replace(out.best.opts, equalize=True)])
+
+
+def _float_layers(job: Job, out: Outcome) -> None:
+    """The sensitivity table and the 1, 2, ... most sensitive layers kept in float (one child process)."""
+    base = out.best.opts
+    with np.load(job.eval_path) as data:
+        x, y = data["x"][:EVAL_SAMPLES].astype(np.float32), data["y"][:EVAL_SAMPLES]
+    try:
+        out.sensitivity, batch = target_sensitivity(job.name, job.model, job.model_id, job.calib, base, x, y,
+                                                    job.cache, job.ui, float_variants=out.room())
+    except TargetError as err:
+        out.notes.append(f"accuracy-aware: no sensitivity table ({err}), so no layer was kept in float")
+        return
+    _measure_all(job, out, float_layer_variants(base, out.sensitivity, out.room()), batch)
+
+
+def search(job: Job, first: Exported, opts: ExportOptions) -> Outcome:
+    """Run the fallbacks after `first` (exported with `opts`) until the budget holds or the attempts run out."""
+    out = Outcome([measure(job, first, opts)])
+    if not out.passed:
+        job.ui.info(f"{job.name}: {_describe(opts)}: accuracy drop {out.attempts[0].drop:+.4f} is over the budget "
+                    f"({job.max_drop:.4f}): trying other int8 variants")
+    job = replace(job, model=replace(job.model, converted=first.folder))  # later exports reuse its float model
+    for phase in (_other_methods, _equalize, _float_layers):
+        if out.room() <= 0:
+            break
+        phase(job, out)
+    if len(out.attempts) > 1:
+        b = out.best
+        job.ui.info(f"{job.name}: accuracy-aware int8 chose {_describe(b.opts)} after {len(out.attempts)} "
+                    f"attempt(s) (drop {b.drop:+.4f})")
+    if not out.passed:
+        b = out.best
+        out.notes.append(
+            f"accuracy-aware: no attempt met max_accuracy_drop {job.max_drop} in {len(out.attempts)} attempt(s); "
+            f"shipped the most accurate ({_describe(b.opts)}, drop {b.drop:.4f})")
+        job.ui.warn(out.notes[-1].replace("accuracy-aware: ", f"{job.name}: "))
+    return out

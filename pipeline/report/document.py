@@ -1,0 +1,73 @@
+"""report.json (schema 1): written atomically, read back for verify/report, shown as a table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from pipeline import __version__
+from pipeline.errors import UsageError
+
+SCHEMA = 1
+
+
+def new_report() -> dict[str, Any]:
+    return {"schema": SCHEMA, "edgepipe_version": __version__, "passed": False, "budget": {},
+            "reference": {}, "stages": [], "eval_set": {}, "versions": {}, "targets": {}}
+
+
+def finalize(report: dict[str, Any]) -> dict[str, Any]:
+    targets = report["targets"].values()
+    report["passed"] = bool(targets) and all(t.get("passed") for t in targets)
+    return report
+
+
+def write_report(run_dir: Path, report: dict[str, Any]) -> Path:
+    path = run_dir / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_report(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "report.json"
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: not an edgepipe run directory (no report.json)")
+    try:
+        report = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise UsageError(f"{path}: not a schema {SCHEMA} edgepipe report")
+    return report
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    ref = report.get("reference", {})
+    table = Table(title=f"edgepipe: reference accuracy {_fmt(ref.get('accuracy'), '.4f')}")
+    for col in ("target", "device", "precision", "size KB", "float acc", "int8 acc", "drop", "median ms",
+                "p90 ms", "result"):
+        table.add_column(col, justify="left" if col in ("target", "device", "result") else "right")
+    for name, t in report.get("targets", {}).items():
+        lat = t.get("latency_ms") or {}
+        size = t.get("size_bytes")
+        if t.get("error"):
+            result = f"[red]ERROR[/red] {t['error']}"
+        elif t.get("passed"):
+            result = "[green]PASS[/green]"
+        else:
+            result = "[red]FAIL[/red] " + "; ".join(t.get("violations", []))
+        table.add_row(name, str(t.get("device", "-")), str(t.get("precision", "-")),
+                      _fmt(None if size is None else size / 1024, ".1f"), _fmt(t.get("float_accuracy"), ".4f"),
+                      _fmt(t.get("accuracy"), ".4f"), _fmt(t.get("accuracy_drop"), "+.4f"),
+                      _fmt(lat.get("median"), ".3f"), _fmt(lat.get("p90"), ".3f"), result)
+    return table

@@ -1,0 +1,144 @@
+"""The outputs of `edgepipe search`: search.json, report.json/report.html with the trials and their
+Pareto flags, the Pareto front on the terminal, and the best feasible trial as a run directory
+`<out>/best`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from pipeline.report.document import finalize, new_report, read_report, write_report
+from pipeline.search.objectives import DIRECTIONS, Metrics, SearchRequest, pareto_flags
+from pipeline.search.space import Space, derive
+from pipeline.ui import UI
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial; `pareto` marks the non-dominated COMPLETE full-fidelity trials."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        m = a.get("metrics") or {}
+        complete = t.state.name == "COMPLETE"
+        rows.append({
+            "number": t.number, "state": t.state.name, "fidelity": a.get("fidelity"),
+            "accuracy": m.get("accuracy") if complete else None,
+            "latency_ms": m.get("latency_ms") if complete else None,
+            "size_bytes": m.get("size_bytes") if complete else None,
+            "accuracy_drop": m.get("accuracy_drop") if complete else None,
+            "feasible": bool(a.get("feasible")) and complete, "pareto": False, "params": dict(t.params),
+            "coarse": a.get("coarse"), "worker": a.get("worker"), "hostname": a.get("hostname"),
+            "pid": a.get("pid"), "run_dir": a.get("run_dir"), "seconds": a.get("seconds"),
+            "fail_reason": (a.get("fail_reason") or "worker stopped (no heartbeat)")
+            if t.state.name == "FAIL" else None,
+        })
+    full = [r for r in rows if r["state"] == "COMPLETE" and r["fidelity"] == "full"]
+    for r, on_front in zip(full, pareto_flags([_metrics(r) for r in full]), strict=True):
+        r["pareto"] = on_front
+    return rows
+
+
+def _metrics(row: dict[str, Any]) -> Metrics:
+    return Metrics(float(row["accuracy"]), float(row["latency_ms"]), int(row["size_bytes"]),
+                   row["accuracy_drop"])
+
+
+def pick_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The most accurate feasible full-fidelity trial; ties go to the lower latency, then the smaller one."""
+    ok = [r for r in rows if r["state"] == "COMPLETE" and r["fidelity"] == "full" and r["feasible"]]
+    return max(ok, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["size_bytes"]), default=None)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def finish(study: optuna.Study, space: Space, target: str, req: SearchRequest, out: Path, storage: str,
+           ui: UI) -> int:
+    """Write every output of this worker; 0 when a trial meets the budget, else 1."""
+    rows = trial_rows(study)
+    best = pick_best(rows)
+    states = [r["state"] for r in rows]
+    summary = {"study": req.study, "storage": storage, "target": target,
+               "objectives": dict(zip(("accuracy", "latency_ms", "size_bytes"), DIRECTIONS, strict=True)),
+               "knobs": list(space.knobs), "requested": req.trials, "complete": states.count("COMPLETE"),
+               "failed": states.count("FAIL"), "running": states.count("RUNNING"),
+               "best": None if best is None else best["number"], "best_dir": None, "trials": rows}
+    if best is not None:
+        summary["best_dir"] = str(_place_best(best, space, target, out / "best", ui))
+    _write_json(out / "search.json", summary)
+    report = new_report()
+    report.update(config=req.config.name, budget=req.config.budget.model_dump(), search=summary)
+    report["passed"] = best is not None
+    write_report(out, report)
+    from pipeline.report.html import render_html
+
+    render_html(report, out)
+    ui.console.print(pareto_table(rows, target))
+    if best is None:
+        ui.warn(f"no full-fidelity trial meets the budget ({summary['complete']} complete, "
+                f"{summary['failed']} failed)")
+    else:
+        ui.info(f"best: trial {best['number']} accuracy {best['accuracy']:.4f}, {best['latency_ms']:.3f} ms, "
+                f"{best['size_bytes'] / 1024:.1f} KB -> {summary['best_dir']}")
+    ui.info(f"search: {out / 'search.json'}  {out / 'report.json'}  {out / 'report.html'}")
+    return 0 if best is not None else 1
+
+
+def pareto_table(rows: list[dict[str, Any]], target: str) -> Table:
+    table = Table(title=f"edgepipe search: Pareto front on {target} (full fidelity)")
+    for col in ("trial", "accuracy", "drop", "median ms", "size KB", "budget", "params"):
+        table.add_column(col, justify="left" if col in ("budget", "params") else "right")
+    for r in sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_ms"]):
+        drop = r["accuracy_drop"]
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in r["params"].items())
+        table.add_row(str(r["number"]), f"{r['accuracy']:.4f}", "-" if drop is None else f"{drop:+.4f}",
+                      f"{r['latency_ms']:.3f}", f"{r['size_bytes'] / 1024:.1f}",
+                      "[green]met[/green]" if r["feasible"] else "[red]missed[/red]", params)
+    return table
+
+
+def _place_best(best: dict[str, Any], space: Space, target: str, dest: Path, ui: UI) -> Path:
+    """Copy the best trial's run directory (built on this host) to `dest`, judged against the full budget;
+    a trial built by another worker is rebuilt from its params."""
+    src = Path(best["run_dir"]) if best.get("run_dir") else None
+    if src is None or best.get("hostname") != socket.gethostname() or not (src / "report.json").is_file():
+        from pipeline.build import BuildRequest, build
+
+        ui.info(f"best: rebuilding trial {best['number']} here (built by {best.get('worker')})")
+        build(BuildRequest(derive(space, best["params"]), (target,), dest), ui)
+        return dest
+    from pipeline.build import replace_dir
+    from pipeline.measure.verify import judge
+    from pipeline.report.html import render_html
+
+    tmp = Path(tempfile.mkdtemp(prefix=".best.partial-", dir=dest.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        report = read_report(tmp)
+        budget = space.base.budget
+        report["budget"] = budget.model_dump()
+        for entry in report["targets"].values():
+            if not entry.get("error"):
+                judge(entry, budget)
+        report["search_trial"] = best["number"]
+        write_report(tmp, finalize(report))
+        render_html(report, tmp)
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest

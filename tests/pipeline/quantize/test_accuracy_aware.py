@@ -1,0 +1,165 @@
+"""Accuracy-aware int8 end to end: a model whose float function is intact but whose activations carry
+outlier channels breaks plain min-max int8; the default accuracy-aware mode brings every target back within
+a point. Plus the fallback order, the give-up path and the latency gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from pipeline.quantize.accuracy_aware import MAX_ATTEMPTS, METHOD_ORDER
+
+FACTOR = 100.0
+CHANNELS = 2
+
+
+def _config(path: Path, model: Path, data: Path, extra: str, targets: tuple[str, ...], target_extra: str = "") -> Path:
+    tables = "\n".join(f"[targets.{t}]\niterations = 5\nwarmup = 1\n{target_extra}" for t in targets)
+    path.write_text(f'[model]\npath = "{model}"\n\n[data]\npath = "{data}"\nscale = 16.0\n\n'
+                    f'[quantize]\ncalibration_samples = 64\ncalibration = "minmax"\n\n{extra}\n{tables}\n')
+    return path
+
+
+def _build(cfg: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    rc = main(["--quiet", "build", str(cfg), "--out", str(out), "--json"])
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def make_outlier_model(trained: Path, npz: Path, dest: Path) -> float:
+    """Scale a few post-BN channels by FACTOR and the next conv's matching input weights by 1/FACTOR: ReLU is
+    positively homogeneous, so the float function is unchanged. Returns the largest output difference."""
+    import keras
+
+    model = keras.saving.load_model(trained)
+    with np.load(npz) as d:
+        x = (d["x_test"][..., None] / 16.0).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    conv2 = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][1]
+    relu_out = keras.Model(model.input, model.layers[model.layers.index(bn) + 1].output).predict(x, verbose=0)
+    channels = np.argsort(-relu_out.max(axis=(0, 1, 2)))[:CHANNELS]  # the widest-ranging channels
+    gamma, beta, mean, var = bn.get_weights()
+    gamma[channels] *= FACTOR
+    beta[channels] *= FACTOR
+    bn.set_weights([gamma, beta, mean, var])
+    kernel, bias = conv2.get_weights()
+    kernel[:, :, channels, :] /= FACTOR
+    conv2.set_weights([kernel, bias])
+    after = model.predict(x, verbose=0)
+    assert np.array_equal(before.argmax(1), after.argmax(1))
+    model.save(dest)
+    return float(np.abs(after - before).max())
+
+
+@pytest.fixture(scope="module")
+def outlier_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict]:
+    work = tmp_path_factory.mktemp("outliers")
+    diff = make_outlier_model(trained_cnn, digits_npz, work / "outliers.keras")
+    assert diff < 1e-4, f"the float function changed by {diff}"
+    cfg = _config(work / "outliers.toml", work / "outliers.keras", digits_npz, "[budget]\nmax_accuracy_drop = 0.01\n",
+                  ("tflite", "openvino", "tensorrt"))
+    rc = main(["--quiet", "build", str(cfg), "--out", str(work / "run")])
+    return rc, json.loads((work / "run" / "report.json").read_text())
+
+
+@pytest.mark.slow
+def test_outlier_channels_break_minmax_and_accuracy_aware_recovers(outlier_run: tuple[int, dict]) -> None:
+    rc, report = outlier_run
+    drops = {}
+    for name, t in report["targets"].items():
+        plain = t["attempts"][0]
+        assert plain["calibration"] == "minmax" and plain["float_layers"] == [] and not plain["equalize"]
+        drops[name] = t["float_accuracy"] - plain["accuracy"]
+        assert t["float_accuracy"] - t["accuracy"] <= 0.01, f"{name}: {t['accuracy']} vs {t['float_accuracy']}"
+        assert t["passed"] and t["precision"] == "int8"
+    for name, t in report["targets"].items():  # shown with -s
+        steps = [(a["calibration"], a["equalize"], len(a["float_layers"]), round(a["accuracy_drop"], 4))
+                 for a in t["attempts"]]
+        print(f"{name}: float {t['float_accuracy']:.4f} minmax drop {drops[name]:+.4f} final {t['accuracy']:.4f} {steps}")
+    assert max(drops.values()) > 0.05, drops
+    assert rc == 0 and report["passed"]
+
+
+def _fallback_order_holds(name: str, t: dict) -> None:
+    attempts = t["attempts"]
+    assert 1 <= len(attempts) <= MAX_ATTEMPTS
+    assert [a["passed"] for a in attempts[:-1]] == [False] * (len(attempts) - 1)
+    assert attempts[-1]["passed"] == t["passed"]
+    plain = [a for a in attempts if not a["equalize"] and not a["float_layers"]]
+    expected = ["minmax", *[m for m in METHOD_ORDER if m != "minmax"]]
+    assert [a["calibration"] for a in plain] == expected[: len(plain)], "methods first, in order"
+    eq = [i for i, a in enumerate(attempts) if a["equalize"] and not a["float_layers"]]
+    assert len(eq) <= (1 if name == "openvino" else 0), "equalize only where the backend has it, once"
+    assert all(i == len(plain) for i in eq), "equalize after every calibration method"
+    floats = [a for a in attempts if a["float_layers"]]
+    if floats:
+        assert len(plain) == len(expected) and attempts.index(floats[0]) == len(plain) + len(eq)
+        order = [r["layer"] for r in t["sensitivity"]]
+        for k, a in enumerate(floats, start=1):
+            assert a["float_layers"] == order[:k], "one more layer at a time, most sensitive first"
+            assert (a["calibration"], a["equalize"]) == (floats[0]["calibration"], floats[0]["equalize"])
+    if t["passed"]:
+        assert t["float_layers"] == attempts[-1]["float_layers"]
+        assert t["calibration"] == attempts[-1]["calibration"]
+
+
+@pytest.mark.slow
+def test_fallback_order(outlier_run: tuple[int, dict]) -> None:
+    _, report = outlier_run
+    for name, t in report["targets"].items():
+        _fallback_order_holds(name, t)
+    # ONNX Runtime's symmetric int8 cannot fix these outliers with any calibration: layers went float there
+    assert report["targets"]["tensorrt"]["float_layers"]
+    assert all(r["sqnr_db"] is not None for r in report["targets"]["tensorrt"]["sensitivity"])
+
+
+@pytest.mark.slow
+def test_nothing_meets_the_budget_keeps_the_best_and_exits_1(
+        trained_cnn: Path, digits_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pruned hard without fine-tuning, the float model itself is far below the reference: no int8 attempt can
+    meet a zero drop, so every fallback is tried and the most accurate artifact ships with a note."""
+    extra = '[prune]\nmethod = "magnitude"\nsparsity = 0.9\nepochs = 0\n\n[budget]\nmax_accuracy_drop = 0.0\n'
+    cfg = _config(tmp_path / "hopeless.toml", trained_cnn, digits_npz, extra, ("tensorrt",))
+    rc, report = _build(cfg, tmp_path / "run", capsys)
+    t = report["targets"]["tensorrt"]
+    assert rc == 1 and report["passed"] is False and t["passed"] is False
+    assert not any(a["passed"] for a in t["attempts"]) and len(t["attempts"]) <= MAX_ATTEMPTS
+    assert t["accuracy"] == max(a["accuracy"] for a in t["attempts"])
+    assert any("no attempt met max_accuracy_drop" in n for n in t["notes"])
+    _fallback_order_holds("tensorrt", t)
+
+
+def _residual_tanh_cnn(path: Path) -> Path:
+    """Residual adds and tanh: ONNX Runtime's CPU provider leaves these in float between Q/DQ pairs, so the
+    symmetric s8 Q/DQ model runs several times slower than fp32 (0.24 vs 0.06 ms here)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = layers.Conv2D(16, 3, padding="same")(inp)
+    for _ in range(6):
+        x = layers.Activation("tanh")(layers.Add()([x, layers.Conv2D(16, 3, padding="same")(x)]))
+    out = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+    keras.Model(inp, out).save(path)
+    return path
+
+
+def test_ship_faster_float(digits_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _residual_tanh_cnn(tmp_path / "residual.keras")
+    cfg = _config(tmp_path / "gate.toml", model, digits_npz, "", ("tensorrt",), "ship_faster_float = true\n")
+    cfg.write_text(cfg.read_text().replace("iterations = 5\nwarmup = 1", "iterations = 50\nwarmup = 5"))
+    rc = main(["build", str(cfg), "--out", str(tmp_path / "run"), "--json"])
+    captured = capsys.readouterr()
+    t = json.loads(captured.out)["targets"]["tensorrt"]
+    assert rc == 0 and "attempts" not in t  # no accuracy budget: no accuracy-aware search
+    assert t["int8_speedup"] < 1.0, "expected the Q/DQ model to be slower on ONNX Runtime's CPU provider"
+    assert t["precision"] == "float32" and t["artifact"] == t["float_artifact"] == "tensorrt/model_fp32.onnx"
+    assert t["int8"]["artifact"] == "tensorrt/model_qdq.onnx" and abs(t["accuracy"] - t["float_accuracy"]) < 0.01
+    assert t["latency_ms"]["median"] < t["int8"]["latency_ms"]["median"]
+    assert any("shipping the float artifact" in n for n in t["notes"])
+    assert "shipping the float artifact" in captured.err
