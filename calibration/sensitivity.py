@@ -4,7 +4,7 @@ its own runtime and builds the table with these helpers."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,10 +32,39 @@ def _as_list(x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     return [x] if isinstance(x, np.ndarray) else list(x)
 
 
-def top1(outputs: Sequence[np.ndarray], labels: np.ndarray) -> float:
-    """Top-1 accuracy of per-sample outputs."""
-    hits = sum(int(np.argmax(np.asarray(o).reshape(-1)) == int(y)) for o, y in zip(outputs, labels, strict=True))
-    return hits / max(1, len(labels))
+class LayerProbe(Protocol):
+    """The per-backend part of the sensitivity analysis: how to quantize one layer alone and how to run it."""
+
+    def candidates(self) -> list[str]:
+        """Layers that could be kept in float, in graph order, named as ExportOptions.float_layers takes them."""
+        ...
+
+    def quantized_alone(self, layer: str) -> Any | None:
+        """A model with only `layer` quantized; None when the layer cannot be measured."""
+        ...
+
+    def sqnr(self, layer: str, model: Any) -> float | None:
+        """SQNR (dB) of `layer`'s output in `model` against the float model, on the calibration samples."""
+        ...
+
+    def accuracy(self, model: Any) -> float:
+        """The evaluation score of `model` on the evaluation samples, in the backend's runtime."""
+        ...
+
+
+def sensitivity_table(probe: LayerProbe, limit: int = MAX_LAYERS) -> list[dict[str, Any]]:
+    """Each picked layer quantized alone: its SQNR and the accuracy with only it quantized, most sensitive
+    first (the one algorithm; each target supplies a LayerProbe)."""
+    rows = []
+    for layer in pick_layers(probe.candidates(), limit):
+        model = probe.quantized_alone(layer)
+        if model is None:
+            continue
+        sqnr = probe.sqnr(layer, model)
+        if sqnr is None:
+            continue
+        rows.append(row(layer, sqnr, probe.accuracy(model)))
+    return rank(rows)
 
 
 def row(layer: str, sqnr: float, accuracy: float | None) -> dict[str, Any]:

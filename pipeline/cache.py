@@ -29,11 +29,26 @@ def default_root() -> Path:
     return Path(base) / "edgepipe"
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
+def _update(h: Any, path: Path) -> None:
+    with path.open("rb") as f:  # in chunks: a file can be as large as the data
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of one file's bytes (the hashing every module uses)."""
+    h = hashlib.sha256()
+    _update(h, path)
+    return h.hexdigest()
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 over a file (its name and bytes) or a directory (each file's relative path and bytes, sorted)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        _update(h, f)
     return h.hexdigest()
 
 
@@ -62,7 +77,7 @@ class Cache:
             return False
         try:
             want = json.loads(manifest.read_text())["files"]
-            have = {str(p.relative_to(entry)): _digest(p) for p in _files(entry)}
+            have = {str(p.relative_to(entry)): file_digest(p) for p in _files(entry)}
         except (OSError, ValueError, KeyError, TypeError):
             return False
         return bool(want == have)
@@ -87,7 +102,7 @@ class Cache:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=entry.parent))
         try:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
-            files = {str(p.relative_to(tmp)): _digest(p) for p in _files(tmp)}
+            files = {str(p.relative_to(tmp)): file_digest(p) for p in _files(tmp)}
             (tmp / MANIFEST).write_text(json.dumps({"files": files}))
             if entry.exists():  # damaged, or not usable by the caller: replaced
                 shutil.rmtree(entry, ignore_errors=True)

@@ -13,9 +13,11 @@ import numpy as np
 
 from calibration import CalibrationSet
 from calibration.ranges import ValueCollector
-from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db, top1
+from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
+from . import runner
 from .base import ExportOptions, ExportResult, FloatModel, TargetName
+from .runner import OpenVINOSession
 
 PRESET = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM", "entropy": "MINMAX"}
 METHOD_NOTE = {
@@ -123,13 +125,6 @@ def _apply_entropy(q_model: Any, ov_float: Any, calib: CalibrationSet) -> None:
     q_model.validate_nodes_and_infer_types()
 
 
-def _accuracy(ov_model: Any, x: np.ndarray, y: np.ndarray) -> float:
-    import openvino as ov
-
-    request = ov.Core().compile_model(ov_model, "CPU").create_infer_request()
-    return top1([np.array(request.infer([x[i : i + 1]])[0]) for i in range(len(y))], y)
-
-
 def _save(ov_model: Any, path: Path) -> None:
     """Save the IR without the build's temporary input path in its rt_info (the same model and calibration
     then give the same bytes) and without NNCF's record of every quantization parameter: a 1.3 KB repr of
@@ -189,17 +184,33 @@ class OpenVINOTarget:
         """Each weighted op quantized alone (every other op in NNCF's ignored scope): SQNR of its output against
         the float model on the calibration samples, and eval accuracy."""
         opts = opts or ExportOptions()
-        ov_float = float_model(model)
         small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
-        every = [op.get_friendly_name() for op in ov_float.get_ordered_ops()]
-        weighted = [op.get_friendly_name() for op in ov_float.get_ordered_ops() if op.get_type_name() in WEIGHTED]
-        reference = _outputs_of(ov_float, [(n, 0) for n in weighted], small)
-        rows = []
-        for layer in pick_layers(weighted):
-            only = _nncf_quantize(ov_float, small, opts.calibration_method, [n for n in every if n != layer],
-                                  opts.equalize, validate=False)
-            got = _outputs_of(only, [(layer, 0)], small).get((layer, 0))
-            if got is None or (layer, 0) not in reference:
-                continue
-            rows.append(row(layer, sqnr_db(reference[(layer, 0)], got), _accuracy(only, eval_x, eval_y)))
-        return rank(rows)
+        return sensitivity_table(_Probe(float_model(model), small, opts, eval_x, eval_y))
+
+
+class _Probe:
+    """OpenVINO's LayerProbe: NNCF with every other op in the ignored scope; SQNR of the op's output."""
+
+    def __init__(self, ov_float: Any, small: CalibrationSet, opts: ExportOptions, x: np.ndarray,
+                 y: np.ndarray) -> None:
+        self.ov_float, self.small, self.opts, self.x, self.y = ov_float, small, opts, x, y
+        ops = ov_float.get_ordered_ops()
+        self.every = [op.get_friendly_name() for op in ops]
+        self.weighted = [op.get_friendly_name() for op in ops if op.get_type_name() in WEIGHTED]
+        self.reference = _outputs_of(ov_float, [(n, 0) for n in self.weighted], small)
+
+    def candidates(self) -> list[str]:
+        return self.weighted
+
+    def quantized_alone(self, layer: str) -> Any:
+        return _nncf_quantize(self.ov_float, self.small, self.opts.calibration_method,
+                              [n for n in self.every if n != layer], self.opts.equalize, validate=False)
+
+    def sqnr(self, layer: str, model: Any) -> float | None:
+        got = _outputs_of(model, [(layer, 0)], self.small).get((layer, 0))
+        if got is None or (layer, 0) not in self.reference:
+            return None
+        return sqnr_db(self.reference[(layer, 0)], got)
+
+    def accuracy(self, model: Any) -> float:
+        return runner.evaluate(OpenVINOSession(model, 1), self.x, self.y)

@@ -19,9 +19,11 @@ import numpy as np
 
 from calibration import CalibrationSet
 from calibration.ranges import ValueCollector
-from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db
+from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
+from . import runner
 from .base import ExportOptions, ExportResult, FloatModel, TargetName
+from .runner import OnnxRuntimeSession
 
 ENGINE_SCRIPT = """#!/usr/bin/env bash
 # Build the TensorRT engine on the Jetson from the Q/DQ model next to this script (explicit int8).
@@ -152,13 +154,6 @@ def _outputs(path: Path, op_type: str, feeds: list[dict[str, np.ndarray]], work:
     return acts
 
 
-def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    """The runner's evaluation: the Q/DQ graph as written (see runner.OnnxRuntimeSession)."""
-    from . import runner
-
-    return runner.evaluate(runner.OnnxRuntimeSession(path, 1, as_written=True), x, y)
-
-
 class TensorRTTarget:
     name = TargetName.TENSORRT
     version = "5"  # 5: accuracy of the Q/DQ graph as written (ORT_DISABLE_ALL)
@@ -202,22 +197,41 @@ class TensorRTTarget:
                     eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
         """Each compute node quantized alone (quantize_static nodes_to_quantize): SQNR of its output against
         the float model on the calibration samples (qdq_loss_debug collectors), and eval accuracy."""
-        import onnx
-
         opts = opts or ExportOptions()
         out_dir.mkdir(parents=True, exist_ok=True)
-        pre = prepared(model) / "model_pre.onnx"
         small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
-        feeds = _feeds(small, _input_name(pre))
-        nodes = [n for n in onnx.load(str(pre)).graph.node if n.op_type in COMPUTE_OPS]
-        picked = set(pick_layers([n.name for n in nodes]))
-        rows = []
-        for node in (n for n in nodes if n.name in picked):
-            only = out_dir / "model_only.onnx"
-            quantize_qdq(pre, only, small, opts.calibration_method, only=[node.name])
-            ref = _outputs(pre, node.op_type, feeds, out_dir).get(node.output[0])
-            got = _outputs(only, node.op_type, feeds, out_dir).get(node.output[0])
-            if ref is None or got is None:
-                continue
-            rows.append(row(node.name, sqnr_db(ref, got), _accuracy(only, eval_x, eval_y)))
-        return rank(rows)
+        return sensitivity_table(_Probe(prepared(model) / "model_pre.onnx", small, opts, out_dir, eval_x, eval_y))
+
+
+class _Probe:
+    """ONNX's LayerProbe: quantize_static of one node; SQNR from qdq_loss_debug; the Q/DQ graph as written."""
+
+    def __init__(self, pre: Path, small: CalibrationSet, opts: ExportOptions, work: Path, x: np.ndarray,
+                 y: np.ndarray) -> None:
+        import onnx
+
+        self.pre, self.small, self.opts, self.work, self.x, self.y = pre, small, opts, work, x, y
+        self.feeds = _feeds(small, _input_name(pre))
+        self.nodes = {n.name: n for n in onnx.load(str(pre)).graph.node if n.op_type in COMPUTE_OPS}
+
+    def candidates(self) -> list[str]:
+        return list(self.nodes)
+
+    def quantized_alone(self, layer: str) -> Path:
+        only = self.work / "model_only.onnx"
+        quantize_qdq(self.pre, only, self.small, self.opts.calibration_method, only=[layer])
+        return only
+
+    def sqnr(self, layer: str, model: Any) -> float | None:
+        node = self.nodes[layer]
+        ref = _outputs(self.pre, node.op_type, self.feeds, self.work).get(node.output[0])
+        got = _outputs(model, node.op_type, self.feeds, self.work).get(node.output[0])
+        return None if ref is None or got is None else sqnr_db(ref, got)
+
+    def accuracy(self, model: Any) -> float:
+        return qdq_accuracy(model, self.x, self.y)
+
+
+def qdq_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """The runner's evaluation of a Q/DQ model, its graph as written (see runner.OnnxRuntimeSession)."""
+    return runner.evaluate(OnnxRuntimeSession(path, 1, as_written=True), x, y)

@@ -18,10 +18,11 @@ import numpy as np
 
 from calibration import CalibrationSet
 from calibration.ranges import ValueCollector
-from calibration.sensitivity import SAMPLES, pick_layers, rank, row, sqnr_db, top1
+from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
+from . import runner
 from .base import ExportOptions, ExportResult, FloatModel, TargetName
-from .runner import stderr_filtered
+from .runner import LiteRTSession
 
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
 _DEBUG_PREFIX = "NumericVerify/"
@@ -34,35 +35,6 @@ def _representative(calib: CalibrationSet) -> Callable[[], Iterator[list[np.ndar
             yield [batch.astype(np.float32)]
 
     return gen
-
-
-def _interpreter(content: bytes, preserve: bool = False) -> Any:
-    from ai_edge_litert.interpreter import Interpreter
-
-    with stderr_filtered():
-        interp = Interpreter(model_content=content, experimental_preserve_all_tensors=preserve)
-        interp.allocate_tensors()
-    return interp
-
-
-def _run(interp: Any, x: np.ndarray) -> None:
-    d = interp.get_input_details()[0]
-    if d["dtype"] != np.float32:
-        scale, zero = d["quantization"]
-        info = np.iinfo(d["dtype"])
-        x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
-    interp.set_tensor(d["index"], x)
-    interp.invoke()
-
-
-def _accuracy(content: bytes, x: np.ndarray, y: np.ndarray) -> float:
-    interp = _interpreter(content)
-    out = interp.get_output_details()[0]["index"]
-    outputs = []
-    for i in range(len(y)):
-        _run(interp, x[i : i + 1])
-        outputs.append(interp.get_tensor(out).astype(np.float32))
-    return top1(outputs, y)
 
 
 def _stats_tensors(content: bytes) -> tuple[Any, list[int]]:
@@ -82,12 +54,12 @@ def _override_ranges(calibrated: bytes, calib: CalibrationSet, method: str) -> b
     from tensorflow.lite.tools import flatbuffer_utils
 
     obj, idx = _stats_tensors(calibrated)
-    interp = _interpreter(calibrated, preserve=True)
+    session = LiteRTSession(calibrated, 1, preserve=True)
     values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
     for batch in calib.batches(1):
-        _run(interp, batch.astype(np.float32))
+        session.run(batch.astype(np.float32))
         for i in idx:
-            values.add(str(i), interp.get_tensor(i))
+            values.add(str(i), session.interp.get_tensor(i))
     for key, (lo, hi) in values.ranges(method).items():
         q = obj.subgraphs[0].tensors[int(key)].quantization
         q.min, q.max = np.array([lo], np.float32), np.array([hi], np.float32)
@@ -198,14 +170,27 @@ class TFLiteTarget:
                     eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
         opts = opts or ExportOptions()
         calibrated = calibrated_model(model, calib, opts.calibration_method)
-        names = layer_names(calibrated)
         small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
-        stats = _debugger_sqnr(calibrated, small)
-        rows = []
-        for layer in pick_layers(names):
-            sqnr = _lookup(stats, layer)
-            if sqnr is None:  # not quantized (or not checked by the debugger): nothing to keep in float
-                continue
-            only = quantize(calibrated, [n for n in names if n != layer])
-            rows.append(row(layer, sqnr, _accuracy(only, eval_x, eval_y)))
-        return rank(rows)
+        return sensitivity_table(_Probe(calibrated, _debugger_sqnr(calibrated, small), eval_x, eval_y))
+
+
+class _Probe:
+    """LiteRT's LayerProbe: the MLIR quantizer with every other op denylisted; SQNR from the debugger."""
+
+    def __init__(self, calibrated: bytes, stats: dict[str, float], x: np.ndarray, y: np.ndarray) -> None:
+        self.calibrated, self.stats, self.x, self.y = calibrated, stats, x, y
+        self.names = layer_names(calibrated)
+
+    def candidates(self) -> list[str]:
+        return self.names
+
+    def quantized_alone(self, layer: str) -> bytes | None:
+        if _lookup(self.stats, layer) is None:  # not quantized (or not checked by the debugger)
+            return None
+        return quantize(self.calibrated, [n for n in self.names if n != layer])
+
+    def sqnr(self, layer: str, model: Any) -> float | None:
+        return _lookup(self.stats, layer)
+
+    def accuracy(self, model: Any) -> float:
+        return runner.evaluate(LiteRTSession(model, 1), self.x, self.y)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cache import file_digest
 from pipeline.compress.base import TrainData
 from pipeline.config import DataSection
 from pipeline.errors import DataError
@@ -48,14 +49,6 @@ class RawData:
     source: str  # a content hash or an example's name, for cache keys
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:  # in chunks: the file can be as large as the data
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_npz(path: Path) -> RawData:
     """The four splits of an .npz, each read once (npz members cannot be memory-mapped: numpy ignores
     mmap_mode for them). Anything that is not such a file is one DataError."""
@@ -75,7 +68,7 @@ def read_npz(path: Path) -> RawData:
             if missing:
                 raise DataError(f"{path}: npz is missing {', '.join(missing)} (needs {', '.join(NPZ_KEYS)})")
             arrays = {k: data[k] for k in NPZ_KEYS}
-        digest = _sha256(path)
+        digest = file_digest(path)
     except DataError:
         raise
     except MemoryError:

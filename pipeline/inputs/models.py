@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import hashlib
 import importlib
 import importlib.util
 import re
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.cache import content_hash as hash_of
 from pipeline.errors import ModelLoadError
 from pipeline.inputs import legacy_h5, savedmodel_v1
 
@@ -51,15 +51,6 @@ class LoadedModel:
     def saved_model_dir(self) -> Path:
         """The SavedModel to convert and predict from: the user's directory, or its revived re-export."""
         return self.revived or self.path
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def _keras_config(path: Path) -> Any:
@@ -210,7 +201,7 @@ def _load_saved_model(path: Path, work_dir: Path | None) -> LoadedModel:
         shape, classes = _serving_signature(loaded)
     except Exception as err:
         raise ModelLoadError(f"{path}: cannot read the SavedModel's serving_default signature ({err})") from None
-    return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, file_hash(path), notes, revived)
+    return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, hash_of(path), notes, revived)
 
 
 def load_model(path: Path, *, allow_unsafe: bool = False, work_dir: Path | None = None) -> LoadedModel:
@@ -238,7 +229,7 @@ def load_model(path: Path, *, allow_unsafe: bool = False, work_dir: Path | None 
                                  "edgepipe runs no code from model files") from None
         msg = " ".join(str(err).split())[:300]
         raise ModelLoadError(f"{path}: cannot load the model: {type(err).__name__}: {msg}") from None
-    return from_keras(model, fmt, path, file_hash(path), notes)
+    return from_keras(model, fmt, path, hash_of(path), notes)
 
 
 def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: str,
@@ -264,4 +255,7 @@ def predict(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.nda
 
 
 def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(pred.reshape(pred.shape[0], -1).argmax(axis=1) == y))
+    """The Keras/SavedModel predictions scored by the runtimes' one evaluation function."""
+    from targets.runner import score
+
+    return score(pred, y)

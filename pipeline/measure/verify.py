@@ -6,8 +6,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.config import BudgetSection
 from pipeline.errors import EdgepipeError, TargetError
 from pipeline.measure.budget import Measured, check
@@ -45,26 +43,12 @@ def artifact_size(path: Path) -> int:
 
 
 def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str) -> dict[str, Any]:
-    """The device runner's measurement, in this process, with progress bars."""
-    session = runner.open_session(artifact, bench.threads)
-    out: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0, "device": HOST}
-    if eval_path is not None:
-        with np.load(eval_path) as data:
-            x, y = data["x"].astype(np.float32), data["y"]
-        exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever this host's ISA
-        with ui.task(f"{label}: accuracy on {len(y)} samples"):
-            out["accuracy"] = runner.evaluate(exact, x, y)
-        out["samples"] = int(len(y))
-        out["evaluation"] = exact.evaluation()
-        probe = x[:1]
-    else:
-        probe = np.zeros(runner.input_shape(artifact), np.float32)
-    with ui.task(f"{label}: latency, {bench.iterations} runs", total=bench.iterations) as advance:
-        stats, samples = runner.measure(session, probe, bench.warmup, bench.iterations, bench.threads, tick=advance)
-    out["latency_ms"], out["latency_samples_ms"] = stats, samples
-    out["peak_memory_kb"] = runner.peak_memory_kb()
-    out["cpu"] = runner.cpu_info()
-    return out
+    """The device runner's measurement (runner.run), in this process, with progress bars."""
+    def progress(what: str, total: int | None = None) -> Any:
+        return ui.task(f"{label}: {what}", total=total)
+
+    out = runner.run(artifact, eval_path, bench.warmup, bench.iterations, bench.threads, progress=progress)
+    return {**out, "device": HOST}
 
 
 def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str,

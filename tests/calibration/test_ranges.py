@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibration.ranges import METHODS, ValueCollector, estimate_range, fake_quant
-from calibration.sensitivity import pick_layers, rank, sqnr_db, top1
+from calibration.sensitivity import pick_layers, rank, sensitivity_table, sqnr_db
 
 
 def _with_outliers(seed: int = 0) -> np.ndarray:
@@ -96,9 +96,33 @@ def test_sqnr_and_ranking() -> None:
     assert sqnr_db(ref, ref + 0.01) > sqnr_db(ref, ref + 0.1)
     assert abs(sqnr_db(ref, ref * 0.9) - 20.0) < 1e-6  # noise amplitude 10% of the signal
     assert sqnr_db([ref[:10], ref[10:]], [ref[:10], ref[10:]]) == 100.0
-    assert top1([np.array([0.1, 0.9]), np.array([0.8, 0.2])], np.array([1, 1])) == 0.5
     rows = [{"layer": "a", "sqnr_db": 30.0, "accuracy": 0.9}, {"layer": "b", "sqnr_db": 40.0, "accuracy": 0.5},
             {"layer": "c", "sqnr_db": 10.0, "accuracy": None}, {"layer": "d", "sqnr_db": 20.0, "accuracy": 0.9}]
     assert [r["layer"] for r in rank(rows)] == ["b", "d", "a", "c"]
     assert pick_layers(list("abcdefghij"), 4) == ["a", "d", "g", "j"]
     assert pick_layers(["x"], 4) == ["x"]
+
+
+class _ScaledLayers:
+    """A numpy LayerProbe: layer k's quantization noise is k/10 of a signal; accuracy falls with it."""
+
+    def __init__(self) -> None:
+        self.signal = np.linspace(-1, 1, 100)
+
+    def candidates(self) -> list[str]:
+        return ["l0", "l1", "skip", "l3"]
+
+    def quantized_alone(self, layer: str) -> float | None:
+        return None if layer == "skip" else int(layer[1]) / 10
+
+    def sqnr(self, layer: str, model: float) -> float | None:
+        return sqnr_db(self.signal, self.signal * (1 + model))
+
+    def accuracy(self, model: float) -> float:
+        return 1.0 - model
+
+
+def test_sensitivity_table_is_one_algorithm_over_a_probe() -> None:
+    table = sensitivity_table(_ScaledLayers())
+    assert [r["layer"] for r in table] == ["l3", "l1", "l0"]  # least accurate first; unmeasurable left out
+    assert table[-1]["sqnr_db"] == 100.0 and table[0]["accuracy"] == 0.7

@@ -67,7 +67,7 @@ def test_build_from_saved_model(tmp_path: Path, trained_cnn: Path, digits_npz: P
 def test_build_from_keras2_saved_model_with_optimizer_slots(tmp_path: Path, keras2_saved_model: tuple[Path, float],
                                                             digits_npz: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.inputs.models import file_hash
+    from pipeline.cache import content_hash as file_hash
 
     path, keras2_acc = keras2_saved_model
     cfg = write_config(tmp_path / "k2.toml", path, digits_npz, "[budget]\nmax_accuracy_drop = 0.01\n")

@@ -62,13 +62,13 @@ def test_every_accuracy_path_runs_the_graph_as_written(built_run: Path, evaluate
     measure through runner.evaluate; read the ONNX Runtime session options each one really used."""
     from pipeline.measure.verify import Bench, run_on_host
     from pipeline.ui import UI
-    from targets.tensorrt import _accuracy
+    from targets.tensorrt import qdq_accuracy
 
     onnx_path, eval_path = built_run / "tensorrt" / "model_qdq.onnx", built_run / "data" / "eval.npz"
     host = run_on_host(onnx_path, eval_path, Bench(1, 2, 1), UI(quiet=True), "tensorrt")
     device = runner.run(onnx_path, eval_path, 1, 2, 1)
     with np.load(eval_path) as d:
-        sensitivity = _accuracy(onnx_path, d["x"][:50], d["y"][:50])
+        sensitivity = qdq_accuracy(onnx_path, d["x"][:50], d["y"][:50])
     assert len(evaluated_sessions) == 3
     assert all(_level(s) == AS_WRITTEN for s in evaluated_sessions)
     assert host["accuracy"] == device["accuracy"] == _independent_accuracy(onnx_path, eval_path)

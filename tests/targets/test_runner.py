@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from targets.runner import stderr_filtered
@@ -32,3 +33,12 @@ def test_runner_script_prints_json_and_no_delegate_noise(built_run: Path) -> Non
     assert result["accuracy"] == report["targets"]["tflite"]["accuracy"]  # the build measured it in-process
     assert len(result["latency_samples_ms"]) == 5
     assert "XNNPACK" not in done.stderr
+
+
+def test_score_is_top1_of_any_output_shape() -> None:
+    from targets.runner import score
+
+    outputs = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], np.float32)
+    assert score(outputs, np.array([1, 1, 1])) == pytest.approx(2 / 3)
+    assert score(outputs.reshape(3, 1, 2), np.array([1, 0, 1])) == 1.0
+    assert score(np.zeros((0, 2)), np.zeros(0)) == 0.0
