@@ -10,6 +10,18 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# A test that uses one of these fixtures needs that system service or tool; it gets the marker, so that
+# `pytest -m "not slow and not services"` runs the fast core without them (CI runs everything).
+SERVICE_FIXTURES = {"sshd": "ssh", "postgres": "postgresql", "chromium": "chromium", "qemu_x86_64": "qemu"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in SERVICE_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+                item.add_marker("services")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cache import MANIFEST, Cache, _digest, _files
+from pipeline.cache import MANIFEST, Cache, _files, file_digest
 from pipeline.cli import main
 
 
@@ -233,7 +233,7 @@ def test_damaged_and_tampered_cache_entries_are_rebuilt(tmp_path: Path, tiny_mod
 
 
 def _rewrite_manifest(entry: Path) -> None:
-    files = {str(p.relative_to(entry)): _digest(p) for p in _files(entry)}
+    files = {str(p.relative_to(entry)): file_digest(p) for p in _files(entry)}
     (entry / MANIFEST).write_text(json.dumps({"files": files}))
 
 

@@ -82,7 +82,8 @@ def test_latency_session_keeps_the_default_optimizations(built_run: Path) -> Non
     assert _level(session.exact()) == AS_WRITTEN
 
 
-def _qemu_x86_64() -> str:
+@pytest.fixture(scope="session")
+def qemu_x86_64() -> str:
     """Debian's qemu-user-static (installed by scripts/install-test-deps.sh when missing)."""
     import platform
     import shutil
@@ -99,7 +100,7 @@ def _qemu_x86_64() -> str:
     return found
 
 
-def test_an_avx2_only_cpu_gives_the_same_accuracy(built_run: Path) -> None:
+def test_an_avx2_only_cpu_gives_the_same_accuracy(built_run: Path, qemu_x86_64: str) -> None:
     """The device runner under QEMU's Haswell model (AVX2, no VNNI, no AVX-512), on whatever x86 host runs the
     suite: the Q/DQ graph as written scores what the report says. (ORT's default fused kernels do not: 0.275
     vs 0.917 on this model under Haswell, measured when this test was written.)"""
@@ -108,7 +109,7 @@ def test_an_avx2_only_cpu_gives_the_same_accuracy(built_run: Path) -> None:
 
     r = json.loads((built_run / "report.json").read_text())
     runner_py = Path(runner.__file__)
-    cmd = [_qemu_x86_64(), "-cpu", "Haswell", sys.executable, str(runner_py), str(built_run / "tensorrt" / "model_qdq.onnx"),
+    cmd = [qemu_x86_64, "-cpu", "Haswell", sys.executable, str(runner_py), str(built_run / "tensorrt" / "model_qdq.onnx"),
            "--eval", str(built_run / "data" / "eval.npz"), "--warmup", "1", "--iterations", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     result = json.loads(proc.stdout.strip().splitlines()[-1])

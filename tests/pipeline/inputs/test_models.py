@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from legacy_h5 import write_keras2_h5
 
+from pipeline.cache import content_hash as file_hash
 from pipeline.errors import ModelLoadError
-from pipeline.inputs.models import ModelFormat, accuracy, file_hash, load_model, predict
+from pipeline.inputs.models import ModelFormat, accuracy, load_model, predict
 
 
 def _small():

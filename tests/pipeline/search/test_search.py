@@ -26,7 +26,8 @@ from conftest import write_config
 from pipeline.config import Config, ConfigError, config_from_dict
 from pipeline.errors import DataError, UsageError
 from pipeline.report.document import new_report, write_report
-from pipeline.search.runner import Metrics, SearchRequest, pareto_flags, promote, run_search
+from pipeline.search.objectives import Metrics, SearchRequest, pareto_flags
+from pipeline.search.runner import promote, run_search
 from pipeline.search.space import coarse, derive, plan
 from pipeline.search.study import driver_url
 from pipeline.ui import UI

@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from pipeline.config import Config, config_from_dict
-from pipeline.search.runner import SearchRequest
+from pipeline.search.objectives import SearchRequest
 from pipeline.search.space import plan, sample
 from pipeline.search.study import open_storage, open_study
 
