@@ -52,7 +52,7 @@ class LayerProbe(Protocol):
         ...
 
 
-def sensitivity_table(probe: LayerProbe, limit: int = MAX_LAYERS) -> list[dict[str, Any]]:
+def sensitivity_table(probe: LayerProbe, limit: int = MAX_LAYERS, higher_is_better: bool = True) -> list[dict[str, Any]]:
     """Each picked layer quantized alone: its SQNR and the accuracy with only it quantized, most sensitive
     first (the one algorithm; each target supplies a LayerProbe)."""
     rows = []
@@ -64,7 +64,7 @@ def sensitivity_table(probe: LayerProbe, limit: int = MAX_LAYERS) -> list[dict[s
         if sqnr is None:
             continue
         rows.append(row(layer, sqnr, probe.accuracy(model)))
-    return rank(rows)
+    return rank(rows, higher_is_better)
 
 
 def row(layer: str, sqnr: float, accuracy: float | None) -> dict[str, Any]:
@@ -72,12 +72,14 @@ def row(layer: str, sqnr: float, accuracy: float | None) -> dict[str, Any]:
             "accuracy": None if accuracy is None else round(float(accuracy), 6)}
 
 
-def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Most sensitive first: the lowest accuracy with only that layer quantized (when measured), then the
-    lowest SQNR. Ties keep graph order."""
+def rank(rows: list[dict[str, Any]], higher_is_better: bool = True) -> list[dict[str, Any]]:
+    """Most sensitive first: the worst metric ("accuracy": the task's metric) with only that layer quantized
+    (when measured), then the lowest SQNR. Ties keep graph order."""
+    sign = 1.0 if higher_is_better else -1.0
+
     def key(r: dict[str, Any]) -> tuple[float, float]:
         acc = r.get("accuracy")
-        return (float("inf") if acc is None else float(acc), float(r["sqnr_db"]))
+        return (float("inf") if acc is None else sign * float(acc), float(r["sqnr_db"]))
 
     return sorted(rows, key=key)
 

@@ -15,11 +15,12 @@ from pipeline import interrupts
 from pipeline.cache import Cache
 from pipeline.compress.runner import model_metrics, run_stages
 from pipeline.config import Config, TargetSection
-from pipeline.errors import EdgepipeError, TargetError
+from pipeline.errors import EdgepipeError, TargetError, UsageError
 from pipeline.inputs.calib_source import calibration_set
 from pipeline.inputs.data import write_eval
 from pipeline.inputs.models import ModelFormat
 from pipeline.inputs.source import Source, load_source
+from pipeline.measure.metric import ACCURACY, Labels, Metric
 from pipeline.measure.verify import Bench, target_entry
 from pipeline.quantize.export import export_target
 from pipeline.quantize.unroll import unrolled
@@ -55,12 +56,13 @@ def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
         dest = run_dir / "reference" / "model.keras"
         dest.parent.mkdir(parents=True)
         ref.keras_model.save(dest)
-        return {"path": "reference/model.keras", **model_metrics(ref.keras_model, src.data)}
-    from pipeline.inputs.models import accuracy, predict
+        return {"path": "reference/model.keras", **model_metrics(ref.keras_model, src.data, src.metric.spec)}
+    from pipeline.inputs.models import metric_value, predict
 
     shutil.copytree(ref.path, run_dir / "reference" / "saved_model")  # the user's model, even when revived
     size = sum(f.stat().st_size for f in (run_dir / "reference" / "saved_model").rglob("*") if f.is_file())
-    return {"path": "reference/saved_model", "accuracy": accuracy(predict(ref, src.data.x_test), src.data.y_test),
+    value = metric_value(predict(ref, src.data.x_test), src.data.y_test, src.metric.spec, src.data.x_test)
+    return {"path": "reference/saved_model", "accuracy": value,
             "params": None, "macs": None, "size_bytes": size}
 
 
@@ -102,7 +104,13 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
         report["reference"]["notes"] = list(src.reference.notes)
     write_eval(run_dir / EVAL_REL, src.data)
     report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0])}
-    outcome = run_stages(cfg, src.reference.keras_model, src.model_id, src.data, src.data_id, run_dir, cache, ui)
+    if src.metric.labels is not Labels.CLASSES and (cfg.distill or cfg.prune or cfg.decompose):
+        raise UsageError(f"{cfg.name}: the compression stages train on class labels; with [metric] "
+                         f"{src.metric.name} remove [distill], [prune] and [decompose] (quantization only)")
+    if cfg.metric is not None:
+        report["metric"] = src.metric.to_report()
+    outcome = run_stages(cfg, src.reference.keras_model, src.model_id, src.data, src.data_id, run_dir, cache, ui,
+                         src.metric.spec)
     if outcome is not None:
         report["stages"] = outcome.entries
         final, model_id, keras_path = outcome.model, outcome.model_id, outcome.keras_path
@@ -120,12 +128,14 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     report["host"] = {"cpu": runner.cpu_info()}
     for name in req.targets:
         interrupts.check()
-        report["targets"][name] = _one_target(name, fm, model_id, calib, req, run_dir, report, float_acc, cache, ui)
+        report["targets"][name] = _one_target(name, fm, model_id, calib, req, run_dir, report, float_acc, cache, ui,
+                                              src.metric)
     return finalize(report)
 
 
 def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
-                report: dict[str, Any], float_acc: float, cache: Cache, ui: UI) -> dict[str, Any]:
+                report: dict[str, Any], float_acc: float, cache: Cache, ui: UI,
+                metric: Metric = ACCURACY) -> dict[str, Any]:
     from pipeline.measure.verify import ship_float_if_faster
     from pipeline.quantize import accuracy_aware
 
@@ -134,9 +144,11 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     aware = None
     try:
         exp = export_target(name, fm, model_id, calib, opts, cache, ui)
-        if cfg.budget.max_accuracy_drop is not None:
-            job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc,
-                                     cfg.budget.max_accuracy_drop, cache, ui)
+        max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
+            else cfg.budget.max_metric_drop
+        if max_drop is not None:
+            job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc, max_drop, cache, ui,
+                                     metric)
             aware = accuracy_aware.search(job, exp, opts)
             exp = aware.best.exported
     except TargetError as err:
@@ -153,7 +165,7 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     rel_float = f"{name}/{exp.result.float_artifact}" if exp.result.float_artifact else None
     try:
         entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui,
-                             TargetName(name), req.device)
+                             TargetName(name), req.device, metric=metric)
     except TargetError as err:  # built but not measurable: `edgepipe verify` can measure it again
         ui.warn(str(err))
         return {"artifact": rel, "error": str(err), "passed": False, "violations": [], "precision": "int8",
@@ -168,7 +180,8 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     if note and entry["device"] == "host" and note not in entry["notes"]:
         entry["notes"].append(note)
     if s.ship_faster_float:
-        ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, TargetName(name), req.device)
+        ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, TargetName(name), req.device,
+                             metric=metric)
     return entry
 
 

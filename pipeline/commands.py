@@ -13,6 +13,7 @@ from pipeline.config import TARGET_NAMES, Config, config_from_dict, load_config
 from pipeline.errors import DataError, ModelLoadError, UsageError
 from pipeline.inputs.examples import EXAMPLES, get_example
 from pipeline.measure.verify import Bench
+from pipeline.report.metric_keys import to_document
 from pipeline.ui import print_json
 from targets.base import TargetName
 
@@ -168,7 +169,7 @@ def cmd_build(args: argparse.Namespace, ui: Any) -> int:
     req = BuildRequest(config, targets, out, device.ssh, args.allow_unsafe_model, not args.no_cache, device.bench)
     report = build(req, ui)
     if args.json:
-        print_json(report)
+        print_json(to_document(report))
     return 0 if report["passed"] else 1
 
 
@@ -178,7 +179,7 @@ def cmd_verify(args: argparse.Namespace, ui: Any) -> int:
     device = resolve_device(args.device, None, args.remote_python)
     report = verify_run(args.run_dir, device.ssh, ui, device.bench)
     if args.json:
-        print_json(report)
+        print_json(to_document(report))
     return 0 if report["passed"] else 1
 
 

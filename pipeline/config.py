@@ -139,8 +139,46 @@ class QuantizeSection(_Strict):
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
 
 
+class MetricName(str, Enum):
+    ACCURACY = "accuracy"
+    TOP_K = "top_k"
+    MSE = "mse"
+    MAE = "mae"
+    RMSE = "rmse"
+    RECONSTRUCTION_AUC = "reconstruction_auc"
+    SQNR = "sqnr"
+    AGREEMENT = "agreement"
+
+
+class MetricSection(_Strict):
+    """The task's metric: a name, or a user's function (outputs, y) -> float with its direction."""
+
+    name: MetricName | None = None
+    k: Annotated[int, Field(ge=1, le=1000)] | None = None
+    output: str | None = None  # which output a metric reads (models with several; checked against the model)
+    function: str | None = None  # "package.module:function", imported from the user's environment
+    higher_is_better: bool | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MetricSection:
+        if (self.name is None) == (self.function is None):
+            raise ValueError("set exactly one of name and function")
+        if self.function is not None:
+            if self.higher_is_better is None:
+                raise ValueError("function needs higher_is_better")
+            module, _, attr = self.function.partition(":")
+            if not module or not attr.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+                raise ValueError("function must be 'package.module:function'")
+        elif self.higher_is_better is not None:
+            raise ValueError("higher_is_better goes with function (a named metric knows its direction)")
+        if (self.k is not None) != (self.name is MetricName.TOP_K):
+            raise ValueError("k goes with name = \"top_k\" (and top_k needs k)")
+        return self
+
+
 class BudgetSection(_Strict):
     max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_metric_drop: Annotated[float, Field(ge=0)] | None = None  # in the metric's units, its worse direction
     max_latency_ms: Annotated[float, Field(gt=0)] | None = None
     max_size_kb: Annotated[float, Field(gt=0)] | None = None
 
@@ -213,6 +251,7 @@ class Config(_Strict):
     prune: PruneSection | None = None
     decompose: DecomposeSection | None = None
     quantize: QuantizeSection = QuantizeSection()
+    metric: MetricSection | None = None
     budget: BudgetSection = BudgetSection()
     targets: TargetsSection = TargetsSection()
     devices: dict[str, DeviceSection] = {}
@@ -222,6 +261,9 @@ class Config(_Strict):
     def _data_needed(self) -> Config:
         if self.model.path is not None and self.data is None:
             raise ValueError("a [data] section is needed with model.path")
+        named = self.metric.name if self.metric is not None else MetricName.ACCURACY
+        if self.budget.max_accuracy_drop is not None and named is not MetricName.ACCURACY:
+            raise ValueError("budget.max_accuracy_drop is for accuracy: use max_metric_drop with this [metric]")
         return self
 
     def resolve(self, p: str) -> Path:

@@ -99,7 +99,8 @@ class Target(Protocol):
         ...
 
     def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
+                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
+                    higher_is_better: bool = True) -> list[dict[str, Any]]:
         """Per-layer sensitivity, most sensitive first: [{"layer", "sqnr_db", "accuracy"}], where "layer"
         is a name ExportOptions.float_layers accepts, "sqnr_db" the SQNR of that layer's output with only it
         quantized and "accuracy" the top-1 on eval_x with only it quantized. Runs in a child process."""

@@ -180,20 +180,22 @@ class OpenVINOTarget:
         )
 
     def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
+                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
+                    higher_is_better: bool = True) -> list[dict[str, Any]]:
         """Each weighted op quantized alone (every other op in NNCF's ignored scope): SQNR of its output against
         the float model on the calibration samples, and eval accuracy."""
         opts = opts or ExportOptions()
         small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
-        return sensitivity_table(_Probe(float_model(model), small, opts, eval_x, eval_y))
+        probe = _Probe(float_model(model), small, opts, eval_x, eval_y, metric)
+        return sensitivity_table(probe, higher_is_better=higher_is_better)
 
 
 class _Probe:
     """OpenVINO's LayerProbe: NNCF with every other op in the ignored scope; SQNR of the op's output."""
 
     def __init__(self, ov_float: Any, small: CalibrationSet, opts: ExportOptions, x: np.ndarray,
-                 y: np.ndarray) -> None:
-        self.ov_float, self.small, self.opts, self.x, self.y = ov_float, small, opts, x, y
+                 y: np.ndarray, metric: str) -> None:
+        self.ov_float, self.small, self.opts, self.x, self.y, self.metric = ov_float, small, opts, x, y, metric
         ops = ov_float.get_ordered_ops()
         self.every = [op.get_friendly_name() for op in ops]
         self.weighted = [op.get_friendly_name() for op in ops if op.get_type_name() in WEIGHTED]
@@ -213,4 +215,4 @@ class _Probe:
         return sqnr_db(self.reference[(layer, 0)], got)
 
     def accuracy(self, model: Any) -> float:
-        return runner.evaluate(OpenVINOSession(model, 1), self.x, self.y)
+        return runner.evaluate(OpenVINOSession(model, 1), self.x, self.y, self.metric)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 if __package__:
+    from . import runner_metrics
     from .runner_sessions import (
         LiteRTSession,
         OnnxRuntimeSession,
@@ -36,7 +37,8 @@ if __package__:
         open_session,
         stderr_filtered,
     )
-else:  # run as a script (on a device): runner_sessions.py sits next to this file
+else:  # run as a script (on a device): runner_sessions.py and runner_metrics.py sit next to this file
+    import runner_metrics  # type: ignore[no-redef]
     from runner_sessions import (  # type: ignore[no-redef]
         LiteRTSession,
         OnnxRuntimeSession,
@@ -91,20 +93,18 @@ def measure(
     return latency_stats(samples, warmup, threads), samples
 
 
-def score(outputs: np.ndarray, y: np.ndarray) -> float:
-    """The one evaluation function: top-1 accuracy of outputs (N, ...) against integer labels (N,). Every
-    accuracy edgepipe reports (Keras models, each runtime, sensitivity, search) is computed here."""
-    outputs = np.asarray(outputs)
-    if outputs.shape[0] == 0:
-        return 0.0
-    return float(np.mean(outputs.reshape(outputs.shape[0], -1).argmax(axis=1) == np.asarray(y).reshape(-1)))
+def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.ndarray | None = None) -> float:
+    """The one evaluation function: the task's metric (runner_metrics spec, default top-1 accuracy) of
+    outputs (N, ...) against y. Every value edgepipe reports (Keras models, each runtime, sensitivity,
+    search) is computed here."""
+    return runner_metrics.score(outputs, y, metric, x)
 
 
-def evaluate(session: Session, x: np.ndarray, y: np.ndarray) -> float:
+def evaluate(session: Session, x: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:
     """score() of the session's outputs, one sample at a time (the way the device runs), in its exact() twin."""
     session = session.exact()
     outputs = [session.run(x[i : i + 1]).reshape(1, -1) for i in range(x.shape[0])]
-    return score(np.concatenate(outputs) if outputs else np.zeros((0, 1)), y)
+    return score(np.concatenate(outputs) if outputs else np.zeros((0, 1)), y, metric, x)
 
 
 # /proc/cpuinfo flag -> the feature name edgepipe reports: what int8 kernels depend on.
@@ -152,13 +152,13 @@ def _no_progress(label: str, total: int | None = None) -> Iterator[Callable[[], 
 
 def run(
     artifact: Path, eval_path: Path | None, warmup: int, iterations: int, threads: int, tensorrt: bool = False,
-    progress: Callable[..., Any] = _no_progress,
+    progress: Callable[..., Any] = _no_progress, metric: str = "accuracy",
 ) -> dict:
     """The one measurement of an artifact, on a device or on the host: accuracy on the eval set (the session's
     exact() twin), latency, peak memory and the CPU that measured. `progress(label, total=None)` is a
     context manager yielding advance(), like pipeline.ui.UI.task."""
     if tensorrt:
-        return run_tensorrt(artifact, eval_path, warmup, iterations)
+        return run_tensorrt(artifact, eval_path, warmup, iterations, metric)
     session = open_session(artifact, threads)
     result: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0}
     if eval_path is not None:
@@ -166,7 +166,7 @@ def run(
             x, y = data["x"].astype(np.float32), data["y"]
         exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever the CPU's ISA
         with progress(f"accuracy on {len(y)} samples"):
-            result["accuracy"] = evaluate(exact, x, y)
+            result["accuracy"] = evaluate(exact, x, y, metric)
         result["samples"] = int(x.shape[0])
         result["evaluation"] = exact.evaluation()
         probe = x[:1]
@@ -187,7 +187,7 @@ def run(
 CHILDREN: list[subprocess.Popen] = []
 
 
-def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations: int) -> dict:
+def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations: int, metric: str = "accuracy") -> dict:
     """TensorRT on the device: trt_runner.py sits next to this file (the SSH transport copies both)."""
     import importlib.util
 
@@ -196,7 +196,7 @@ def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations
         raise RuntimeError("trt_runner.py is missing next to runner.py: copy both files to the device")
     trt_runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(trt_runner)
-    return trt_runner.run_tensorrt(artifact, eval_path, warmup, iterations, base=sys.modules[__name__])
+    return trt_runner.run_tensorrt(artifact, eval_path, warmup, iterations, base=sys.modules[__name__], metric=metric)
 
 
 def _exit_on_stdin_eof() -> None:
@@ -223,12 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tensorrt", action="store_true", help="build and time a TensorRT engine with trtexec")
+    p.add_argument("--metric", default="accuracy", help="the task's metric (a runner_metrics spec)")
     p.add_argument("--exit-on-eof", action="store_true", help="exit when stdin closes (used over SSH)")
     a = p.parse_args(argv)
     if a.exit_on_eof:
         _exit_on_stdin_eof()
     try:
-        out = run(a.artifact, a.eval, a.warmup, a.iterations, a.threads, a.tensorrt)
+        out = run(a.artifact, a.eval, a.warmup, a.iterations, a.threads, a.tensorrt, metric=a.metric)
     except Exception as err:  # one JSON line, never a traceback: the host reports it
         print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
         return 3

@@ -35,7 +35,7 @@ REMOTE_DIR_PREFIX = "edgepipe-run-"  # remote temp dirs: ${TMPDIR:-/tmp}/edgepip
 RETRY_BACKOFF_S = 2.0
 CLEANUP_TIMEOUT_S = 60.0
 _HERE = Path(__file__).resolve().parent
-_RUNNER_FILES = (_HERE / "runner.py", _HERE / "runner_sessions.py", _HERE / "trt_runner.py")
+_RUNNER_FILES = (_HERE / "runner.py", _HERE / "runner_sessions.py", _HERE / "runner_metrics.py", _HERE / "trt_runner.py")
 _ARTIFACT_TYPES = (".tflite", ".xml", ".onnx")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a host name, address or ssh config alias
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -125,6 +125,7 @@ def run_remote(
     iterations: int,
     threads: int,
     tensorrt: bool = False,
+    metric: str = "accuracy",
 ) -> dict[str, Any]:
     """Copy runner + artifact (+ eval set) to a temp dir on the device, run it there, remove the dir.
 
@@ -143,6 +144,7 @@ def run_remote(
         args += ["--eval", f"{remote_dir}/eval.npz"] if eval_path is not None else []
         args += ["--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads)]
         args += ["--exit-on-eof"] + (["--tensorrt"] if tensorrt else [])
+        args += ["--metric", metric] if metric != "accuracy" else []
         # through sh, not exec'd: a runtime that dies of a signal gives 128+N here, not ssh's 255 (a "drop")
         line = " ".join([_quote_python(device.python)] + [shlex.quote(a) for a in args]) + "; exit $?"
         command = "sh -c " + shlex.quote(line)

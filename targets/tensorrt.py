@@ -194,23 +194,26 @@ class TensorRTTarget:
         )
 
     def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
+                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
+                    higher_is_better: bool = True) -> list[dict[str, Any]]:
         """Each compute node quantized alone (quantize_static nodes_to_quantize): SQNR of its output against
         the float model on the calibration samples (qdq_loss_debug collectors), and eval accuracy."""
         opts = opts or ExportOptions()
         out_dir.mkdir(parents=True, exist_ok=True)
         small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
-        return sensitivity_table(_Probe(prepared(model) / "model_pre.onnx", small, opts, out_dir, eval_x, eval_y))
+        probe = _Probe(prepared(model) / "model_pre.onnx", small, opts, out_dir, eval_x, eval_y, metric)
+        return sensitivity_table(probe, higher_is_better=higher_is_better)
 
 
 class _Probe:
     """ONNX's LayerProbe: quantize_static of one node; SQNR from qdq_loss_debug; the Q/DQ graph as written."""
 
     def __init__(self, pre: Path, small: CalibrationSet, opts: ExportOptions, work: Path, x: np.ndarray,
-                 y: np.ndarray) -> None:
+                 y: np.ndarray, metric: str = "accuracy") -> None:
         import onnx
 
         self.pre, self.small, self.opts, self.work, self.x, self.y = pre, small, opts, work, x, y
+        self.metric = metric
         self.feeds = _feeds(small, _input_name(pre))
         self.nodes = {n.name: n for n in onnx.load(str(pre)).graph.node if n.op_type in COMPUTE_OPS}
 
@@ -229,9 +232,9 @@ class _Probe:
         return None if ref is None or got is None else sqnr_db(ref, got)
 
     def accuracy(self, model: Any) -> float:
-        return qdq_accuracy(model, self.x, self.y)
+        return qdq_accuracy(model, self.x, self.y, self.metric)
 
 
-def qdq_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+def qdq_accuracy(path: Path, x: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:
     """The runner's evaluation of a Q/DQ model, its graph as written (see runner.OnnxRuntimeSession)."""
-    return runner.evaluate(OnnxRuntimeSession(path, 1, as_written=True), x, y)
+    return runner.evaluate(OnnxRuntimeSession(path, 1, as_written=True), x, y, metric)

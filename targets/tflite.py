@@ -167,18 +167,21 @@ class TFLiteTarget:
         )
 
     def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None) -> list[dict[str, Any]]:
+                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
+                    higher_is_better: bool = True) -> list[dict[str, Any]]:
         opts = opts or ExportOptions()
         calibrated = calibrated_model(model, calib, opts.calibration_method)
         small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
-        return sensitivity_table(_Probe(calibrated, _debugger_sqnr(calibrated, small), eval_x, eval_y))
+        probe = _Probe(calibrated, _debugger_sqnr(calibrated, small), eval_x, eval_y, metric)
+        return sensitivity_table(probe, higher_is_better=higher_is_better)
 
 
 class _Probe:
     """LiteRT's LayerProbe: the MLIR quantizer with every other op denylisted; SQNR from the debugger."""
 
-    def __init__(self, calibrated: bytes, stats: dict[str, float], x: np.ndarray, y: np.ndarray) -> None:
-        self.calibrated, self.stats, self.x, self.y = calibrated, stats, x, y
+    def __init__(self, calibrated: bytes, stats: dict[str, float], x: np.ndarray, y: np.ndarray,
+                 metric: str) -> None:
+        self.calibrated, self.stats, self.x, self.y, self.metric = calibrated, stats, x, y, metric
         self.names = layer_names(calibrated)
 
     def candidates(self) -> list[str]:
@@ -193,4 +196,4 @@ class _Probe:
         return _lookup(self.stats, layer)
 
     def accuracy(self, model: Any) -> float:
-        return runner.evaluate(LiteRTSession(model, 1), self.x, self.y)
+        return runner.evaluate(LiteRTSession(model, 1), self.x, self.y, self.metric)

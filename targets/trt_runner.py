@@ -126,7 +126,7 @@ def find_trtexec() -> str:
 
 
 def run_tensorrt(
-    artifact: Path, eval_path: Path | None, warmup: int, iterations: int, base: ModuleType
+    artifact: Path, eval_path: Path | None, warmup: int, iterations: int, base: ModuleType, metric: str = "accuracy"
 ) -> dict:
     """Build the engine, time it with trtexec, evaluate it with the Python API; `base` is runner.py."""
     if artifact.suffix.lower() != ".onnx":
@@ -163,7 +163,7 @@ def run_tensorrt(
         with np.load(str(eval_path)) as data:
             x, y = data["x"].astype(np.float32), data["y"]
         try:
-            result["accuracy"] = base.evaluate(TensorRTSession(engine), x, y)
+            result["accuracy"] = base.evaluate(TensorRTSession(engine), x, y, metric)
             result["samples"] = int(x.shape[0])
         except Exception as err:  # no tensorrt module / libcudart: latency still counts
             result["notes"].append(

@@ -6,7 +6,7 @@ Job modes:
 - "export" (the default): "exports" is a list of {"options", "out_dir", "result"}, done in order in this one
   process (a target may reuse its conversion between them); each result is written as soon as it exists.
   The single-export form {"options", "out_dir", "result"} is accepted too.
-- "sensitivity": {"options", "out_dir", "eval" (an npz with x, y), "result"}: the target's sensitivity table;
+- "sensitivity": {"options", "out_dir", "eval" (an npz with x, y), "result", "metric", "higher_is_better"}: the target's sensitivity table;
   with "float_variants" = k and "variants_dir", then the exports keeping the 1..k most sensitive layers in
   float (targets.base.float_layer_variants), as variants_dir/out<i> and variants_dir/result<i>.json.
 """
@@ -65,7 +65,8 @@ def run_sensitivity(job: dict[str, Any]) -> None:
     with np.load(job["eval"]) as data:
         x, y = data["x"].astype(np.float32), data["y"]
     opts = ExportOptions.from_dict(job.get("options", {}))
-    table = target.sensitivity(model, calib, Path(job["out_dir"]), x, y, opts)
+    table = target.sensitivity(model, calib, Path(job["out_dir"]), x, y, opts, metric=job.get("metric", "accuracy"),
+                               higher_is_better=bool(job.get("higher_is_better", True)))
     Path(job["result"]).write_text(json.dumps(table))
     folder = Path(job.get("variants_dir") or job["out_dir"])
     variants = float_layer_variants(opts, table, int(job.get("float_variants", 0)))

@@ -16,7 +16,7 @@ from pipeline.compress.base import StageContext, TrainData
 from pipeline.compress.cost import count_macs, count_params, float_size_bytes
 from pipeline.config import Config
 from pipeline.errors import UsageError
-from pipeline.inputs.models import accuracy
+from pipeline.inputs.models import metric_value
 from pipeline.ui import UI
 from targets import runner
 
@@ -36,11 +36,12 @@ class _KerasSession(runner.Session):
         return np.asarray(self.fn(x))
 
 
-def model_metrics(model: keras.Model, data: TrainData) -> dict[str, Any]:
-    """params, MACs, float32 weight bytes, accuracy on the test split, float latency on this host."""
+def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy") -> dict[str, Any]:
+    """params, MACs, float32 weight bytes, the metric on the test split ("accuracy"), float latency here."""
     pred = model.predict(data.x_test, batch_size=256, verbose=0)
     stats, _ = runner.measure(_KerasSession(model), data.x_test[:1], warmup=5, iterations=30)
-    return {"accuracy": accuracy(pred, data.y_test), "params": count_params(model), "macs": count_macs(model),
+    value = metric_value(pred, data.y_test, metric, data.x_test)
+    return {"accuracy": value, "params": count_params(model), "macs": count_macs(model),
             "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}
 
 
@@ -53,7 +54,7 @@ class StageOutcome:
 
 
 def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data: TrainData, data_id: str,
-               run_dir: Path, cache: Cache, ui: UI) -> StageOutcome | None:
+               run_dir: Path, cache: Cache, ui: UI, metric: str = "accuracy") -> StageOutcome | None:
     """Apply every configured stage; None when the config has none."""
     import keras
 
@@ -92,7 +93,7 @@ def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data:
         dest = run_dir / "stages" / stage.name / "model.keras"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes((hit / "model.keras").read_bytes())
-        entry = {"name": stage.name, "path": f"stages/{stage.name}/model.keras", **model_metrics(model, data),
+        entry = {"name": stage.name, "path": f"stages/{stage.name}/model.keras", **model_metrics(model, data, metric),
                  "seconds": round(seconds, 3), "cached": cached,
                  "notes": notes}
         outcome.entries.append(entry)

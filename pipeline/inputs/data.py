@@ -14,6 +14,7 @@ from pipeline.cache import file_digest
 from pipeline.compress.base import TrainData
 from pipeline.config import DataSection
 from pipeline.errors import DataError
+from pipeline.measure.metric import Labels
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -135,7 +136,32 @@ def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> np.ndarr
     return y
 
 
-def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], num_classes: int) -> TrainData:
+def _check_targets(name: str, y: np.ndarray, labels: Labels, output_shape: tuple[int | None, ...],
+                   num_classes: int) -> np.ndarray:
+    """y as the metric needs it (see pipeline.measure.metric.Labels)."""
+    y = np.asarray(y)
+    if labels is Labels.CLASSES:
+        return _check_labels(name, y, num_classes)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{name}: expected numbers for the metric, got dtype {y.dtype}")
+    if not np.all(np.isfinite(y.astype(np.float64))):
+        raise DataError(f"{name}: contains NaN or inf")
+    if labels is Labels.BINARY:
+        if y.reshape(y.shape[0], -1).shape[1] != 1 or not np.all(np.isin(y, (0, 1))):
+            raise DataError(f"{name}: reconstruction_auc needs one label per sample, 0 = normal or 1 = anomalous")
+        if name == "y_test" and len(np.unique(y)) < 2:
+            raise DataError(f"{name}: reconstruction_auc needs both normal (0) and anomalous (1) test samples")
+        return y.reshape(-1).astype(np.int64)
+    if labels is Labels.TARGETS:
+        size = int(np.prod([d or 1 for d in output_shape]))
+        if y.reshape(y.shape[0], -1).shape[1] != size:
+            raise DataError(f"{name}: targets of shape {y.shape[1:]} do not fit the model output {output_shape}")
+        return y.reshape((y.shape[0], *[d or 1 for d in output_shape])).astype(np.float32)
+    return y  # REFERENCE (replaced by the reference model's outputs) and ANY (the user's function reads it)
+
+
+def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], num_classes: int,
+            labels: Labels = Labels.CLASSES, output_shape: tuple[int | None, ...] = ()) -> TrainData:
     """Validate against the model's input shape and output width, then preprocess."""
     splits = {}
     for xk, yk in (("x_train", "y_train"), ("x_test", "y_test")):
@@ -157,11 +183,11 @@ def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], 
         channels = x.shape[-1]
         if pre.mean is not None and len(pre.mean) not in (1, channels):
             raise DataError(f"data.mean has {len(pre.mean)} values but the data has {channels} channels")
-        labels = _check_labels(yk, y, num_classes)
+        ys = _check_targets(yk, y, labels, output_shape, num_classes)
         xf = pre(x)
         if not _all_finite(xf):
             raise DataError(f"{xk}: contains NaN or inf")
-        splits[xk], splits[yk] = xf, labels
+        splits[xk], splits[yk] = xf, ys
     return TrainData(num_classes=num_classes, **splits)
 
 
@@ -181,4 +207,5 @@ def preprocess_from(section: DataSection | None, default_scale: float = 1.0) -> 
 def write_eval(path: Path, data: TrainData) -> None:
     """OUT/data/eval.npz: x float32 preprocessed in the model's layout, y int64 labels."""
     path.parent.mkdir(parents=True, exist_ok=True)  # asarray: no copy of arrays that already have the dtype
-    np.savez(path, x=np.asarray(data.x_test, np.float32), y=np.asarray(data.y_test, np.int64))
+    y = np.asarray(data.y_test)
+    np.savez(path, x=np.asarray(data.x_test, np.float32), y=y.astype(np.int64) if y.dtype.kind in "biu" else y)

@@ -46,6 +46,7 @@ class LoadedModel:
     content_hash: str
     notes: tuple[str, ...] = ()
     revived: Path | None = None  # a SavedModel TF 2 cannot load: its TF1-loader re-export, used in its place
+    output_shape: tuple[int | None, ...] = ()  # one sample's output, without batch
 
     @property
     def saved_model_dir(self) -> Path:
@@ -178,11 +179,11 @@ def _revived(path: Path, err: Exception, work_dir: Path | None) -> tuple[Path, t
     return dest, (note,)
 
 
-def _serving_signature(loaded: Any) -> tuple[tuple[int | None, ...], int]:
+def _serving_signature(loaded: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
     fn = loaded.signatures["serving_default"]
     spec = list(fn.structured_input_signature[1].values())[0]
     out = list(fn.structured_outputs.values())[0]
-    return tuple(spec.shape[1:]), int(out.shape[-1])
+    return tuple(spec.shape[1:]), tuple(out.shape[1:])
 
 
 def _load_saved_model(path: Path, work_dir: Path | None) -> LoadedModel:
@@ -198,10 +199,11 @@ def _load_saved_model(path: Path, work_dir: Path | None) -> LoadedModel:
         revived, notes = _revived(path, err, work_dir)
         loaded = tf.saved_model.load(str(revived))
     try:
-        shape, classes = _serving_signature(loaded)
+        shape, out_shape = _serving_signature(loaded)
     except Exception as err:
         raise ModelLoadError(f"{path}: cannot read the SavedModel's serving_default signature ({err})") from None
-    return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, hash_of(path), notes, revived)
+    classes = int(out_shape[-1] or 0) if out_shape else 1
+    return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, hash_of(path), notes, revived, out_shape)
 
 
 def load_model(path: Path, *, allow_unsafe: bool = False, work_dir: Path | None = None) -> LoadedModel:
@@ -237,7 +239,9 @@ def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: s
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelLoadError(f"{path}: edgepipe handles models with one input and one output")
     shape = tuple(model.inputs[0].shape[1:])
-    return LoadedModel(fmt, path, model, shape, int(model.outputs[0].shape[-1]), content_hash, notes)
+    out_shape = tuple(model.outputs[0].shape[1:])
+    classes = int(out_shape[-1] or 0) if out_shape else 1
+    return LoadedModel(fmt, path, model, shape, classes, content_hash, notes, output_shape=out_shape)
 
 
 def predict(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -254,8 +258,8 @@ def predict(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.nda
     return np.concatenate(outs)
 
 
-def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
-    """The Keras/SavedModel predictions scored by the runtimes' one evaluation function."""
+def metric_value(pred: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.ndarray | None = None) -> float:
+    """The Keras/SavedModel predictions scored by the runtimes' one evaluation function (a metric spec)."""
     from targets.runner import score
 
-    return score(pred, y)
+    return score(pred, y, metric, x)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.cache import Cache, cache_key
 from pipeline.compress.base import TrainData
@@ -12,8 +14,9 @@ from pipeline.config import Config
 from pipeline.errors import DataError, ModelLoadError
 from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_image_folder, read_npz
 from pipeline.inputs.examples import get_example
-from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model
+from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model, predict
 from pipeline.inputs.teacher import train_teacher
+from pipeline.measure.metric import ACCURACY, Labels, Metric, resolve_metric
 from pipeline.ui import UI
 
 
@@ -23,8 +26,8 @@ class Source:
     data: TrainData
     data_id: str  # data content hash + preprocessing, for cache keys
     model_id: str  # the reference model's identity, for cache keys
-    cached_teacher: bool
     preprocess: Preprocess
+    metric: Metric = ACCURACY  # what the build judges by
 
 
 def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache: Cache, ui: UI) -> Source:
@@ -41,13 +44,11 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp) / "model.keras")
             hit = cache.put(key, Path(tmp))
-        cached = False
     else:
-        cached = True
         ui.info(f"teacher of {name}: reused from cache")
     model = keras.saving.load_model(hit / "model.keras", compile=False)
     ref = from_keras(model, ModelFormat.KERAS, Path(f"example:{name}"), key)
-    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, cached, ex.preprocess)
+    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, ex.preprocess)
 
 
 def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, work_dir: Path | None = None) -> Source:
@@ -79,5 +80,9 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         channels = ref.input_shape[-1] or 3
         raw = read_image_folder(config.resolve(section.images), section.image_size, int(channels), seed)
     pre = preprocess_from(section)
-    data = prepare(raw, pre, ref.input_shape, ref.num_classes)
-    return Source(ref, data, raw.source + "|" + pre.key(), ref.content_hash, False, pre)
+    metric = resolve_metric(config.metric, ref.input_shape, ref.output_shape, str(ref.path))
+    data = prepare(raw, pre, ref.input_shape, ref.num_classes, metric.labels, ref.output_shape)
+    if metric.labels is Labels.REFERENCE:  # sqnr / agreement: the reference model's outputs are the target
+        with ui.task("reference outputs for the metric"):
+            data = replace(data, y_test=predict(ref, data.x_test).astype(np.float32))
+    return Source(ref, data, raw.source + "|" + pre.key() + "|" + metric.spec, ref.content_hash, pre, metric)

@@ -20,6 +20,9 @@ def check(budget: BudgetSection, m: Measured) -> list[str]:
     if budget.max_accuracy_drop is not None and m.accuracy_drop is not None:
         if m.accuracy_drop > budget.max_accuracy_drop + 1e-9:
             out.append(f"accuracy drop {m.accuracy_drop:.4f} > max_accuracy_drop {budget.max_accuracy_drop}")
+    if budget.max_metric_drop is not None and m.accuracy_drop is not None:  # the drop in the metric's units
+        if m.accuracy_drop > budget.max_metric_drop + 1e-9:
+            out.append(f"metric drop {m.accuracy_drop:.4g} > max_metric_drop {budget.max_metric_drop}")
     if budget.max_latency_ms is not None and m.latency_ms is not None:
         if m.latency_ms > budget.max_latency_ms:
             out.append(f"median latency {m.latency_ms:.3f} ms > max_latency_ms {budget.max_latency_ms}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from pipeline.config import BudgetSection
 from pipeline.errors import TargetError, UsageError
+from pipeline.measure.metric import Metric
 from pipeline.measure.verify import Bench, judge, record_where, run_measurement
 from pipeline.report.document import finalize, read_report, summary_table, write_report
 from pipeline.ui import UI
@@ -19,6 +20,7 @@ def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None)
     report = read_report(run_dir)
     budget = BudgetSection(**(report.get("budget") or {}))
     ref_acc = report["reference"]["accuracy"]
+    metric = Metric.from_report(report.get("metric"))
     eval_path = run_dir / report["eval_set"]["path"]
     for name, t in report["targets"].items():
         if not t.get("artifact"):  # never built; a target whose last measurement failed is measured again
@@ -32,7 +34,7 @@ def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None)
         bench = profile or Bench(int(lat.get("warmup", 10)), int(lat.get("iterations", 100)),
                                  int(lat.get("threads", 1)))
         try:
-            m = run_measurement(artifact, eval_path, bench, ui, name, device, target=TargetName(name))
+            m = run_measurement(artifact, eval_path, bench, ui, name, device, target=TargetName(name), metric=metric)
         except TargetError as err:  # one target failing on the device does not stop the others
             ui.warn(str(err))
             t.update(error=str(err), passed=False)
@@ -42,7 +44,7 @@ def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None)
                  latency_samples_ms=m.get("latency_samples_ms", []), peak_memory_kb=m.get("peak_memory_kb"))
         record_where(t, m, device, ui, name)
         if m["accuracy"] is not None:
-            t["accuracy_drop"] = round(ref_acc - m["accuracy"], 6)
+            t["accuracy_drop"] = metric.drop(ref_acc, m["accuracy"])
         judge(t, budget)
     finalize(report)
     write_report(run_dir, report)

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.config import BudgetSection
 from pipeline.errors import EdgepipeError, TargetError
 from pipeline.measure.budget import Measured, check
+from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.ui import UI
 from targets import runner
 from targets.base import TargetName
@@ -42,22 +43,24 @@ def artifact_size(path: Path) -> int:
     return size
 
 
-def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str) -> dict[str, Any]:
+def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str,
+                metric: Metric = ACCURACY) -> dict[str, Any]:
     """The device runner's measurement (runner.run), in this process, with progress bars."""
     def progress(what: str, total: int | None = None) -> Any:
         return ui.task(f"{label}: {what}", total=total)
 
-    out = runner.run(artifact, eval_path, bench.warmup, bench.iterations, bench.threads, progress=progress)
+    out = runner.run(artifact, eval_path, bench.warmup, bench.iterations, bench.threads, progress=progress,
+                     metric=metric.spec)
     return {**out, "device": HOST}
 
 
 def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str,
-                    device: Any = None, *, target: TargetName) -> dict[str, Any]:
+                    device: Any = None, *, target: TargetName, metric: Metric = ACCURACY) -> dict[str, Any]:
     """On the host, or on an SSH device (`device` is a targets.ssh.SshDevice). `target` is the target the
     artifact belongs to; `label` only names the measurement in progress lines and errors."""
     if device is None:
         try:
-            return run_on_host(artifact, eval_path, bench, ui, label)
+            return run_on_host(artifact, eval_path, bench, ui, label, metric)
         except EdgepipeError:
             raise
         except Exception as err:  # the runtime failed on this artifact: that target fails, the others go on
@@ -66,15 +69,17 @@ def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI
 
     with ui.task(f"{label}: measuring on {device.url}"):
         return run_remote(device, artifact, eval_path, warmup=bench.warmup, iterations=bench.iterations,
-                          threads=bench.threads, tensorrt=uses_tensorrt(device, target))
+                          threads=bench.threads, tensorrt=uses_tensorrt(device, target), metric=metric.spec)
 
 
 def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_rel: str,
                  reference_accuracy: float, float_accuracy: float | None, budget: BudgetSection,
-                 bench: Bench, ui: UI, target: TargetName, device: Any = None) -> dict[str, Any]:
-    """Measure the int8 artifact (and its float twin for the latency gate); the report's target entry."""
+                 bench: Bench, ui: UI, target: TargetName, device: Any = None,
+                 metric: Metric = ACCURACY) -> dict[str, Any]:
+    """Measure the int8 artifact (and its float twin for the latency gate); the report's target entry. Its
+    "accuracy" keys hold the task's metric (report.document names them for the report)."""
     eval_path, label = run_dir / eval_rel, target.value
-    m = run_measurement(run_dir / rel_artifact, eval_path, bench, ui, label, device, target=target)
+    m = run_measurement(run_dir / rel_artifact, eval_path, bench, ui, label, device, target=target, metric=metric)
     entry: dict[str, Any] = {
         "artifact": rel_artifact, "precision": "int8", "runtime": m["runtime"], "device": m["device"],
         "size_bytes": artifact_size(run_dir / rel_artifact), "float_accuracy": float_accuracy,
@@ -84,7 +89,7 @@ def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_r
     }
     record_where(entry, m, device, ui, label)
     if m["accuracy"] is not None:
-        entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
+        entry["accuracy_drop"] = metric.drop(reference_accuracy, m["accuracy"])
     if rel_float is not None and not (device is not None and device.tensorrt):
         fm = run_measurement(run_dir / rel_float, None, bench, ui, f"{label} float", device, target=target)
         entry["float_artifact"] = rel_float
@@ -120,7 +125,8 @@ def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
 
 
 def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, reference_accuracy: float,
-                         budget: BudgetSection, bench: Bench, ui: UI, target: TargetName, device: Any = None) -> None:
+                         budget: BudgetSection, bench: Bench, ui: UI, target: TargetName, device: Any = None,
+                         metric: Metric = ACCURACY) -> None:
     """The latency gate (`ship_faster_float = true`): when the float twin ran faster than the int8 artifact,
     the entry ships the float artifact instead, re-measured (accuracy too) and judged again."""
     rel_float = entry.get("float_artifact")
@@ -129,13 +135,14 @@ def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, re
     int8: dict[str, Any] = {k: entry.get(k) for k in ("artifact", "accuracy", "accuracy_drop", "latency_ms",
                                                        "size_bytes")}
     int8_ms, label = float((entry.get("latency_ms") or {}).get("median", float("nan"))), target.value
-    m = run_measurement(run_dir / rel_float, run_dir / eval_rel, bench, ui, f"{label} float", device, target=target)
+    m = run_measurement(run_dir / rel_float, run_dir / eval_rel, bench, ui, f"{label} float", device, target=target,
+                        metric=metric)
     entry.update(artifact=rel_float, precision="float32", runtime=m["runtime"], device=m["device"],
                  size_bytes=artifact_size(run_dir / rel_float), accuracy=m["accuracy"],
                  latency_ms=m["latency_ms"], latency_samples_ms=m.get("latency_samples_ms", []),
                  peak_memory_kb=m.get("peak_memory_kb"), int8=int8)
     if m["accuracy"] is not None:
-        entry["accuracy_drop"] = round(reference_accuracy - m["accuracy"], 6)
+        entry["accuracy_drop"] = metric.drop(reference_accuracy, m["accuracy"])
     msg = (f"{label}: shipping the float artifact {rel_float}: int8 ({int8_ms:.3f} ms) is not "
            f"faster than float ({m['latency_ms']['median']:.3f} ms) on {m['device']} (ship_faster_float = true)")
     entry["notes"].append(msg)

@@ -17,6 +17,7 @@ from calibration import CalibrationSet
 from calibration.sensitivity import EVAL_SAMPLES
 from pipeline.cache import Cache
 from pipeline.errors import TargetError
+from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.quantize.export import Batch, Exported, export_batch, target_sensitivity
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target, runner
@@ -35,10 +36,11 @@ class Job:
     model_id: str
     calib: CalibrationSet
     eval_path: Path
-    reference_accuracy: float
-    max_drop: float
+    reference_accuracy: float  # the task's metric of the reference model
+    max_drop: float  # in the metric's units, its worse direction
     cache: Cache
     ui: UI
+    metric: Metric = ACCURACY
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,8 @@ def measure(job: Job, exported: Exported, opts: ExportOptions) -> Attempt:
     with np.load(job.eval_path) as data:
         x, y = data["x"].astype(np.float32), data["y"]
     with job.ui.task(f"{job.name}: accuracy of {_describe(opts)}"):
-        acc = runner.evaluate(session, x, y)
-    drop = round(job.reference_accuracy - acc, 6)
+        acc = runner.evaluate(session, x, y, job.metric.spec)
+    drop = job.metric.drop(job.reference_accuracy, acc)
     return Attempt(opts, exported, acc, drop, drop <= job.max_drop + 1e-9)
 
 
@@ -137,7 +139,8 @@ def _float_layers(job: Job, out: Outcome) -> None:
         x, y = data["x"][:EVAL_SAMPLES].astype(np.float32), data["y"][:EVAL_SAMPLES]
     try:
         out.sensitivity, batch = target_sensitivity(job.name, job.model, job.model_id, job.calib, base, x, y,
-                                                    job.cache, job.ui, float_variants=out.room())
+                                                    job.cache, job.ui, float_variants=out.room(),
+                                                    metric=(job.metric.spec, job.metric.higher_is_better))
     except TargetError as err:
         out.notes.append(f"accuracy-aware: no sensitivity table ({err}), so no layer was kept in float")
         return
@@ -162,7 +165,8 @@ def search(job: Job, first: Exported, opts: ExportOptions) -> Outcome:
     if not out.passed:
         b = out.best
         out.notes.append(
-            f"accuracy-aware: no attempt met max_accuracy_drop {job.max_drop} in {len(out.attempts)} attempt(s); "
+            f"accuracy-aware: no attempt met the {job.metric.name} budget (drop <= {job.max_drop}) in "
+            f"{len(out.attempts)} attempt(s); "
             f"shipped the most accurate ({_describe(b.opts)}, drop {b.drop:.4f})")
         job.ui.warn(out.notes[-1].replace("accuracy-aware: ", f"{job.name}: "))
     return out

@@ -179,13 +179,14 @@ def export_batch(name: str, model: FloatModel, model_id: str, calib: Calibration
 
 def target_sensitivity(name: str, model: FloatModel, model_id: str, calib: CalibrationSet, opts: ExportOptions,
                        eval_x: np.ndarray, eval_y: np.ndarray, cache: Cache, ui: UI, float_variants: int = 0,
-                       timeout_s: float = 1800) -> tuple[list[dict[str, Any]], Batch]:
+                       timeout_s: float = 1800, metric: tuple[str, bool] = ("accuracy", True),
+                       ) -> tuple[list[dict[str, Any]], Batch]:
     """The target's per-layer sensitivity table (targets.base.Target.sensitivity), cached; with
     `float_variants` = k, also the exports keeping the 1..k most sensitive layers in float
     (targets.base.float_layer_variants), built in the same child process."""
     digest = hashlib.sha256(np.ascontiguousarray(eval_x, np.float32).tobytes() + np.asarray(eval_y).tobytes())
     key = cache_key("sensitivity", name, get_target(name).version, model_id, calib.fingerprint(), asdict(opts),
-                    digest.hexdigest())
+                    digest.hexdigest(), *([] if metric == ("accuracy", True) else list(metric)))
     hit = cache.get(key)
     if hit is not None and (hit / "sensitivity.json").is_file():
         table = list(json.loads((hit / "sensitivity.json").read_text()))
@@ -198,6 +199,7 @@ def target_sensitivity(name: str, model: FloatModel, model_id: str, calib: Calib
         job = {**_job(name, model, calib, work), "mode": "sensitivity", "options": asdict(opts),
                "out_dir": str(work / "scratch"), "eval": str(work / "eval.npz"),
                "result": str(work / "out" / "sensitivity.json"), "float_variants": float_variants,
+               "metric": metric[0], "higher_is_better": metric[1],
                "variants_dir": str(work / "variants")}
         label = f"{name}: per-layer sensitivity" + (f" and {float_variants} float-layer variant(s)"
                                                     if float_variants else "")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pipeline import __version__
 from pipeline.errors import UsageError
+from pipeline.report.metric_keys import from_document, label, to_document
 
 SCHEMA = 1
 
@@ -29,7 +30,7 @@ def finalize(report: dict[str, Any]) -> dict[str, Any]:
 def write_report(run_dir: Path, report: dict[str, Any]) -> Path:
     path = run_dir / "report.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.write_text(json.dumps(to_document(report), indent=2) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -44,7 +45,7 @@ def read_report(run_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(report, dict) or report.get("schema") != SCHEMA:
         raise UsageError(f"{path}: not a schema {SCHEMA} edgepipe report")
-    return report
+    return from_document(report)
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -53,8 +54,10 @@ def _fmt(v: Any, spec: str) -> str:
 
 def summary_table(report: dict[str, Any]) -> Table:
     ref = report.get("reference", {})
-    table = Table(title=f"edgepipe: reference accuracy {_fmt(ref.get('accuracy'), '.4f')}")
-    for col in ("target", "device", "precision", "size KB", "float acc", "int8 acc", "drop", "median ms",
+    name = label(report)
+    short = "acc" if name == "accuracy" else name
+    table = Table(title=f"edgepipe: reference {name} {_fmt(ref.get('accuracy'), '.4f')}")
+    for col in ("target", "device", "precision", "size KB", f"float {short}", f"int8 {short}", "drop", "median ms",
                 "p90 ms", "result"):
         table.add_column(col, justify="left" if col in ("target", "device", "result") else "right")
     for name, t in report.get("targets", {}).items():

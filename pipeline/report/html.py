@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UsageError
+from pipeline.report.metric_keys import from_document, label
 
 Obj = dict[str, Any]
 
@@ -42,7 +43,7 @@ def render_run(run_dir: Path) -> Path:
         raise UsageError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(report, dict):
         raise UsageError(f"{path} does not hold a JSON object")
-    return render_html(report, Path(run_dir))
+    return render_html(from_document(report), Path(run_dir))
 
 
 def render_html(report: Obj, run_dir: Path) -> Path:
@@ -170,7 +171,7 @@ def _summary(report: Obj) -> str:
         rows.append([_e(name), _e(t.get("device", "")), _e(t.get("precision", "")), _verdict(t.get("passed")),
                      _fmt(_kb(t.get("size_bytes")), ".1f"), _fmt(t.get("accuracy")), _fmt(t.get("accuracy_drop")),
                      _fmt(lat.get("median")), _ul(problems), _ul(_strings(t.get("notes")))])
-    head = ["target", "device", "precision", "result", "size KB", "accuracy", "drop", "median ms",
+    head = ["target", "device", "precision", "result", "size KB", label(report), "drop", "median ms",
             "violations", "notes"]
     table = _table(head, rows) if rows else '<p class="muted">No targets.</p>'
     return (f"<h2>Summary: {_verdict(report.get('passed'))}</h2>\n<p>Budget: {_e(', '.join(limits) or 'none')}</p>\n"
@@ -260,8 +261,9 @@ def _sensitivity(report: Obj) -> str:
                   _fmt(a.get("accuracy")), _fmt(a.get("accuracy_drop")), _verdict(a.get("passed"))]
                  for a in _dicts(t.get("attempts"))]
         if rows or tries:
-            parts.append(f"<h3>{_e(name)}</h3>\n" + (_table(["layer", "SQNR (dB)", "accuracy"], rows) if rows else "")
-                         + (_table(["calibration", "kept in float", "accuracy", "drop", "result"], tries)
+            metric = label(report)
+            parts.append(f"<h3>{_e(name)}</h3>\n" + (_table(["layer", "SQNR (dB)", metric], rows) if rows else "")
+                         + (_table(["calibration", "kept in float", metric, "drop", "result"], tries)
                             if tries else ""))
     return "<h2>Per-layer sensitivity and accuracy-aware attempts</h2>\n" + "\n".join(parts) if parts else ""
 

@@ -25,6 +25,7 @@ from pipeline.errors import TargetError, UsageError
 from pipeline.search.objectives import Metrics, SearchRequest, dominates
 from pipeline.search.space import Space, coarse, plan, sample, trial_budget, write_training_subset
 from pipeline.ui import UI
+from targets.runner_metrics import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:
     import optuna
@@ -175,6 +176,11 @@ def run_search(req: SearchRequest, ui: UI, measure: Measure | None = None) -> in
     from pipeline.search.report import finish
     from pipeline.search.study import open_storage, open_study, recover, redact
 
+    metric = req.config.metric
+    named = metric.name.value if metric is not None and metric.name is not None else "accuracy"
+    if metric is not None and not (metric.higher_is_better if metric.function else HIGHER_IS_BETTER[named]):
+        raise UsageError(f"{req.config.name}: edgepipe search maximizes its first objective; a [metric] where lower is "
+                         "better (mse, mae, rmse) is not searchable yet: use a score where higher is better")
     space = plan(req.config)
     out = check_search_out(req.out)
     target = target_of(req.config)

@@ -35,9 +35,9 @@ def evaluated_sessions(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     seen: list[Any] = []
     real = runner.evaluate
 
-    def spy(session: runner.Session, x: np.ndarray, y: np.ndarray) -> float:
+    def spy(session: runner.Session, x: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:
         seen.append(session.exact())
-        return real(session, x, y)
+        return real(session, x, y, metric)
 
     monkeypatch.setattr(runner, "evaluate", spy)
     return seen

@@ -8,7 +8,8 @@ from legacy_h5 import write_keras2_h5
 
 from pipeline.cache import content_hash as file_hash
 from pipeline.errors import ModelLoadError
-from pipeline.inputs.models import ModelFormat, accuracy, load_model, predict
+from pipeline.inputs.models import ModelFormat, load_model, predict
+from pipeline.inputs.models import metric_value as accuracy
 
 
 def _small():

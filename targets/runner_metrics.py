@@ -1,0 +1,127 @@
+"""Device-side metrics: the task's score of a model's outputs, numpy only (copied next to runner.py).
+
+A metric is named by a spec string: `accuracy`, `top_k:K`, `mse`, `mae`, `rmse`, `reconstruction_auc`,
+`sqnr`, `agreement:top1`, `agreement:cosine`, or `function:MODULE:NAME` (the user's Python function
+(outputs, y) -> float, host only). For `sqnr` and `agreement`, `y` holds the reference model's outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# name -> higher is better
+HIGHER_IS_BETTER = {"accuracy": True, "top_k": True, "mse": False, "mae": False, "rmse": False,
+                    "reconstruction_auc": True, "sqnr": True, "agreement": True}
+SQNR_CAP_DB = 100.0
+
+
+def _flat(a: Any) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(a.shape[0], -1)
+
+
+def accuracy(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
+    return float(np.mean(_flat(outputs).argmax(axis=1) == np.asarray(y).reshape(-1)))
+
+
+def top_k(outputs: np.ndarray, y: np.ndarray, k: int) -> float:
+    best = np.argsort(-_flat(outputs), axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(best == np.asarray(y).reshape(-1, 1), axis=1)))
+
+
+def mse(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
+    return float(np.mean((_flat(outputs) - _flat(y)) ** 2))
+
+
+def mae(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
+    return float(np.mean(np.abs(_flat(outputs) - _flat(y))))
+
+
+def rmse(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
+    return float(np.sqrt(mse(outputs, y)))
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve: the Mann-Whitney U statistic, ties counted half."""
+    labels = np.asarray(labels).reshape(-1).astype(bool)
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = np.asarray(scores)[order]
+    i = 0
+    while i < len(sorted_scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(sorted_scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        raise ValueError("reconstruction_auc needs both normal (0) and anomalous (1) samples")
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def reconstruction_auc(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
+    """ROC AUC of each sample's reconstruction error (mean squared, input vs output); y: 1 = anomalous."""
+    if x is None:
+        raise ValueError("reconstruction_auc needs the inputs")
+    return roc_auc(y, np.mean((_flat(x) - _flat(outputs)) ** 2, axis=1))
+
+
+def sqnr(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
+    """Signal-to-quantization-noise ratio (dB) of the outputs against the reference outputs `y`."""
+    ref, out = _flat(y), _flat(outputs)
+    signal, noise = float(np.sum(ref * ref)), float(np.sum((ref - out) ** 2))
+    if noise <= signal * 1e-10:
+        return SQNR_CAP_DB
+    if signal == 0.0:
+        return -SQNR_CAP_DB
+    return float(min(SQNR_CAP_DB, 10.0 * np.log10(signal / noise)))
+
+
+def cosine(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
+    """Mean cosine similarity of each sample's outputs with the reference outputs `y`."""
+    a, b = _flat(outputs), _flat(y)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    same = np.where(norms > 0, np.sum(a * b, axis=1) / np.maximum(norms, 1e-300), 1.0)
+    return float(np.mean(same))
+
+
+def agreement_top1(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
+    return float(np.mean(_flat(outputs).argmax(axis=1) == _flat(y).argmax(axis=1)))
+
+
+_SIMPLE: dict[str, Callable[..., float]] = {
+    "accuracy": accuracy, "mse": mse, "mae": mae, "rmse": rmse, "reconstruction_auc": reconstruction_auc,
+    "sqnr": sqnr, "agreement:top1": agreement_top1, "agreement:cosine": cosine,
+}
+
+
+def parse(spec: str) -> tuple[str, str]:
+    """(metric name, argument) of a spec string, e.g. ("top_k", "5"), ("agreement", "cosine")."""
+    name, _, arg = spec.partition(":")
+    return name, arg
+
+
+def score(outputs: np.ndarray, y: np.ndarray, spec: str = "accuracy", x: Any = None) -> float:
+    """The metric `spec` of `outputs` (N, ...) against `y` (labels, targets or reference outputs)."""
+    outputs = np.asarray(outputs)
+    if outputs.shape[0] == 0:
+        return 0.0
+    name, arg = parse(spec)
+    if spec in _SIMPLE:
+        value = _SIMPLE[spec](outputs, y, x)
+    elif name == "top_k":
+        value = top_k(outputs, y, int(arg))
+    elif name == "function":
+        import importlib
+
+        module, _, attr = arg.rpartition(":")
+        value = getattr(importlib.import_module(module), attr)(outputs, y)
+    else:
+        raise ValueError("unknown metric " + repr(spec))
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError("metric " + spec + " gave " + str(value))
+    return value
