@@ -24,9 +24,9 @@ def _conv(name: str, filters: int, activation: str, *, input_shape: list | None 
     return {"class_name": "Conv2D", "config": cfg}
 
 
-def _bn(name: str) -> dict:
+def _bn(name: str, axis: int = 3) -> dict:
     return {"class_name": "BatchNormalization", "config": {
-        "name": name, "trainable": True, "dtype": "float32", "axis": [3], "momentum": 0.99, "epsilon": 0.001,
+        "name": name, "trainable": True, "dtype": "float32", "axis": [axis], "momentum": 0.99, "epsilon": 0.001,
         "center": True, "scale": True,
         "beta_initializer": {"class_name": "Zeros", "config": {}},
         "gamma_initializer": {"class_name": "Ones", "config": {}},
@@ -39,17 +39,21 @@ def _bn(name: str) -> dict:
     }}
 
 
-def _dense(name: str, units: int, activation: str) -> dict:
-    return {"class_name": "Dense", "config": {
+def _dense(name: str, units: int, activation: str, *, input_shape: list | None = None) -> dict:
+    cfg = {"class_name": "Dense", "config": {
         "name": name, "trainable": True, "dtype": "float32", "units": units, "activation": activation,
         "use_bias": True, "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
         "bias_initializer": {"class_name": "Zeros", "config": {}}, "kernel_regularizer": None,
         "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None, "bias_constraint": None,
     }}
+    if input_shape is not None:
+        cfg["config"]["batch_input_shape"] = [None, *input_shape]
+    return cfg
 
 
 def write_keras2_h5(path: Path, keras_model, input_shape: tuple[int, ...]) -> None:
-    """Save `keras_model` (Conv2D, BatchNormalization, Activation, GlobalAveragePooling2D, Dense; Sequential)
+    """Save `keras_model` (Conv2D or Dense first, BatchNormalization, Activation, GlobalAveragePooling2D, Dense;
+    Sequential)
     as tf.keras 2.x would: a Sequential config with no InputLayer (batch_input_shape on the first layer),
     legacy-only layer keys, and weights under model_weights/<layer>/<layer>/<weight>:0."""
     layers, weights = [], []
@@ -61,7 +65,7 @@ def write_keras2_h5(path: Path, keras_model, input_shape: tuple[int, ...]) -> No
                                 input_shape=list(input_shape) if first else None))
             names = ["kernel", "bias"]
         elif kind == "BatchNormalization":
-            layers.append(_bn(layer.name))
+            layers.append(_bn(layer.name, axis=len(input_shape)))  # the channel axis of a Sequential of one rank
             names = ["gamma", "beta", "moving_mean", "moving_variance"]
         elif kind == "GlobalAveragePooling2D":
             layers.append({"class_name": "GlobalAveragePooling2D", "config": {
@@ -74,7 +78,8 @@ def write_keras2_h5(path: Path, keras_model, input_shape: tuple[int, ...]) -> No
                 "activation": layer.activation.__name__}})
             names = []
         elif kind == "Dense":
-            layers.append(_dense(layer.name, layer.units, layer.activation.__name__))
+            layers.append(_dense(layer.name, layer.units, layer.activation.__name__,
+                                 input_shape=list(input_shape) if first else None))
             names = ["kernel", "bias"]
         else:
             raise ValueError(f"write_keras2_h5 does not handle {kind}")

@@ -47,6 +47,7 @@ class LoadedModel:
     notes: tuple[str, ...] = ()
     revived: Path | None = None  # a SavedModel TF 2 cannot load: its TF1-loader re-export, used in its place
     output_shape: tuple[int | None, ...] = ()  # one sample's output, without batch
+    output_names: tuple[str, ...] = ()
 
     @property
     def saved_model_dir(self) -> Path:
@@ -179,11 +180,11 @@ def _revived(path: Path, err: Exception, work_dir: Path | None) -> tuple[Path, t
     return dest, (note,)
 
 
-def _serving_signature(loaded: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
+def _serving_signature(loaded: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...], tuple[str, ...]]:
     fn = loaded.signatures["serving_default"]
     spec = list(fn.structured_input_signature[1].values())[0]
     out = list(fn.structured_outputs.values())[0]
-    return tuple(spec.shape[1:]), tuple(out.shape[1:])
+    return tuple(spec.shape[1:]), tuple(out.shape[1:]), tuple(str(k) for k in fn.structured_outputs)
 
 
 def _load_saved_model(path: Path, work_dir: Path | None) -> LoadedModel:
@@ -199,11 +200,12 @@ def _load_saved_model(path: Path, work_dir: Path | None) -> LoadedModel:
         revived, notes = _revived(path, err, work_dir)
         loaded = tf.saved_model.load(str(revived))
     try:
-        shape, out_shape = _serving_signature(loaded)
+        shape, out_shape, out_names = _serving_signature(loaded)
     except Exception as err:
         raise ModelLoadError(f"{path}: cannot read the SavedModel's serving_default signature ({err})") from None
     classes = int(out_shape[-1] or 0) if out_shape else 1
-    return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, hash_of(path), notes, revived, out_shape)
+    return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, hash_of(path), notes, revived, out_shape,
+                       out_names)
 
 
 def load_model(path: Path, *, allow_unsafe: bool = False, work_dir: Path | None = None) -> LoadedModel:
@@ -241,7 +243,8 @@ def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: s
     shape = tuple(model.inputs[0].shape[1:])
     out_shape = tuple(model.outputs[0].shape[1:])
     classes = int(out_shape[-1] or 0) if out_shape else 1
-    return LoadedModel(fmt, path, model, shape, classes, content_hash, notes, output_shape=out_shape)
+    return LoadedModel(fmt, path, model, shape, classes, content_hash, notes, output_shape=out_shape,
+                       output_names=tuple(str(n) for n in (getattr(model, "output_names", None) or [model.layers[-1].name])))
 
 
 def predict(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -14,7 +14,7 @@ from pipeline.config import Config
 from pipeline.errors import DataError, ModelLoadError
 from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_image_folder, read_npz
 from pipeline.inputs.examples import get_example
-from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model, predict
+from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model, metric_value, predict
 from pipeline.inputs.teacher import train_teacher
 from pipeline.measure.metric import ACCURACY, Labels, Metric, resolve_metric
 from pipeline.ui import UI
@@ -80,9 +80,24 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         channels = ref.input_shape[-1] or 3
         raw = read_image_folder(config.resolve(section.images), section.image_size, int(channels), seed)
     pre = preprocess_from(section)
-    metric = resolve_metric(config.metric, ref.input_shape, ref.output_shape, str(ref.path))
+    metric = resolve_metric(config.metric, ref.input_shape, ref.output_shape, str(ref.path), ref.output_names,
+                            labels=raw.y_test)
     data = prepare(raw, pre, ref.input_shape, ref.num_classes, metric.labels, ref.output_shape)
-    if metric.labels is Labels.REFERENCE:  # sqnr / agreement: the reference model's outputs are the target
-        with ui.task("reference outputs for the metric"):
-            data = replace(data, y_test=predict(ref, data.x_test).astype(np.float32))
+    if config.metric is not None:
+        data = _metric_checked(ref, data, metric, ui)
     return Source(ref, data, raw.source + "|" + pre.key() + "|" + metric.spec, ref.content_hash, pre, metric)
+
+
+def _metric_checked(ref: LoadedModel, data: TrainData, metric: Metric, ui: UI) -> TrainData:
+    """The test split as the metric needs it (sqnr / agreement: the reference model's own outputs), and the
+    metric computed once on the reference model: an error there is bad input (one line, exit 2)."""
+    with ui.task(f"reference model: {metric.name} on the test split"):
+        pred = predict(ref, data.x_test)
+        if metric.labels is Labels.REFERENCE:
+            data = replace(data, y_test=pred.astype(np.float32))
+        try:
+            metric_value(pred, data.y_test, metric.spec, data.x_test)
+        except Exception as err:  # the user's function, or labels that do not suit the metric
+            raise DataError(f"[metric] {metric.name}: cannot score the reference model: "
+                            f"{type(err).__name__}: {err}") from None
+    return data

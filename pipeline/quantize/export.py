@@ -105,7 +105,7 @@ def _job(name: str, model: FloatModel, calib: CalibrationSet, work: Path) -> dic
 def _run_worker(name: str, job: dict[str, Any], work: Path, label: str, ui: UI,
                 timeout_s: float) -> subprocess.CompletedProcess[str]:
     (work / "job.json").write_text(json.dumps(job))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with ui.task(label):
         try:
             return subprocess.run([sys.executable, "-c", _WORKER_BOOT, str(os.getpid()), str(work / "job.json")],
