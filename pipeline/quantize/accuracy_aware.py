@@ -1,7 +1,9 @@
 """Accuracy-aware int8: when a target's artifact misses `max_accuracy_drop`, try, in order,
-1. the other calibration methods,
-2. the backend's recovery passes (ExportOptions.equalize: NNCF channel alignment + bias correction),
-3. keeping the most sensitive layers in float, one more at a time (from the target's sensitivity table),
+1. cross-layer equalization of the Keras model (pipeline.quantize.equalize), the same for every target,
+2. the other calibration methods,
+3. the backend's recovery passes (ExportOptions.equalize: NNCF channel alignment + bias correction),
+4. keeping the most sensitive layers in float, one more at a time (from the target's sensitivity table),
+each step on the best attempt so far (its model, equalized or not, and its options),
 re-exporting (cached by options) and re-measuring accuracy in the artifact's runtime each time, until the
 budget holds or MAX_ATTEMPTS are spent; then the passing artifact, or else the most accurate one, ships."""
 
@@ -18,6 +20,7 @@ from calibration.sensitivity import EVAL_SAMPLES
 from pipeline.cache import Cache
 from pipeline.errors import TargetError
 from pipeline.measure.metric import ACCURACY, Metric
+from pipeline.quantize.equalized_model import EqualizedModel, equalized_model
 from pipeline.quantize.export import Batch, Exported, export_batch, target_sensitivity
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target, runner
@@ -50,9 +53,11 @@ class Attempt:
     accuracy: float
     drop: float
     passed: bool
+    equalized: EqualizedModel | None = None  # the Keras CLE model it was exported from, if any
 
     def record(self) -> dict[str, Any]:
         return {"calibration": self.opts.calibration_method, "equalize": self.opts.equalize,
+                "cross_layer_equalization": self.equalized is not None,
                 "float_layers": list(self.opts.float_layers), "accuracy": self.accuracy,
                 "accuracy_drop": self.drop, "passed": self.passed}
 
@@ -77,39 +82,51 @@ class Outcome:
         return 0 if self.passed else MAX_ATTEMPTS - len(self.attempts)
 
     def report_fields(self) -> dict[str, Any]:
-        return {"attempts": [a.record() for a in self.attempts], "sensitivity": self.sensitivity}
+        fields = {"attempts": [a.record() for a in self.attempts], "sensitivity": self.sensitivity}
+        if self.best.equalized is not None:
+            fields["cross_layer_equalization"] = list(self.best.equalized.segments)
+        return fields
 
 
-def measure(job: Job, exported: Exported, opts: ExportOptions) -> Attempt:
+def measure(job: Job, exported: Exported, opts: ExportOptions, equalized: EqualizedModel | None = None) -> Attempt:
     """Top-1 of the artifact on the eval set, in its own runtime on this host."""
     session = runner.open_session(exported.folder / exported.result.artifact)
     with np.load(job.eval_path) as data:
         x, y = data["x"].astype(np.float32), data["y"]
-    with job.ui.task(f"{job.name}: accuracy of {_describe(opts)}"):
+    with job.ui.task(f"{job.name}: {job.metric.name} of {_describe(opts, equalized)}"):
         acc = runner.evaluate(session, x, y, job.metric.spec)
     drop = job.metric.drop(job.reference_accuracy, acc)
-    return Attempt(opts, exported, acc, drop, drop <= job.max_drop + 1e-9)
+    return Attempt(opts, exported, acc, drop, drop <= job.max_drop + 1e-9, equalized)
 
 
-def _describe(opts: ExportOptions) -> str:
-    parts = [opts.calibration_method] + (["equalize"] if opts.equalize else [])
+def _describe(opts: ExportOptions, equalized: EqualizedModel | None = None) -> str:
+    parts = (["Keras CLE"] if equalized is not None else []) + [opts.calibration_method] + (["equalize"] if opts.equalize else [])
     if opts.float_layers:
         parts.append(f"{len(opts.float_layers)} float layer(s)")
     return ", ".join(parts)
 
 
-def _measure_all(job: Job, out: Outcome, candidates: list[ExportOptions], batch: Batch) -> None:
+def _measure_all(job: Job, out: Outcome, candidates: list[ExportOptions], batch: Batch,
+                 equalized: EqualizedModel | None) -> None:
     """Measure the exported candidates in order until one passes."""
     for opts, exported in zip(candidates, batch.exported, strict=False):
-        out.attempts.append(measure(job, exported, opts))
-        job.ui.info(f"{job.name}: {_describe(opts)}: accuracy drop {out.attempts[-1].drop:+.4f}")
+        out.attempts.append(measure(job, exported, opts, equalized))
+        job.ui.info(f"{job.name}: {_describe(opts, equalized)}: accuracy drop {out.attempts[-1].drop:+.4f}")
         if out.passed:
             return
     if batch.error:
         out.notes.append(f"accuracy-aware: some variants could not be built ({batch.error})")
 
 
-def _try(job: Job, out: Outcome, candidates: list[ExportOptions]) -> None:
+def _on_best(job: Job, out: Outcome) -> Job:
+    """The job for the next step: the best attempt's model (the Keras CLE one when that attempt used it)."""
+    eq = out.best.equalized
+    if eq is None:
+        return job
+    return replace(job, model=replace(eq.model, converted=out.best.exported.folder), model_id=eq.model_id)
+
+
+def _try(job: Job, out: Outcome, candidates: list[ExportOptions], equalized: EqualizedModel | None = None) -> None:
     """Export the candidates (one child process) and measure them in order until one passes."""
     candidates = candidates[: out.room()]
     if not candidates:
@@ -119,22 +136,33 @@ def _try(job: Job, out: Outcome, candidates: list[ExportOptions]) -> None:
     except TargetError as err:  # a timeout: what was measured so far stands
         out.notes.append(f"accuracy-aware: variants not built ({err})")
         return
-    _measure_all(job, out, candidates, batch)
+    _measure_all(job, out, candidates, batch, equalized)
+
+
+def _cross_layer(job: Job, out: Outcome) -> None:
+    """The Keras model equalized (built once, cached, shared by every target), exported with the best options."""
+    eq, why = equalized_model(job.model, job.model_id, job.calib, job.cache, job.ui)
+    if eq is None:
+        out.notes.append(f"accuracy-aware: {why}")
+        return
+    out.notes.append(eq.summary())
+    _try(replace(job, model=eq.model, model_id=eq.model_id), out, [out.best.opts], eq)
 
 
 def _other_methods(job: Job, out: Outcome) -> None:
-    first = out.attempts[0].opts
-    _try(job, out, [replace(first, calibration_method=m) for m in METHOD_ORDER if m != first.calibration_method])
+    best = out.best
+    _try(_on_best(job, out), out, [replace(best.opts, calibration_method=m) for m in METHOD_ORDER
+                                   if m != best.opts.calibration_method], best.equalized)
 
 
 def _equalize(job: Job, out: Outcome) -> None:
     if get_target(job.name).supports_equalize and not out.best.opts.equalize:
-        _try(job, out, [replace(out.best.opts, equalize=True)])
+        _try(_on_best(job, out), out, [replace(out.best.opts, equalize=True)], out.best.equalized)
 
 
 def _float_layers(job: Job, out: Outcome) -> None:
     """The sensitivity table and the 1, 2, ... most sensitive layers kept in float (one child process)."""
-    base = out.best.opts
+    base, equalized, job = out.best.opts, out.best.equalized, _on_best(job, out)
     with np.load(job.eval_path) as data:
         x, y = data["x"][:EVAL_SAMPLES].astype(np.float32), data["y"][:EVAL_SAMPLES]
     try:
@@ -144,7 +172,7 @@ def _float_layers(job: Job, out: Outcome) -> None:
     except TargetError as err:
         out.notes.append(f"accuracy-aware: no sensitivity table ({err}), so no layer was kept in float")
         return
-    _measure_all(job, out, float_layer_variants(base, out.sensitivity, out.room()), batch)
+    _measure_all(job, out, float_layer_variants(base, out.sensitivity, out.room()), batch, equalized)
 
 
 def search(job: Job, first: Exported, opts: ExportOptions) -> Outcome:
@@ -154,19 +182,19 @@ def search(job: Job, first: Exported, opts: ExportOptions) -> Outcome:
         job.ui.info(f"{job.name}: {_describe(opts)}: accuracy drop {out.attempts[0].drop:+.4f} is over the budget "
                     f"({job.max_drop:.4f}): trying other int8 variants")
     job = replace(job, model=replace(job.model, converted=first.folder))  # later exports reuse its float model
-    for phase in (_other_methods, _equalize, _float_layers):
+    for phase in (_cross_layer, _other_methods, _equalize, _float_layers):
         if out.room() <= 0:
             break
         phase(job, out)
     if len(out.attempts) > 1:
         b = out.best
-        job.ui.info(f"{job.name}: accuracy-aware int8 chose {_describe(b.opts)} after {len(out.attempts)} "
+        job.ui.info(f"{job.name}: accuracy-aware int8 chose {_describe(b.opts, b.equalized)} after {len(out.attempts)} "
                     f"attempt(s) (drop {b.drop:+.4f})")
     if not out.passed:
         b = out.best
         out.notes.append(
             f"accuracy-aware: no attempt met the {job.metric.name} budget (drop <= {job.max_drop}) in "
-            f"{len(out.attempts)} attempt(s); "
-            f"shipped the most accurate ({_describe(b.opts)}, drop {b.drop:.4f})")
+            f"{len(out.attempts)} attempt(s); shipped the most accurate ({_describe(b.opts, b.equalized)}, "
+            f"drop {b.drop:.4f})")
         job.ui.warn(out.notes[-1].replace("accuracy-aware: ", f"{job.name}: "))
     return out
