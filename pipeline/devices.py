@@ -41,14 +41,15 @@ def add_device_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def cmd_device(args: argparse.Namespace, ui: Any) -> int:
     from targets.emulate import registry
-    from targets.emulate.spec import EmulatedSpec
+    from targets.emulate.spec import EmulatedSpec, check_name, check_spec
     from targets.profiles import profile_names
 
     cache = default_root()
     if args.device_command == "emulate":
+        check_name(args.name)
         if args.name in profile_names():
             raise UsageError(f"{args.name!r} is a device profile's name: choose another name")
-        spec = EmulatedSpec(release=args.release, runtime=args.runtime, cpu=args.cpu)
+        spec = check_spec(EmulatedSpec(release=args.release, runtime=args.runtime, cpu=args.cpu))
         with ui.task(f"emulated device {args.name}: Debian {spec.release} arm64, {spec.runtime}, {spec.cpu}"):
             device, built = registry.emulate(args.name, spec, cache)
         ui.info(f"{args.name}: {device.emulation.describe()} ({'built' if built else 'up to date'}); "

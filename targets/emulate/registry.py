@@ -74,8 +74,8 @@ def emulate(name: str, spec: EmulatedSpec, cache: Path) -> tuple[EmulatedDevice,
     if spec.cpu not in qemu.cpu_models():
         raise UsageError(f"QEMU {qemu.version} has no CPU model {spec.cpu!r} (e.g. cortex-a76, cortex-a72, "
                          "neoverse-n1, max)")
+    wheels = ensure_wheels(spec, cache / "emulate")  # first: a runtime without a wheel fails in seconds
     root = ensure_rootfs(spec.debian, cache / "emulate")
-    wheels = ensure_wheels(spec, cache / "emulate")
     folder = devices_dir(cache) / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "device.json").unlink(missing_ok=True)
