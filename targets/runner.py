@@ -178,7 +178,8 @@ def run(
         with progress(f"accuracy on {len(y)} samples"):
             outputs = outputs_of(exact, x)
         result["accuracy"] = score(outputs, y)
-        result["predictions"] = top1(outputs)  # per sample: host-versus-device agreement
+        if outputs.ndim == 2 and outputs.shape[1] > 1:  # a classifier: top-1 per sample, for host-vs-device agreement
+            result["predictions"] = top1(outputs)
         result["samples"] = int(x.shape[0])
         result["evaluation"] = exact.evaluation()
         probe = x[:1]

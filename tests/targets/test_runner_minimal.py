@@ -31,3 +31,11 @@ def test_device_files_import_only_stdlib_numpy_and_runtimes(name: str) -> None:
     allowed = set(sys.stdlib_module_names) | RUNTIMES | SIBLINGS | {".runner_sessions"}
     extra = sorted(_imports(TARGETS / name) - allowed)
     assert not extra, f"{name} imports {extra}: the device has only the standard library, numpy and the runtime"
+
+
+@pytest.mark.parametrize("name", ["runner.py", "runner_sessions.py", "trt_runner.py"])
+def test_device_files_parse_as_python_3_8(name: str) -> None:
+    """Devices run old Pythons (Raspberry Pi OS 11: 3.9; Jetson images: 3.8): no newer syntax."""
+    source = (TARGETS / name).read_text()
+    ast.parse(source, feature_version=(3, 8))
+    assert "from __future__ import annotations" in source  # annotations (X | None, list[int]) stay strings
