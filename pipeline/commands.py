@@ -170,7 +170,10 @@ def cmd_build(args: argparse.Namespace, ui: Any) -> int:
     config = resolve_config(args.config)
     targets = resolve_targets(config, args.targets)
     device = resolve_device(args.device, config, args.remote_python)
-    targets = device_targets(targets, device, explicit=bool(args.targets), name=args.device)
+    kept = device_targets(targets, device, explicit=bool(args.targets), name=args.device)
+    if kept != targets:
+        ui.info(f"building {', '.join(kept)} only: device {args.device} runs {', '.join(device.targets or ())}")
+    targets = kept
     out = check_out(args.out or default_out(config))
     check_inputs(config)
     import_tensorflow_quietly()
