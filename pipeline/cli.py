@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("examples", parents=[quiet], help="list the built-in examples")
     r = sub.add_parser("report", parents=[quiet], help="(re)render report.html from report.json")
     r.add_argument("run_dir", type=Path)
+    from pipeline.devices import add_device_parser
+
+    add_device_parser(sub, [quiet])
     return p
 
 
@@ -116,9 +119,11 @@ def internal_error_line(err: Exception, kept_log: Path | None) -> str:
 
 def _dispatch(args: argparse.Namespace, ui: Any) -> int:
     from pipeline import commands
+    from pipeline.devices import cmd_device
 
     handler = {"build": commands.cmd_build, "verify": commands.cmd_verify, "bench": commands.cmd_bench,
-               "examples": commands.cmd_examples, "report": commands.cmd_report, "search": commands.cmd_search}[args.command]
+               "examples": commands.cmd_examples, "report": commands.cmd_report, "search": commands.cmd_search,
+               "device": cmd_device}[args.command]
     return handler(args, ui)
 
 

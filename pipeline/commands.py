@@ -56,6 +56,7 @@ class DeviceChoice:
 
     ssh: Any = None  # a targets.ssh.SshDevice; None: this host
     bench: Bench | None = None  # the profile's threads, warmup and iterations; None: no profile named
+    targets: tuple[str, ...] | None = None  # the targets the device can run; None: any
 
 
 def resolve_device(spec: str | None, config: Config | None, remote_python: str | None) -> DeviceChoice:
@@ -70,6 +71,14 @@ def resolve_device(spec: str | None, config: Config | None, remote_python: str |
         return DeviceChoice(ssh)
     if "://" in spec or "@" in spec:
         return DeviceChoice(SshDevice.parse(spec, python=remote_python))
+    from pipeline.devices import EMULATED_TARGETS, find_emulated
+
+    emulated = find_emulated(spec)
+    if emulated is not None:
+        from targets.emulate.registry import connect
+
+        # latency under emulation is not the board's: a short run, never judged
+        return DeviceChoice(connect(emulated), Bench(warmup=2, iterations=20, threads=1), EMULATED_TARGETS)
     from targets.profiles import load_profile
 
     profile = load_profile(spec)
@@ -162,6 +171,10 @@ def cmd_build(args: argparse.Namespace, ui: Any) -> int:
     config = resolve_config(args.config)
     targets = resolve_targets(config, args.targets)
     device = resolve_device(args.device, config, args.remote_python)
+    kept = device_targets(targets, device, explicit=bool(args.targets), name=args.device)
+    if kept != targets:
+        ui.info(f"building {', '.join(kept)} only: device {args.device} runs {', '.join(device.targets or ())}")
+    targets = kept
     out = check_out(args.out or default_out(config))
     check_inputs(config)
     import_tensorflow_quietly()
@@ -173,11 +186,24 @@ def cmd_build(args: argparse.Namespace, ui: Any) -> int:
     return 0 if report["passed"] else 1
 
 
+def device_targets(targets: tuple[str, ...], device: DeviceChoice, explicit: bool, name: str | None) -> tuple[str, ...]:
+    """The targets to build for a device that runs only some (an emulated one runs tflite)."""
+    if device.targets is None:
+        return targets
+    wrong = [t for t in targets if t not in device.targets]
+    if explicit and wrong:
+        raise UsageError(f"device {name} runs only {', '.join(device.targets)}, not {', '.join(wrong)}")
+    kept = tuple(t for t in targets if t in device.targets)
+    if not kept:
+        raise UsageError(f"device {name} runs only {', '.join(device.targets)}: enable that target")
+    return kept
+
+
 def cmd_verify(args: argparse.Namespace, ui: Any) -> int:
     from pipeline.measure.rerun import verify_run
 
     device = resolve_device(args.device, None, args.remote_python)
-    report = verify_run(args.run_dir, device.ssh, ui, device.bench)
+    report = verify_run(args.run_dir, device.ssh, ui, device.bench, device.targets)
     if args.json:
         print_json(to_document(report))
     return 0 if report["passed"] else 1
@@ -198,11 +224,15 @@ def cmd_bench(args: argparse.Namespace, ui: Any) -> int:
     bench = (device.bench or Bench()).overridden(bench_flags(args))
     result = run_measurement(args.artifact, args.eval, bench, ui, args.artifact.name, device.ssh, target=target)
     result.pop("latency_samples_ms", None)
+    result.pop("predictions", None)
+    if device.ssh is not None and device.ssh.emulated is not None:
+        result["emulated"] = device.ssh.emulated.report()
     if args.json:
         print_json(result)
         return 0
     lat = result["latency_ms"]
-    table = Table(title=f"{args.artifact.name} on {result['device']} ({result['runtime']})")
+    where = result["device"] if "emulated" not in result else f"{args.device} (emulated {result['emulated']['cpu_model']})"
+    table = Table(title=f"{args.artifact.name} on {where} ({result['runtime']})")
     for k in ("median", "p90", "p99", "mean", "std", "min"):
         table.add_column(f"{k} ms", justify="right")
     table.add_row(*(f"{lat[k]:.4f}" for k in ("median", "p90", "p99", "mean", "std", "min")))

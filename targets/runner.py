@@ -100,11 +100,21 @@ def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.nd
     return runner_metrics.score(outputs, y, metric, x)
 
 
+def outputs_of(session: Session, x: np.ndarray) -> np.ndarray:
+    """The session's outputs (N, -1), one sample at a time (the way the device runs)."""
+    outputs = [session.run(x[i : i + 1]).reshape(1, -1) for i in range(x.shape[0])]
+    return np.concatenate(outputs) if outputs else np.zeros((0, 1))
+
+
+def top1(outputs: np.ndarray) -> list:
+    """Each sample's top-1 class: what host and device must agree on."""
+    outputs = np.asarray(outputs)
+    return [int(i) for i in outputs.reshape(outputs.shape[0], -1).argmax(axis=1)] if outputs.size else []
+
+
 def evaluate(session: Session, x: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:
     """score() of the session's outputs, one sample at a time (the way the device runs), in its exact() twin."""
-    session = session.exact()
-    outputs = [session.run(x[i : i + 1]).reshape(1, -1) for i in range(x.shape[0])]
-    return score(np.concatenate(outputs) if outputs else np.zeros((0, 1)), y, metric, x)
+    return score(outputs_of(session.exact(), x), y, metric, x)
 
 
 # /proc/cpuinfo flag -> the feature name edgepipe reports: what int8 kernels depend on.
@@ -166,7 +176,11 @@ def run(
             x, y = data["x"].astype(np.float32), data["y"]
         exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever the CPU's ISA
         with progress(f"accuracy on {len(y)} samples"):
-            result["accuracy"] = evaluate(exact, x, y, metric)
+            outputs = outputs_of(exact, x)
+        result["accuracy"] = score(outputs, y, metric, x)
+        if metric.split(":")[0] in ("accuracy", "top_k") or metric == "agreement:top1":  # classes: top-1 per sample,
+            # for host-versus-device agreement
+            result["predictions"] = top1(outputs)
         result["samples"] = int(x.shape[0])
         result["evaluation"] = exact.evaluation()
         probe = x[:1]

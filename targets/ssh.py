@@ -30,6 +30,7 @@ from .ssh_errors import connection_error, last_line, runner_result
 
 if TYPE_CHECKING:
     from .cpu import ExpectedCpu
+    from .emulate.spec import Emulation
 
 REMOTE_DIR_PREFIX = "edgepipe-run-"  # remote temp dirs: ${TMPDIR:-/tmp}/edgepipe-run-XXXXXXXX
 RETRY_BACKOFF_S = 2.0
@@ -55,6 +56,7 @@ class SshDevice:
     ssh_options: tuple[str, ...] = ()
     tensorrt: bool = False  # a Jetson: .onnx artifacts of the tensorrt target become TensorRT engines there
     expected_cpu: ExpectedCpu | None = None  # what the device profile declares, checked against what answers
+    emulated: Emulation | None = None  # an emulated aarch64 device (edgepipe device emulate): not a board
 
     @classmethod
     def parse(cls, spec: str, python: str | None = None) -> SshDevice:

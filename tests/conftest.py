@@ -12,7 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # A test that uses one of these fixtures needs that system service or tool; it gets the marker, so that
 # `pytest -m "not slow and not services"` runs the fast core without them (CI runs everything).
-SERVICE_FIXTURES = {"sshd": "ssh", "postgres": "postgresql", "chromium": "chromium", "qemu_x86_64": "qemu"}
+SERVICE_FIXTURES = {"sshd": "ssh", "postgres": "postgresql", "chromium": "chromium", "qemu_x86_64": "qemu",
+                    "arm_devices": "qemu"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pipeline.config import BudgetSection
 from pipeline.errors import TargetError, UsageError
+from pipeline.measure.device_checks import mark_emulated, record_agreement
 from pipeline.measure.metric import Metric
 from pipeline.measure.verify import Bench, judge, record_where, run_measurement
 from pipeline.report.document import finalize, read_report, summary_table, write_report
@@ -14,9 +15,11 @@ from pipeline.ui import UI
 from targets import TargetName
 
 
-def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None) -> dict[str, Any]:
+def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None,
+               device_targets: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Measure each built target again, with the device profile's settings when one was named, else with
-    the settings the report recorded."""
+    the settings the report recorded. A device that runs only some targets (`device_targets`, e.g. an
+    emulated one: tflite) measures those; the others keep their entries."""
     report = read_report(run_dir)
     budget = BudgetSection(**(report.get("budget") or {}))
     ref_acc = report["reference"]["accuracy"]
@@ -24,6 +27,9 @@ def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None)
     eval_path = run_dir / report["eval_set"]["path"]
     for name, t in report["targets"].items():
         if not t.get("artifact"):  # never built; a target whose last measurement failed is measured again
+            continue
+        if device_targets is not None and name not in device_targets:
+            ui.info(f"{name}: not measured again (the device runs {', '.join(device_targets)})")
             continue
         artifact = (run_dir / t["artifact"]).resolve()
         if not artifact.is_relative_to(run_dir.resolve()):
@@ -43,6 +49,8 @@ def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None)
         t.update(runtime=m["runtime"], device=m["device"], accuracy=m["accuracy"], latency_ms=m["latency_ms"],
                  latency_samples_ms=m.get("latency_samples_ms", []), peak_memory_kb=m.get("peak_memory_kb"))
         record_where(t, m, device, ui, name)
+        mark_emulated(t, device)
+        record_agreement(t, m, artifact, eval_path, device, ui, name)
         if m["accuracy"] is not None:
             t["accuracy_drop"] = metric.drop(ref_acc, m["accuracy"])
         judge(t, budget)

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.config import BudgetSection
 from pipeline.errors import EdgepipeError, TargetError
 from pipeline.measure.budget import Measured, check
+from pipeline.measure.device_checks import mark_emulated, record_agreement
 from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.ui import UI
 from targets import runner
@@ -88,9 +89,12 @@ def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_r
         "peak_memory_kb": m.get("peak_memory_kb"), "notes": [],
     }
     record_where(entry, m, device, ui, label)
+    mark_emulated(entry, device)
+    record_agreement(entry, m, run_dir / rel_artifact, eval_path, device, ui, label)
     if m["accuracy"] is not None:
         entry["accuracy_drop"] = metric.drop(reference_accuracy, m["accuracy"])
-    if rel_float is not None and not (device is not None and device.tensorrt):
+    emulated = device is not None and device.emulated is not None  # no latency gate on emulated latency
+    if rel_float is not None and not (device is not None and device.tensorrt) and not emulated:
         fm = run_measurement(run_dir / rel_float, None, bench, ui, f"{label} float", device, target=target)
         entry["float_artifact"] = rel_float
         entry["float_latency_ms"] = fm["latency_ms"]
@@ -119,7 +123,8 @@ def record_where(entry: dict[str, Any], m: dict[str, Any], device: Any, ui: UI, 
 
 
 def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
-    lat = (entry.get("latency_ms") or {}).get("median")
+    """Violations of the budget; emulated latency (not the board's) is never checked against max_latency_ms."""
+    lat = None if entry.get("emulated") else (entry.get("latency_ms") or {}).get("median")
     entry["violations"] = check(budget, Measured(entry.get("accuracy_drop"), lat, entry.get("size_bytes")))
     entry["passed"] = not entry["violations"] and not entry.get("error")
 
@@ -130,7 +135,7 @@ def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, re
     """The latency gate (`ship_faster_float = true`): when the float twin ran faster than the int8 artifact,
     the entry ships the float artifact instead, re-measured (accuracy too) and judged again."""
     rel_float = entry.get("float_artifact")
-    if rel_float is None or entry.get("int8_speedup") is None or entry["int8_speedup"] > 1.0:
+    if entry.get("emulated") or rel_float is None or entry.get("int8_speedup") is None or entry["int8_speedup"] > 1.0:
         return
     int8: dict[str, Any] = {k: entry.get(k) for k in ("artifact", "accuracy", "accuracy_drop", "latency_ms",
                                                        "size_bytes")}

@@ -69,8 +69,11 @@ def summary_table(report: dict[str, Any]) -> Table:
             result = "[green]PASS[/green]"
         else:
             result = "[red]FAIL[/red] " + "; ".join(t.get("violations", []))
-        table.add_row(name, str(t.get("device", "-")), str(t.get("precision", "-")),
+        emulated = t.get("emulated") or {}
+        where = str(t.get("device", "-")) + (f" (emulated {emulated.get('cpu_model')})" if emulated else "")
+        table.add_row(name, where, str(t.get("precision", "-")),
                       _fmt(None if size is None else size / 1024, ".1f"), _fmt(t.get("float_accuracy"), ".4f"),
                       _fmt(t.get("accuracy"), ".4f"), _fmt(t.get("accuracy_drop"), "+.4f"),
-                      _fmt(lat.get("median"), ".3f"), _fmt(lat.get("p90"), ".3f"), result)
+                      _fmt(lat.get("median"), ".3f") + (" emul." if emulated else ""), _fmt(lat.get("p90"), ".3f"),
+                      result)
     return table

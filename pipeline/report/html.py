@@ -168,9 +168,12 @@ def _summary(report: Obj) -> str:
     for name, t in _targets(report).items():
         lat = _sub(t, "latency_ms")
         problems = _strings(t.get("violations")) + ([f"error: {t['error']}"] if t.get("error") else [])
-        rows.append([_e(name), _e(t.get("device", "")), _e(t.get("precision", "")), _verdict(t.get("passed")),
+        emulated = _sub(t, "emulated")  # an emulated device: its latency is not the board's
+        where = str(t.get("device", "")) + (f" (emulated aarch64 {emulated.get('cpu_model', '')})" if emulated else "")
+        median = _fmt(lat.get("median")) + (" (emulated)" if emulated else "")
+        rows.append([_e(name), _e(where), _e(t.get("precision", "")), _verdict(t.get("passed")),
                      _fmt(_kb(t.get("size_bytes")), ".1f"), _fmt(t.get("accuracy")), _fmt(t.get("accuracy_drop")),
-                     _fmt(lat.get("median")), _ul(problems), _ul(_strings(t.get("notes")))])
+                     median, _ul(problems), _ul(_strings(t.get("notes")))])
     head = ["target", "device", "precision", "result", "size KB", label(report), "drop", "median ms",
             "violations", "notes"]
     table = _table(head, rows) if rows else '<p class="muted">No targets.</p>'

@@ -31,15 +31,15 @@ def _independent_accuracy(onnx_path: Path, eval_path: Path) -> float:
 
 @pytest.fixture
 def evaluated_sessions(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every session that runner.evaluate (the one accuracy function) is handed, in order."""
+    """Every session whose outputs are scored (runner.outputs_of, what every accuracy path runs), in order."""
     seen: list[Any] = []
-    real = runner.evaluate
+    real = runner.outputs_of
 
-    def spy(session: runner.Session, x: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:
-        seen.append(session.exact())
-        return real(session, x, y, metric)
+    def spy(session: runner.Session, x: np.ndarray) -> np.ndarray:
+        seen.append(session)
+        return real(session, x)
 
-    monkeypatch.setattr(runner, "evaluate", spy)
+    monkeypatch.setattr(runner, "outputs_of", spy)
     return seen
 
 

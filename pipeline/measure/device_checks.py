@@ -1,0 +1,59 @@
+"""What a device's measurement adds to a report entry: whether the device is emulated (its latency then is
+not the board's and is never judged) and how often its top-1 agrees with the host's run of the same artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.ui import UI
+from targets import runner
+
+EMULATED_NOTE = "latency measured under emulation"
+
+
+def mark_emulated(entry: dict[str, Any], device: Any) -> None:
+    """On an emulated device: `emulated` (what measured), latency marked emulated, a note; else none of them."""
+    entry.pop("emulated", None)
+    entry["notes"] = [n for n in entry.get("notes", []) if not n.startswith(EMULATED_NOTE)]
+    emulation = None if device is None else getattr(device, "emulated", None)
+    if emulation is None:
+        if isinstance(entry.get("latency_ms"), dict):
+            entry["latency_ms"].pop("emulated", None)
+        return
+    entry["emulated"] = emulation.report()
+    if isinstance(entry.get("latency_ms"), dict):
+        entry["latency_ms"] = {**entry["latency_ms"], "emulated": True}
+    entry["notes"].append(f"{EMULATED_NOTE} ({emulation.describe()}): not the board's latency, so no latency "
+                          "budget is applied; accuracy is the aarch64 kernels' and counts")
+
+
+def host_predictions(artifact: Path, eval_path: Path) -> tuple[list[int], str]:
+    """The host's top-1 per sample for the artifact in its own runtime (the exact() session, as on a device)."""
+    with np.load(str(eval_path)) as data:
+        x = data["x"].astype(np.float32)
+    session = runner.open_session(artifact, 1).exact()
+    return runner.top1(runner.outputs_of(session, x)), session.evaluation()
+
+
+def record_agreement(entry: dict[str, Any], m: dict[str, Any], artifact: Path, eval_path: Path | None,
+                     device: Any, ui: UI, label: str) -> None:
+    """`host_agreement`: the share of samples whose top-1 on the device equals the host's (same artifact)."""
+    entry.pop("host_agreement", None)
+    device_top1 = m.get("predictions")
+    if device is None or eval_path is None or not device_top1:
+        return
+    try:
+        host_top1, host_runtime = host_predictions(artifact, eval_path)
+    except Exception as err:  # no runtime for it on the host: the device's numbers stand alone
+        entry["notes"].append(f"no host-versus-device agreement: the host could not run {artifact.name} "
+                              f"({type(err).__name__}: {err})")
+        return
+    n = min(len(host_top1), len(device_top1))
+    same = int(sum(1 for a, b in zip(host_top1[:n], device_top1[:n], strict=True) if a == b))
+    share = same / n if n else 0.0
+    entry["host_agreement"] = {"top1": round(share, 6), "samples": n, "host": host_runtime}
+    if share < 1.0:
+        ui.warn(f"{label}: top-1 agrees with the host's run of the same artifact on {share:.2%} of {n} samples")
