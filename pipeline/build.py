@@ -121,7 +121,7 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
         if src.reference.format is not ModelFormat.SAVED_MODEL:
             keras_path = run_dir / "reference" / "model.keras"
     fm = _float_model(src, final, keras_path, scratch)
-    calib = calibration_set(cfg, src.data, src.preprocess, fm.input_shape)
+    calib = calibration_set(cfg, src.data, src.preprocess, fm.input_shape, src.metric.labels is Labels.CLASSES)
     report["calibration"] = {"samples": len(calib), "sampling": calib.sampling.value, "source": calib.source,
                              "fingerprint": calib.fingerprint()[:16]}
     report["versions"] = _versions()
@@ -142,13 +142,14 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     cfg, ref_acc = req.config, report["reference"]["accuracy"]
     opts = ExportOptions(calibration_method=cfg.quantize.calibration.value)
     aware = None
+    bench = measurement_settings(cfg.targets.settings(name), req.bench)
     try:
         exp = export_target(name, fm, model_id, calib, opts, cache, ui)
         max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
             else cfg.budget.max_metric_drop
-        if max_drop is not None:
+        if max_drop is not None:  # attempts run with the threads that verification will use
             job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc, max_drop, cache, ui,
-                                     metric)
+                                     metric, bench.threads)
             aware = accuracy_aware.search(job, exp, opts)
             exp = aware.best.exported
     except TargetError as err:
@@ -160,7 +161,6 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
         shutil.copy2(exp.folder / f, folder / f)
     ui.info(f"{name}: int8 artifact {'reused from cache' if exp.cached else 'built'}")
     s = cfg.targets.settings(name)
-    bench = measurement_settings(s, req.bench)
     rel = f"{name}/{exp.result.artifact}"
     rel_float = f"{name}/{exp.result.float_artifact}" if exp.result.float_artifact else None
     try:

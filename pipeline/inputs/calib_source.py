@@ -64,12 +64,14 @@ def load_unlabeled(path: Path, pre: Preprocess, shape: tuple[int, ...]) -> np.nd
     return x
 
 
-def calibration_set(config: Config, data: TrainData, pre: Preprocess, shape: tuple[int, ...]) -> CalibrationSet:
+def calibration_set(config: Config, data: TrainData, pre: Preprocess, shape: tuple[int, ...],
+                    class_labels: bool = True) -> CalibrationSet:
+    """`class_labels`: y_train holds class ids, so the default sampling can stratify by them."""
     q = config.quantize
     sampling = SamplingMethod(q.sampling.value) if q.sampling is not None else None
     if q.calibration_data is None:
-        return make_calibration_set(data.x_train, data.y_train, q.calibration_samples, seed=q.seed,
-                                    source="train split", sampling=sampling)
+        return make_calibration_set(data.x_train, data.y_train if class_labels else None, q.calibration_samples,
+                                    seed=q.seed, source="train split", sampling=sampling)
     path = config.resolve(q.calibration_data)
     if sampling is SamplingMethod.STRATIFIED:
         raise DataError(f"{path}: unlabeled calibration data cannot be sampled stratified; use sampling = \"random\"")

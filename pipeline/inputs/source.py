@@ -30,7 +30,8 @@ class Source:
     metric: Metric = ACCURACY  # what the build judges by
 
 
-def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache: Cache, ui: UI) -> Source:
+def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache: Cache, ui: UI,
+                     metric: Metric = ACCURACY) -> Source:
     import keras
 
     ex = get_example(name)
@@ -39,8 +40,10 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
     if hit is None:
         keras.utils.set_random_seed(seed)
         model = ex.build_teacher()
-        train_teacher(model, data.x_train, data.y_train, epochs=ex.epochs, learning_rate=2e-3, seed=seed,
-                       callbacks=ui.keras_callbacks(f"training the {name} teacher", ex.epochs))
+        target = data.x_train if ex.reconstructs else data.y_train  # an autoencoder learns its input
+        train_teacher(model, data.x_train, target, epochs=ex.epochs, learning_rate=2e-3, seed=seed,
+                      callbacks=ui.keras_callbacks(f"training the {name} teacher", ex.epochs),
+                      reconstruct=ex.reconstructs)
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp) / "model.keras")
             hit = cache.put(key, Path(tmp))
@@ -48,7 +51,7 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
         ui.info(f"teacher of {name}: reused from cache")
     model = keras.saving.load_model(hit / "model.keras", compile=False)
     ref = from_keras(model, ModelFormat.KERAS, Path(f"example:{name}"), key)
-    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, ex.preprocess)
+    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, ex.preprocess, metric)
 
 
 def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, work_dir: Path | None = None) -> Source:
@@ -60,8 +63,10 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         if config.data is None:
             raw, pre = ex.load(), ex.preprocess
             probe = ex.build_teacher()
-            data = prepare(raw, pre, tuple(probe.inputs[0].shape[1:]), int(probe.outputs[0].shape[-1]))
-            return _example_teacher(ex.name, raw, data, seed, cache, ui)
+            shape, out_shape = tuple(probe.inputs[0].shape[1:]), tuple(probe.outputs[0].shape[1:])
+            metric = resolve_metric(config.metric, shape, out_shape, f"example {ex.name}", labels=raw.y_test)
+            data = prepare(raw, pre, shape, int(out_shape[-1] or 1), metric.labels, out_shape)
+            return _example_teacher(ex.name, raw, data, seed, cache, ui, metric)
         raise DataError("a built-in example brings its own data: remove the [data] section or use model.path")
     assert config.model.path is not None and config.data is not None
     with ui.task("loading the model"):

@@ -44,6 +44,7 @@ class Job:
     cache: Cache
     ui: UI
     metric: Metric = ACCURACY
+    threads: int = 1  # as verification measures the artifact
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Outcome:
 
 def measure(job: Job, exported: Exported, opts: ExportOptions, equalized: EqualizedModel | None = None) -> Attempt:
     """Top-1 of the artifact on the eval set, in its own runtime on this host."""
-    session = runner.open_session(exported.folder / exported.result.artifact)
+    session = runner.open_session(exported.folder / exported.result.artifact, job.threads)
     with np.load(job.eval_path) as data:
         x, y = data["x"].astype(np.float32), data["y"]
     with job.ui.task(f"{job.name}: {job.metric.name} of {_describe(opts, equalized)}"):

@@ -31,3 +31,20 @@ def test_example_builds_three_int8_targets_within_a_point(example: str, tmp_path
         assert final["params"] <= 0.25 * ref["params"]
         for name in ("tflite", "openvino", "tensorrt"):  # the IR counts its .xml and .bin
             assert report["targets"][name]["size_bytes"] <= ref["size_bytes"] / 10, name
+
+
+@pytest.mark.slow
+def test_anomaly_example_is_judged_by_reconstruction_auc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """digits-anomaly: an autoencoder (no classes), the held-out digit as anomaly, AUC in every runtime."""
+    rc = main(["--quiet", "build", "digits-anomaly", "--out", str(tmp_path / "run"), "--json"])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert rc == 0, err
+    assert report["metric"]["name"] == "reconstruction_auc" and report["reference"]["accuracy"] is None
+    assert report["reference"]["metric_value"] >= 0.95
+    for name in ("tflite", "openvino", "tensorrt"):
+        t = report["targets"][name]
+        assert t["precision"] == "int8" and t["metric_drop"] <= 0.01, (name, t["metric_value"])
+        assert all(a["passed"] == (a is t["attempts"][-1]) for a in t["attempts"])  # attempts judged as verified
+    main(["examples"])
+    assert "digits-anomaly" in capsys.readouterr().out
