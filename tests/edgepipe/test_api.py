@@ -120,3 +120,33 @@ def test_build_from_tf_data_datasets(readme_run: tuple[dict, str], tmp_path: Pat
         np.testing.assert_allclose(d["x"], ns["x_test"])
         np.testing.assert_array_equal(d["y"], ns["y_test"])
     assert run.targets["tflite"].metric_value == pytest.approx(ns["run"].targets["tflite"].metric_value, abs=0.02)
+
+
+def test_rich_table_of_a_run(readme_run: tuple[dict, str]) -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(readme_run[0]["run"])
+    text = console.export_text()
+    assert "tflite" in text and "reference accuracy" in text and ("PASS" in text or "FAIL" in text)
+
+
+@pytest.mark.parametrize("form", ["path", "dict", "Config"])
+def test_config_forms_keep_their_settings_and_point_at_the_given_model(form: str, tmp_path: Path) -> None:
+    """A TOML path, a dict and a Config give the same validated config; [model] and [data] are the ones
+    passed to build, the data's scale is kept."""
+    from edgepipe.inputs import make_config
+    from pipeline.config import load_config
+
+    toml = tmp_path / "my.toml"
+    toml.write_text('[model]\npath = "elsewhere.keras"\n[data]\npath = "other.npz"\nscale = 16.0\n'
+                    "[budget]\nmax_accuracy_drop = 0.02\n[targets.openvino]\niterations = 7\n")
+    given = {"path": toml, "Config": load_config(toml),
+             "dict": {"data": {"scale": 16.0}, "budget": {"max_accuracy_drop": 0.02},
+                      "targets": {"openvino": {"iterations": 7}}}}[form]
+    cfg = make_config(given, tmp_path / "m.keras", "my model", tmp_path / "d.npz")
+    assert cfg.model.path == str(tmp_path / "m.keras") and cfg.data is not None
+    assert cfg.data.path == str(tmp_path / "d.npz") and cfg.data.scale == 16.0
+    assert cfg.budget.max_accuracy_drop == 0.02 and cfg.targets.enabled() == ["openvino"]
+    assert cfg.targets.settings("openvino").iterations == 7
+    assert cfg.name == ("my-model" if form == "dict" else "my")
