@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--storage", help="Optuna RDB URL shared by workers (default: sqlite in OUT/study.db)")
     se.add_argument("--study", help="study name (default: the config name)")
     se.add_argument("--out", type=Path, help="search directory (default runs/<config-name>-search)")
+    i = sub.add_parser("init", parents=[quiet], help="write a commented starter config for a model")
+    i.add_argument("model", type=Path, help="a .keras / .h5 file or a SavedModel directory")
+    i.add_argument("--data", type=Path, help="an .npz (x_train, y_train, x_test, y_test) to guess scale and metric")
+    i.add_argument("-o", "--output", type=Path, help="the config to write (default <model name>.toml; never overwritten)")
+    i.add_argument("--allow-unsafe-model", action="store_true", help="allow Lambda layers / arbitrary code in models")
     sub.add_parser("examples", parents=[quiet], help="list the built-in examples")
     r = sub.add_parser("report", parents=[quiet], help="(re)render report.html from report.json")
     r.add_argument("run_dir", type=Path)
@@ -122,7 +127,8 @@ def _dispatch(args: argparse.Namespace, ui: Any) -> int:
     from pipeline.devices import cmd_device
 
     handler = {"build": commands.cmd_build, "verify": commands.cmd_verify, "bench": commands.cmd_bench,
-               "examples": commands.cmd_examples, "report": commands.cmd_report, "search": commands.cmd_search,
+               "examples": commands.cmd_examples, "init": commands.cmd_init, "report": commands.cmd_report,
+               "search": commands.cmd_search,
                "device": cmd_device}[args.command]
     return handler(args, ui)
 

@@ -268,6 +268,21 @@ def cmd_search(args: argparse.Namespace, ui: Any) -> int:
     return run_search(req, ui)
 
 
+def cmd_init(args: argparse.Namespace, ui: Any) -> int:
+    from pipeline.init_config import check_output, write_starter_config
+
+    out = args.output or Path(f"{args.model.stem or 'model'}.toml")
+    check_output(out)
+    if not _exists(args.model):
+        raise ModelLoadError(f"{args.model}: model not found")
+    if args.data is not None and not args.data.is_file():
+        raise DataError(f"{args.data}: data file not found")
+    import_tensorflow_quietly()
+    path = write_starter_config(args.model, args.data, out, args.allow_unsafe_model)
+    ui.info(f"wrote {path}: check it, then `edgepipe build {path}`")
+    return 0
+
+
 def cmd_examples(args: argparse.Namespace, ui: Any) -> int:
     for ex in EXAMPLES.values():
         print(f"{ex.name}\t{ex.description}")

@@ -1,0 +1,152 @@
+"""The public Python API: the README's "From Python" example run as written, the Run it returns, tf.data
+input, and the public error types."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_example() -> str:
+    """The first python code block of the README's "From Python" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's From Python section has no python code block"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    import os
+
+    work = tmp_path_factory.mktemp("readme")
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        namespace: dict = {}
+        exec(compile(readme_example(), "README.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    return namespace, str(work)
+
+
+def test_readme_example_builds_a_verified_tflite_artifact(readme_run: tuple[dict, str], capsys) -> None:
+    import edgepipe
+
+    ns, work = readme_run
+    run = ns["run"]
+    assert isinstance(run, edgepipe.Run)
+    assert run.path == Path(work, "runs", "digits-api").resolve()
+    assert list(run.targets) == ["tflite"]
+    t = run.targets["tflite"]
+    assert t.artifact is not None and t.artifact.is_file() and t.artifact.suffix == ".tflite"
+    report = json.loads((run.path / "report.json").read_text())
+    assert t.metric_value == report["targets"]["tflite"]["accuracy"]  # measured in LiteRT, as written
+    assert run.reference_value is not None and run.reference_value > 0.9
+    assert t.drop is not None and abs(t.drop - (run.reference_value - t.metric_value)) < 1e-6
+    assert run.passed == report["passed"] == (t.drop <= 0.02)
+    assert t.latency is not None and t.latency.median > 0
+
+
+def test_run_repr_html_and_load_run(readme_run: tuple[dict, str]) -> None:
+    import dataclasses
+
+    import edgepipe
+
+    run = readme_run[0]["run"]
+    line = repr(run)
+    assert "\n" not in line and "tflite: accuracy" in line and ("passed" in line or "failed" in line)
+    html = run._repr_html_()
+    assert "<table>" in html and "<td>tflite</td>" in html
+    again = edgepipe.load_run(run.path)
+    assert again == run
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.passed = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        run.targets["x"] = None  # type: ignore[index]
+
+
+def test_bench_and_verify_a_run(readme_run: tuple[dict, str]) -> None:
+    import edgepipe
+
+    run = readme_run[0]["run"]
+    artifact = run.targets["tflite"].artifact
+    result = edgepipe.bench(artifact, iterations=5, warmup=1, eval_set=run.path / "data" / "eval.npz")
+    assert result.latency.iterations == 5 and result.accuracy == pytest.approx(run.targets["tflite"].metric_value)
+    again = edgepipe.verify(run, quiet=True)
+    assert again.targets["tflite"].metric_value == run.targets["tflite"].metric_value
+
+
+def test_errors_are_public_types(readme_run: tuple[dict, str], tmp_path: Path) -> None:
+    import edgepipe
+    from pipeline.errors import UsageError
+
+    model = readme_run[0]["model"]
+    arrays = {k: readme_run[0][k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    with pytest.raises(edgepipe.InputError, match="unknown key") as info:
+        edgepipe.build(model, arrays, config={"budget": {"max_acc_drop": 1}}, out=tmp_path / "r", quiet=True)
+    assert info.value.__cause__ is None and isinstance(info.value, UsageError)
+    with pytest.raises(edgepipe.InputError, match="unknown target 'tpu'"):
+        edgepipe.build(model, arrays, targets=["tpu"], out=tmp_path / "r", quiet=True)
+    with pytest.raises(edgepipe.InputError, match="missing y_test"):
+        edgepipe.build(model, {k: v for k, v in arrays.items() if k != "y_test"}, targets=["tflite"],
+                       out=tmp_path / "r", quiet=True)
+    with pytest.raises(edgepipe.InputError, match="no report.json"):
+        edgepipe.load_run(tmp_path)
+    with pytest.raises(edgepipe.InputError, match="not an artifact"):
+        edgepipe.bench(tmp_path / "model.pt")
+    assert not (tmp_path / "r").exists()
+
+
+def test_build_from_tf_data_datasets(readme_run: tuple[dict, str], tmp_path: Path) -> None:
+    """Batched and unbatched datasets give the run the same evaluation set as the arrays they hold."""
+    import tensorflow as tf
+
+    import edgepipe
+
+    ns = readme_run[0]
+    train = tf.data.Dataset.from_tensor_slices((ns["x_train"], ns["y_train"])).batch(64)
+    test = tf.data.Dataset.from_tensor_slices((ns["x_test"], ns["y_test"]))  # unbatched
+    run = edgepipe.build(ns["model"], (train, test), targets=["tflite"], out=tmp_path / "run", quiet=True,
+                         config={"targets": {"tflite": {"iterations": 5, "warmup": 1}}})
+    with np.load(run.path / "data" / "eval.npz") as d:
+        np.testing.assert_allclose(d["x"], ns["x_test"])
+        np.testing.assert_array_equal(d["y"], ns["y_test"])
+    assert run.targets["tflite"].metric_value == pytest.approx(ns["run"].targets["tflite"].metric_value, abs=0.02)
+
+
+def test_rich_table_of_a_run(readme_run: tuple[dict, str]) -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(readme_run[0]["run"])
+    text = console.export_text()
+    assert "tflite" in text and "reference accuracy" in text and ("PASS" in text or "FAIL" in text)
+
+
+@pytest.mark.parametrize("form", ["path", "dict", "Config"])
+def test_config_forms_keep_their_settings_and_point_at_the_given_model(form: str, tmp_path: Path) -> None:
+    """A TOML path, a dict and a Config give the same validated config; [model] and [data] are the ones
+    passed to build, the data's scale is kept."""
+    from edgepipe.inputs import make_config
+    from pipeline.config import load_config
+
+    toml = tmp_path / "my.toml"
+    toml.write_text('[model]\npath = "elsewhere.keras"\n[data]\npath = "other.npz"\nscale = 16.0\n'
+                    "[budget]\nmax_accuracy_drop = 0.02\n[targets.openvino]\niterations = 7\n")
+    given = {"path": toml, "Config": load_config(toml),
+             "dict": {"data": {"scale": 16.0}, "budget": {"max_accuracy_drop": 0.02},
+                      "targets": {"openvino": {"iterations": 7}}}}[form]
+    cfg = make_config(given, tmp_path / "m.keras", "my model", tmp_path / "d.npz")
+    assert cfg.model.path == str(tmp_path / "m.keras") and cfg.data is not None
+    assert cfg.data.path == str(tmp_path / "d.npz") and cfg.data.scale == 16.0
+    assert cfg.budget.max_accuracy_drop == 0.02 and cfg.targets.enabled() == ["openvino"]
+    assert cfg.targets.settings("openvino").iterations == 7
+    assert cfg.name == ("my-model" if form == "dict" else "my")
