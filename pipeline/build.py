@@ -22,11 +22,11 @@ from pipeline.inputs.models import ModelFormat
 from pipeline.inputs.source import Source, load_source
 from pipeline.measure.metric import ACCURACY, Labels, Metric
 from pipeline.measure.verify import Bench, target_entry
-from pipeline.quantize.export import export_target
+from pipeline.quantize.export import Exported, export_target
 from pipeline.quantize.unroll import unrolled
 from pipeline.report.document import finalize, new_report, summary_table, write_report
 from pipeline.ui import UI
-from targets import ExportOptions, FloatModel, TargetName, get_target, runner
+from targets import ExportOptions, FloatModel, Precision, TargetName, get_target, runner
 
 EVAL_REL = "data/eval.npz"
 
@@ -133,42 +133,52 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     return finalize(report)
 
 
+def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_dir: Path, ref_acc: float,
+            cache: Cache, ui: UI, metric: Metric, threads: int = 1) -> tuple[Exported, Any]:
+    """The target's artifact in its configured precision; int8 under a budget goes up the accuracy-aware
+    ladder (its Outcome is returned too), the other precisions are exported once."""
+    from pipeline.quantize import accuracy_aware
+
+    precision = cfg.targets.settings(name).precision
+    opts = ExportOptions(calibration_method=cfg.quantize.calibration.value, precision=precision)
+    exp = export_target(name, fm, model_id, calib, opts, cache, ui)
+    max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
+        else cfg.budget.max_metric_drop
+    if max_drop is None or precision is not Precision.INT8:
+        return exp, None
+    job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc, max_drop, cache, ui, metric,
+                             threads)  # attempts run with the threads that verification will use
+    aware = accuracy_aware.search(job, exp, opts)
+    return aware.best.exported, aware
+
+
 def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
                 report: dict[str, Any], float_acc: float, cache: Cache, ui: UI,
                 metric: Metric = ACCURACY) -> dict[str, Any]:
     from pipeline.measure.verify import ship_float_if_faster
-    from pipeline.quantize import accuracy_aware
 
     cfg, ref_acc = req.config, report["reference"]["accuracy"]
-    opts = ExportOptions(calibration_method=cfg.quantize.calibration.value)
-    aware = None
-    bench = measurement_settings(cfg.targets.settings(name), req.bench)
+    s = cfg.targets.settings(name)
+    bench = measurement_settings(s, req.bench)
     try:
-        exp = export_target(name, fm, model_id, calib, opts, cache, ui)
-        max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
-            else cfg.budget.max_metric_drop
-        if max_drop is not None:  # attempts run with the threads that verification will use
-            job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc, max_drop, cache, ui,
-                                     metric, bench.threads)
-            aware = accuracy_aware.search(job, exp, opts)
-            exp = aware.best.exported
+        exp, aware = _export(name, fm, model_id, calib, cfg, run_dir, ref_acc, cache, ui, metric, bench.threads)
     except TargetError as err:
         ui.warn(str(err))
-        return {"error": str(err), "passed": False, "violations": [], "precision": "int8", "device": "host"}
+        return {"error": str(err), "passed": False, "violations": [], "precision": s.precision.value,
+                "device": "host"}
     folder = run_dir / name  # the run directory names each folder after its target
     folder.mkdir(parents=True, exist_ok=True)
     for f in exp.result.files:
         shutil.copy2(exp.folder / f, folder / f)
-    ui.info(f"{name}: int8 artifact {'reused from cache' if exp.cached else 'built'}")
-    s = cfg.targets.settings(name)
+    ui.info(f"{name}: {exp.result.precision} artifact {'reused from cache' if exp.cached else 'built'}")
     rel = f"{name}/{exp.result.artifact}"
     rel_float = f"{name}/{exp.result.float_artifact}" if exp.result.float_artifact else None
     try:
         entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui,
-                             TargetName(name), req.device, metric=metric)
+                             TargetName(name), req.device, metric=metric, precision=exp.result.precision)
     except TargetError as err:  # built but not measurable: `edgepipe verify` can measure it again
         ui.warn(str(err))
-        return {"artifact": rel, "error": str(err), "passed": False, "violations": [], "precision": "int8",
+        return {"artifact": rel, "error": str(err), "passed": False, "violations": [], "precision": exp.result.precision,
                 "device": "host" if req.device is None else req.device.url}
     entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
     entry["float_layers"] = list(exp.result.float_layers)
@@ -179,7 +189,7 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     note = get_target(name).host_latency_note
     if note and entry["device"] == "host" and note not in entry["notes"]:
         entry["notes"].append(note)
-    if s.ship_faster_float:
+    if s.ship_faster_float and s.precision is Precision.INT8:
         ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, TargetName(name), req.device,
                              metric=metric)
     return entry

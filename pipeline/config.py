@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
+from targets.base import Precision
 
 TARGET_NAMES = ("tflite", "openvino", "tensorrt")
 MAX_IMAGE_SIDE = 8192
@@ -188,12 +189,23 @@ class TargetSection(_Strict):
     warmup: Annotated[int, Field(ge=0, le=10_000)] = 10
     iterations: Annotated[int, Field(ge=1, le=100_000)] = 100
     ship_faster_float: bool = False  # ship the float artifact when it runs faster than the int8 one
+    precision: Precision = Precision.INT8  # one the target supports (targets.precision_problem)
 
 
 class TargetsSection(_Strict):
     tflite: TargetSection | None = None
     openvino: TargetSection | None = None
     tensorrt: TargetSection | None = None
+
+    @model_validator(mode="after")
+    def _precisions(self) -> TargetsSection:
+        from targets import precision_problem
+
+        for name in self.enabled():
+            problem = precision_problem(name, self.settings(name).precision)
+            if problem is not None:
+                raise ValueError(f"{name}.precision: {problem}")
+        return self
 
     def enabled(self) -> list[str]:
         return [n for n in TARGET_NAMES if getattr(self, n) is not None]

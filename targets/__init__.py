@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .base import ExportOptions, ExportResult, FloatModel, Target, TargetName
+from .base import ExportOptions, ExportResult, FloatModel, Precision, Target, TargetName
 
 _REGISTRY: dict[TargetName, str] = {
     TargetName.TFLITE: "targets.tflite:TFLiteTarget",
@@ -32,10 +32,20 @@ def get_target(name: str | TargetName) -> Target:
     return getattr(importlib.import_module(module), cls)()
 
 
+def precision_problem(name: str | TargetName, precision: Precision) -> str | None:
+    """None when target `name` exports `precision`; else one line: why not, and what it supports."""
+    target = get_target(name)
+    if precision in target.precisions:
+        return None
+    why = target.unsupported.get(precision)
+    has = ", ".join(p.value for p in target.precisions)
+    return f"{TargetName(name).value} has no {precision.value}" + (f" ({why})" if why else "") + f"; it supports {has}"
+
+
 def target_of_artifact(path: Path) -> TargetName | None:
     """The target whose artifact kind `path` is (by suffix), None for a file no target writes."""
     return _ARTIFACT_TARGETS.get(path.suffix.lower())
 
 
-__all__ = ["ExportOptions", "ExportResult", "FloatModel", "Target", "TargetName", "get_target", "target_names",
-           "target_of_artifact"]
+__all__ = ["ExportOptions", "ExportResult", "FloatModel", "Precision", "Target", "TargetName", "get_target", "precision_problem",
+           "target_names", "target_of_artifact"]

@@ -18,6 +18,20 @@ class TargetName(str, Enum):
     TENSORRT = "tensorrt"
 
 
+class Precision(str, Enum):
+    """What an artifact computes in: int8 (8-bit weights and activations), int16x8 (16-bit activations,
+    8-bit weights), fp16 (float16 weights, or an fp16 engine), float (the float model as converted)."""
+
+    INT8 = "int8"
+    INT16X8 = "int16x8"
+    FP16 = "fp16"
+    FLOAT = "float"
+
+
+class UnsupportedPrecision(ValueError):
+    """A target asked for a precision it does not have (the config refuses these before any export)."""
+
+
 @dataclass(frozen=True)
 class FloatModel:
     """The float model handed to a target: always a SavedModel, plus the .keras file when there is one."""
@@ -40,12 +54,14 @@ class ExportOptions:
     calibration_method: str = "minmax"  # minmax | percentile | entropy | mse
     float_layers: tuple[str, ...] = ()  # layers kept in float, named in the backend's own terms
     equalize: bool = False  # the backend's accuracy-recovery passes, where it has them (supports_equalize)
+    precision: Precision = Precision.INT8  # one of the target's `precisions`
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExportOptions:
         return cls(calibration_method=str(d.get("calibration_method", "minmax")),
                    float_layers=tuple(str(n) for n in d.get("float_layers", ())),
-                   equalize=bool(d.get("equalize", False)))
+                   equalize=bool(d.get("equalize", False)),
+                   precision=Precision(d.get("precision", Precision.INT8.value)))
 
 
 @dataclass(frozen=True)
@@ -93,9 +109,11 @@ class Target(Protocol):
     host_latency_note: str | None  # why host latency is not the device's, when that is so
 
     supports_equalize: bool  # whether ExportOptions.equalize does anything here
+    precisions: tuple[Precision, ...]  # what ExportOptions.precision may be here, int8 first
+    unsupported: dict[Precision, str]  # why each precision it lacks is missing (one line each)
 
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
-        """Write the int8 artifact (and its float twin) into out_dir. Runs in a child process."""
+        """Write the artifact in opts.precision (and its float twin) into out_dir. Runs in a child process."""
         ...
 
     def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,

@@ -16,7 +16,7 @@ from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
 from . import runner
-from .base import ExportOptions, ExportResult, FloatModel, TargetName
+from .base import ExportOptions, ExportResult, FloatModel, Precision, TargetName, UnsupportedPrecision
 from .runner import OpenVINOSession
 
 PRESET = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM", "entropy": "MINMAX"}
@@ -31,6 +31,10 @@ METHOD_NOTE = {
 OVERFLOW_NOTE = ("NNCF overflow_fix ENABLE: every weight quantized to 7 bits (s8 in [-64, 63]), so the int16 pair "
                  "sums of AVX2's VPMADDUBSW cannot saturate on x86 CPUs without VNNI (NNCF's default FIRST_LAYER "
                  "protects only the first layer); see BENCHMARKS-openvino-overflow.md")
+NO_INT16 = ("NNCF quantizes activations for OpenVINO's integer kernels, which are 8-bit: a 16-bit FakeQuantize "
+            "would run as float emulation on the CPU")
+NOTE_FP16 = ("fp16: ov.save_model(compress_to_fp16=True): f16 weight constants, decompressed on load; the CPU "
+             "plugin computes in its inference precision (f32 on x86 without AVX512-FP16/AMX, bf16/f16 where it has them)")
 WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"}
 _converted: dict[str, Any] = {}  # saved model dir -> float ov.Model, converted once per process
 
@@ -125,7 +129,7 @@ def _apply_entropy(q_model: Any, ov_float: Any, calib: CalibrationSet) -> None:
     q_model.validate_nodes_and_infer_types()
 
 
-def _save(ov_model: Any, path: Path) -> None:
+def _save(ov_model: Any, path: Path, fp16: bool = False) -> None:
     """Save the IR without the build's temporary input path in its rt_info (the same model and calibration
     then give the same bytes) and without NNCF's record of every quantization parameter: a 1.3 KB repr of
     defaults in the XML, about 3% of a small int8 IR. The NNCF version stays; the calibration used is in
@@ -137,14 +141,16 @@ def _save(ov_model: Any, path: Path) -> None:
         version = ov_model.get_rt_info(["nncf", "version"]).astype(str)
         del ov_model.get_rt_info()["nncf"]
         ov_model.set_rt_info(version, ["nncf", "version"])
-    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    ov.save_model(ov_model, str(path), compress_to_fp16=fp16)
 
 
 class OpenVINOTarget:
     name = TargetName.OPENVINO
-    version = "7"
+    version = "8"  # 8: precisions
     host_latency_note = None
     supports_equalize = True
+    precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
+    unsupported = {Precision.INT16X8: NO_INT16}
 
     def quantized(self, model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> Any:
         ov_float = float_model(model)
@@ -157,9 +163,31 @@ class OpenVINOTarget:
         import nncf
         import openvino as ov
 
+        if opts.precision not in self.precisions:
+            raise UnsupportedPrecision(f"openvino: no {opts.precision.value} ({self.unsupported[opts.precision]})")
         out_dir.mkdir(parents=True, exist_ok=True)
         _save(float_model(model), out_dir / "model_float.xml")
-        _save(self.quantized(model, calib, opts), out_dir / "model_int8.xml")
+        stem = {Precision.INT8: "model_int8", Precision.FP16: "model_fp16"}.get(opts.precision, "model_float")
+        if opts.precision is Precision.INT8:
+            _save(self.quantized(model, calib, opts), out_dir / "model_int8.xml")
+            notes = self._int8_notes(opts)
+        else:
+            notes = [NOTE_FP16] if opts.precision is Precision.FP16 else []
+            if opts.precision is Precision.FP16:
+                _save(float_model(model).clone(), out_dir / "model_fp16.xml", fp16=True)
+        return ExportResult(
+            artifact=f"{stem}.xml",
+            float_artifact=None if opts.precision is Precision.FLOAT else "model_float.xml",
+            precision=opts.precision.value,
+            files=tuple(dict.fromkeys((f"{stem}.xml", f"{stem}.bin", "model_float.xml", "model_float.bin"))),
+            float_layers=tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
+            calibration=opts.calibration_method if opts.precision is Precision.INT8 else "none",
+            versions={"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__},
+            notes=tuple(notes),
+        )
+
+    @staticmethod
+    def _int8_notes(opts: ExportOptions) -> list[str]:
         notes = [f"calibration {opts.calibration_method}: {METHOD_NOTE[opts.calibration_method]}",
                  OVERFLOW_NOTE,
                  "the IR's rt_info keeps NNCF's version, not its 1.3 KB record of default parameters"]
@@ -168,16 +196,7 @@ class OpenVINOTarget:
         if opts.equalize:
             notes.append("equalize: NNCF channel alignment (cross-layer equalization style) and full bias "
                          "correction instead of the fast one")
-        return ExportResult(
-            artifact="model_int8.xml",
-            float_artifact="model_float.xml",
-            precision="int8",
-            files=("model_int8.xml", "model_int8.bin", "model_float.xml", "model_float.bin"),
-            float_layers=tuple(opts.float_layers),
-            calibration=opts.calibration_method,
-            versions={"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__},
-            notes=tuple(notes),
-        )
+        return notes
 
     def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
                     eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",

@@ -22,7 +22,7 @@ from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
 from . import runner
-from .base import ExportOptions, ExportResult, FloatModel, TargetName
+from .base import ExportOptions, ExportResult, FloatModel, Precision, TargetName, UnsupportedPrecision
 from .runner import OnnxRuntimeSession
 
 ENGINE_SCRIPT = """#!/usr/bin/env bash
@@ -33,6 +33,16 @@ TRTEXEC="${TRTEXEC:-trtexec}"
 command -v "$TRTEXEC" >/dev/null || TRTEXEC=/usr/src/tensorrt/bin/trtexec
 "$TRTEXEC" --onnx=model_qdq.onnx --int8 --fp16 --saveEngine=model_int8.engine "$@"
 """
+# the engine per precision: (ONNX artifact, what the script says it builds, trtexec flags, engine file)
+ENGINES = {
+    Precision.INT8: ("model_qdq.onnx", "explicit int8", "--int8 --fp16", "model_int8.engine"),
+    Precision.FP16: ("model_fp16.onnx", "fp16", "--fp16", "model_fp16.engine"),
+    Precision.FLOAT: ("model_fp32.onnx", "fp32, TF32 off", "--noTF32", "model_float.engine"),
+}
+NO_INT16 = "TensorRT's Q/DQ layers take int8, fp8 and int4 (fp4), not int16"
+NOTE_FP16 = ("fp16: float16 weights and activations (onnxruntime.transformers.float16, keep_io_types: float32 "
+             "input and output); trtexec --fp16. On this host ONNX Runtime's CPU provider runs the fp16 nodes "
+             "through its inserted casts, so host accuracy has fp16 weights with float32 arithmetic")
 # TensorRT: symmetric int8 (zero point 0) everywhere; it fuses float biases itself.
 QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
 ORT_METHOD = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": "MinMax"}
@@ -154,10 +164,31 @@ def _outputs(path: Path, op_type: str, feeds: list[dict[str, np.ndarray]], work:
     return acts
 
 
+def engine_script(precision: Precision) -> str:
+    """build_engine.sh for the artifact of `precision` (int8: the script edgepipe always wrote)."""
+    if precision is Precision.INT8:
+        return ENGINE_SCRIPT
+    onnx_file, what, flags, engine = ENGINES[precision]
+    return (ENGINE_SCRIPT.replace("from the Q/DQ model next to this script (explicit int8)",
+                                  f"from the {onnx_file} next to this script ({what})")
+            .replace("--onnx=model_qdq.onnx --int8 --fp16 --saveEngine=model_int8.engine",
+                     f"--onnx={onnx_file} {flags} --saveEngine={engine}"))
+
+
+def to_fp16(src: Path, dest: Path) -> None:
+    """The float ONNX with float16 weights and activations, float32 input and output."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dest))
+
+
 class TensorRTTarget:
     name = TargetName.TENSORRT
-    version = "5"  # 5: accuracy of the Q/DQ graph as written (ORT_DISABLE_ALL)
+    version = "6"  # 6: precisions; 5: accuracy of the Q/DQ graph as written (ORT_DISABLE_ALL)
     supports_equalize = False
+    precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
+    unsupported = {Precision.INT16X8: NO_INT16}
     host_latency_note = (
         "host latency is ONNX Runtime on this CPU running the Q/DQ model, not TensorRT on the Jetson; "
         "measure on the device with --device"
@@ -167,31 +198,43 @@ class TensorRTTarget:
         import onnx
         import onnxruntime as ort
 
+        if opts.precision not in self.precisions:
+            raise UnsupportedPrecision(f"tensorrt: no {opts.precision.value} ({self.unsupported[opts.precision]})")
         out_dir.mkdir(parents=True, exist_ok=True)
         src = prepared(model)
         shutil.copy2(src / "model_fp32.onnx", out_dir / "model_fp32.onnx")
-        quantize_qdq(src / "model_pre.onnx", out_dir / "model_qdq.onnx", calib, opts.calibration_method,
-                     opts.float_layers)
+        artifact = ENGINES[opts.precision][0]
+        if opts.precision is Precision.INT8:
+            quantize_qdq(src / "model_pre.onnx", out_dir / artifact, calib, opts.calibration_method, opts.float_layers)
+            notes = self._int8_notes(opts)  # build adds host_latency_note for host runs
+        else:
+            notes = [NOTE_FP16] if opts.precision is Precision.FP16 else []
+            if opts.precision is Precision.FP16:
+                to_fp16(src / "model_fp32.onnx", out_dir / artifact)
         script = out_dir / "build_engine.sh"
-        script.write_text(ENGINE_SCRIPT)
+        script.write_text(engine_script(opts.precision))
         script.chmod(0o755)
-        notes = [_method_note(opts.calibration_method)]  # build adds host_latency_note for host runs
+        return ExportResult(
+            artifact=artifact,
+            float_artifact=None if opts.precision is Precision.FLOAT else "model_fp32.onnx",
+            precision=opts.precision.value,
+            files=tuple(dict.fromkeys((artifact, "model_fp32.onnx", "build_engine.sh"))),
+            float_layers=tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
+            calibration=opts.calibration_method if opts.precision is Precision.INT8 else "none",
+            versions={"onnx": onnx.__version__, "onnxruntime": ort.__version__},
+            notes=tuple(notes),
+        )
+
+    @staticmethod
+    def _int8_notes(opts: ExportOptions) -> list[str]:
+        notes = [_method_note(opts.calibration_method)]
         if opts.float_layers:
             notes.append(f"{len(opts.float_layers)} node(s) kept in float (quantize_static nodes_to_exclude): no "
                          "Q/DQ on their inputs, TensorRT runs them in fp16/fp32")
         if opts.equalize:
             notes.append("equalize: ONNX Runtime offers no equalization or bias correction here "
                          "(its SmoothQuant needs neural-compressor); ignored")
-        return ExportResult(
-            artifact="model_qdq.onnx",
-            float_artifact="model_fp32.onnx",
-            precision="int8",
-            files=("model_qdq.onnx", "model_fp32.onnx", "build_engine.sh"),
-            float_layers=tuple(opts.float_layers),
-            calibration=opts.calibration_method,
-            versions={"onnx": onnx.__version__, "onnxruntime": ort.__version__},
-            notes=tuple(notes),
-        )
+        return notes
 
     def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
                     eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",

@@ -21,7 +21,7 @@ from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
 from . import runner
-from .base import ExportOptions, ExportResult, FloatModel, TargetName
+from .base import ExportOptions, ExportResult, FloatModel, Precision, TargetName
 from .runner import LiteRTSession
 
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
@@ -131,11 +131,64 @@ def _method_note(method: str) -> str:
             "MLIR quantizer ran, so values outside the range clip at run time")
 
 
+ARTIFACTS = {Precision.INT8: "model_int8.tflite", Precision.INT16X8: "model_int16x8.tflite",
+             Precision.FP16: "model_fp16.tflite", Precision.FLOAT: "model_float.tflite"}
+NOTE_16X8 = ("int16x8: LiteRT's 16x8 mode (EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8): int16 "
+             "activations (symmetric, zero point 0), int8 weights, int16 input and output")
+NOTE_FP16 = ("fp16: float16 weights (target_spec.supported_types = [tf.float16]), float32 input and output; "
+             "LiteRT's CPU kernels dequantize the weights to float32 when the model loads, a GPU delegate runs fp16")
+
+
+def convert_16x8(model: FloatModel, calib: CalibrationSet) -> bytes:
+    """The converter's 16x8 mode: its own min-max calibration, then its (non-MLIR) 16-bit quantizer."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(model.saved_model_dir))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = _representative(calib)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int16
+    return bytes(conv.convert())
+
+
+def convert_fp16(model: FloatModel) -> bytes:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(model.saved_model_dir))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+    return bytes(conv.convert())
+
+
+def _int8(model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[bytes, list[str]]:
+    calibrated = calibrated_model(model, calib, opts.calibration_method)
+    notes = [_method_note(opts.calibration_method)]
+    if opts.float_layers:
+        notes.append(f"{len(opts.float_layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): "
+                     "int8 input and output, float tensors inside, so not a full-integer model")
+    if opts.equalize:
+        notes.append("equalize: the TFLite converter has no equalization or bias correction; ignored")
+    return quantize(calibrated, opts.float_layers), notes
+
+
+def _other(model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[bytes, list[str]]:
+    """int16x8 or fp16 (float is the float twin itself)."""
+    if opts.precision is Precision.FP16:
+        return convert_fp16(model), [NOTE_FP16]
+    notes = [NOTE_16X8]
+    if opts.calibration_method != "minmax":
+        notes.append(f"calibration {opts.calibration_method}: the 16x8 quantizer takes the converter's own "
+                     "min-max ranges; minmax used (16-bit activations leave ample resolution inside them)")
+    return convert_16x8(model, calib), notes
+
+
 class TFLiteTarget:
     name = TargetName.TFLITE
-    version = "2"
+    version = "3"  # 3: precisions
     host_latency_note = None
     supports_equalize = False
+    precisions = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)
+    unsupported: dict[Precision, str] = {}
 
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         import tensorflow as tf
@@ -147,21 +200,25 @@ class TFLiteTarget:
         else:
             float_conv = tf.lite.TFLiteConverter.from_saved_model(str(model.saved_model_dir))
             (out_dir / "model_float.tflite").write_bytes(float_conv.convert())
-        calibrated = calibrated_model(model, calib, opts.calibration_method)
-        (out_dir / "model_int8.tflite").write_bytes(quantize(calibrated, opts.float_layers))
-        notes = [_method_note(opts.calibration_method)]
-        if opts.float_layers:
-            notes.append(f"{len(opts.float_layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): "
-                         "int8 input and output, float tensors inside, so not a full-integer model")
-        if opts.equalize:
-            notes.append("equalize: the TFLite converter has no equalization or bias correction; ignored")
+        artifact, calibration = ARTIFACTS[opts.precision], opts.calibration_method
+        notes: list[str] = []
+        if opts.precision is Precision.INT8:
+            content, notes = _int8(model, calib, opts)
+            (out_dir / artifact).write_bytes(content)
+        elif opts.precision is not Precision.FLOAT:
+            content, notes = _other(model, calib, opts)
+            (out_dir / artifact).write_bytes(content)
+        if opts.precision in (Precision.FP16, Precision.FLOAT):
+            calibration = "none"
+        if opts.precision is Precision.INT16X8:
+            calibration = "minmax"
         return ExportResult(
-            artifact="model_int8.tflite",
-            float_artifact="model_float.tflite",
-            precision="int8",
-            files=("model_int8.tflite", "model_float.tflite"),
-            float_layers=tuple(opts.float_layers),
-            calibration=opts.calibration_method,
+            artifact=artifact,
+            float_artifact=None if opts.precision is Precision.FLOAT else "model_float.tflite",
+            precision=opts.precision.value,
+            files=tuple(dict.fromkeys((artifact, "model_float.tflite"))),
+            float_layers=tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
+            calibration=calibration,
             versions={"tensorflow": tf.__version__, "ai-edge-litert": version("ai-edge-litert")},
             notes=tuple(notes),
         )

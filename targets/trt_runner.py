@@ -125,6 +125,14 @@ def find_trtexec() -> str:
     return found
 
 
+def _script_engine(folder: Path, onnx_name: str) -> str | None:
+    """The engine file build_engine.sh next to the artifact writes, when that script builds this artifact."""
+    script = folder / "build_engine.sh"
+    text = script.read_text() if script.exists() else ""
+    found = re.search(r"--saveEngine=(\S+)", text)
+    return found.group(1) if found and ("--onnx=" + onnx_name + " ") in text else None
+
+
 def run_tensorrt(
     artifact: Path, eval_path: Path | None, warmup: int, iterations: int, base: ModuleType, metric: str = "accuracy"
 ) -> dict:
@@ -134,8 +142,9 @@ def run_tensorrt(
     if not artifact.exists():
         raise FileNotFoundError(str(artifact))
     trtexec, folder, children = find_trtexec(), artifact.resolve().parent, base.CHILDREN
-    if artifact.name == "model_qdq.onnx" and (folder / "build_engine.sh").exists():
-        engine = folder / "model_int8.engine"
+    script = _script_engine(folder, artifact.name)
+    if script is not None:  # edgepipe's build_engine.sh for this artifact (its precision's flags)
+        engine = folder / script
         build = _call(
             ["env", "TRTEXEC=" + trtexec, "bash", str(folder / "build_engine.sh")], folder, children
         )

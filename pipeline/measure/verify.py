@@ -76,13 +76,13 @@ def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI
 def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_rel: str,
                  reference_accuracy: float, float_accuracy: float | None, budget: BudgetSection,
                  bench: Bench, ui: UI, target: TargetName, device: Any = None,
-                 metric: Metric = ACCURACY) -> dict[str, Any]:
-    """Measure the int8 artifact (and its float twin for the latency gate); the report's target entry. Its
-    "accuracy" keys hold the task's metric (report.document names them for the report)."""
+                 metric: Metric = ACCURACY, precision: str = "int8") -> dict[str, Any]:
+    """Measure the artifact (int8, or the target's `precision`) and its float twin for the latency gate; the
+    report's target entry. Its "accuracy" keys hold the task's metric (report.document names them)."""
     eval_path, label = run_dir / eval_rel, target.value
     m = run_measurement(run_dir / rel_artifact, eval_path, bench, ui, label, device, target=target, metric=metric)
     entry: dict[str, Any] = {
-        "artifact": rel_artifact, "precision": "int8", "runtime": m["runtime"], "device": m["device"],
+        "artifact": rel_artifact, "precision": precision, "runtime": m["runtime"], "device": m["device"],
         "size_bytes": artifact_size(run_dir / rel_artifact), "float_accuracy": float_accuracy,
         "accuracy": m["accuracy"], "accuracy_drop": None, "float_layers": [],
         "latency_ms": m["latency_ms"], "latency_samples_ms": m.get("latency_samples_ms", []),
@@ -99,9 +99,9 @@ def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_r
         entry["float_artifact"] = rel_float
         entry["float_latency_ms"] = fm["latency_ms"]
         speedup = fm["latency_ms"]["median"] / max(m["latency_ms"]["median"], 1e-9)
-        entry["int8_speedup"] = round(speedup, 3)
+        entry["int8_speedup" if precision == "int8" else "speedup_vs_float"] = round(speedup, 3)
         if speedup <= 1.0:
-            entry["notes"].append(f"int8 is not faster than float on {m['device']} "
+            entry["notes"].append(f"{precision} is not faster than float on {m['device']} "
                                   f"({m['latency_ms']['median']:.3f} vs {fm['latency_ms']['median']:.3f} ms)")
     judge(entry, budget)
     return entry
