@@ -194,7 +194,8 @@ def search(job: Job, first: Exported, opts: ExportOptions) -> Outcome:
     if not out.passed:
         b = out.best
         out.notes.append(
-            f"accuracy-aware: no attempt met the {job.metric.name} budget (drop <= {job.max_drop}) in "
+            f"accuracy-aware: no attempt met {'max_accuracy_drop' if job.metric.is_accuracy else 'max_metric_drop'} "
+            f"{job.max_drop} ({job.metric.name}) in "
             f"{len(out.attempts)} attempt(s); shipped the most accurate ({_describe(b.opts, b.equalized)}, "
             f"drop {b.drop:.4f})")
         job.ui.warn(out.notes[-1].replace("accuracy-aware: ", f"{job.name}: "))

@@ -11,7 +11,7 @@ import pytest
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
 RUNTIMES = {"numpy", "ai_edge_litert", "tflite_runtime", "openvino", "onnxruntime", "tensorrt"}
-SIBLINGS = {"runner_sessions", "trt_runner"}  # copied next to runner.py
+SIBLINGS = {"runner_sessions", "runner_metrics", "trt_runner"}  # copied next to runner.py
 
 
 def _imports(path: Path) -> set[str]:
@@ -21,19 +21,19 @@ def _imports(path: Path) -> set[str]:
             found |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
-        elif isinstance(node, ast.ImportFrom):
-            found.add("." + (node.module or ""))
+        elif isinstance(node, ast.ImportFrom):  # `from . import x` / `from .x import y`: a sibling module
+            found |= {"." + (node.module or a.name) for a in node.names}
     return found
 
 
-@pytest.mark.parametrize("name", ["runner.py", "runner_sessions.py", "trt_runner.py"])
+@pytest.mark.parametrize("name", ["runner.py", "runner_sessions.py", "runner_metrics.py", "trt_runner.py"])
 def test_device_files_import_only_stdlib_numpy_and_runtimes(name: str) -> None:
-    allowed = set(sys.stdlib_module_names) | RUNTIMES | SIBLINGS | {".runner_sessions"}
+    allowed = set(sys.stdlib_module_names) | RUNTIMES | SIBLINGS | {"." + name for name in SIBLINGS}
     extra = sorted(_imports(TARGETS / name) - allowed)
     assert not extra, f"{name} imports {extra}: the device has only the standard library, numpy and the runtime"
 
 
-@pytest.mark.parametrize("name", ["runner.py", "runner_sessions.py", "trt_runner.py"])
+@pytest.mark.parametrize("name", ["runner.py", "runner_sessions.py", "runner_metrics.py", "trt_runner.py"])
 def test_device_files_parse_as_python_3_8(name: str) -> None:
     """Devices run old Pythons (Raspberry Pi OS 11: 3.9; Jetson images: 3.8): no newer syntax."""
     source = (TARGETS / name).read_text()
