@@ -12,8 +12,7 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.errors import UsageError
 from pipeline.report.metric_keys import from_document, label, to_document
-
-SCHEMA = 1
+from pipeline.report.schema import SCHEMA, Report, parse_report
 
 
 def new_report() -> dict[str, Any]:
@@ -30,7 +29,8 @@ def finalize(report: dict[str, Any]) -> dict[str, Any]:
 def write_report(run_dir: Path, report: dict[str, Any]) -> Path:
     path = run_dir / "report.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_document(report), indent=2) + "\n")
+    doc = Report.model_validate(to_document(report)).to_json()  # typed: a malformed report is a bug, not a file
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -43,8 +43,7 @@ def read_report(run_dir: Path) -> dict[str, Any]:
         report = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise UsageError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
-        raise UsageError(f"{path}: not a schema {SCHEMA} edgepipe report")
+    parse_report(report, str(path))  # one line naming the first problem of a damaged report
     return from_document(report)
 
 

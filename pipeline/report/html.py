@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UsageError
-from pipeline.report.metric_keys import from_document, label
+from pipeline.report.metric_keys import from_document
+from pipeline.report.schema import LatencyStats, Report, parse_report
 
 Obj = dict[str, Any]
 
@@ -48,15 +49,16 @@ def render_run(run_dir: Path) -> Path:
 
 def render_html(report: Obj, run_dir: Path) -> Path:
     """Write `run_dir/report.html` for a report.json dict and return its path."""
+    typed = parse_report(report, "report.json")
     sections = [
-        _summary(report),
-        _stage_plot(report),
-        _latency_plot(report),
-        _sensitivity(report),
+        _summary(typed),
+        _stage_plot(typed),
+        _latency_plot(typed),
+        _sensitivity(typed),
         _pareto(report),
-        _versions(report),
+        _versions(typed),
     ]
-    title = f"edgepipe report {_e(report.get('edgepipe_version', ''))}".strip()
+    title = f"edgepipe report {_e(typed.edgepipe_version)}".strip()
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
@@ -161,37 +163,36 @@ def _verdict(passed: Any) -> str:
     return '<span class="fail">FAIL</span>' if passed is False else '<span class="muted">—</span>'
 
 
-def _summary(report: Obj) -> str:
-    budget = _sub(report, "budget")
-    limits = [f"{k} = {'none' if v is None else v}" for k, v in budget.items()]
+def _summary(report: Report) -> str:
+    limits = [f"{k} = {'none' if v is None else v}" for k, v in report.budget.items()]
     rows = []
-    for name, t in _targets(report).items():
-        lat = _sub(t, "latency_ms")
-        problems = _strings(t.get("violations")) + ([f"error: {t['error']}"] if t.get("error") else [])
-        emulated = _sub(t, "emulated")  # an emulated device: its latency is not the board's
-        where = str(t.get("device", "")) + (f" (emulated aarch64 {emulated.get('cpu_model', '')})" if emulated else "")
-        median = _fmt(lat.get("median")) + (" (emulated)" if emulated else "")
-        rows.append([_e(name), _e(where), _e(t.get("precision", "")), _verdict(t.get("passed")),
-                     _fmt(_kb(t.get("size_bytes")), ".1f"), _fmt(t.get("accuracy")), _fmt(t.get("accuracy_drop")),
-                     median, _ul(problems), _ul(_strings(t.get("notes")))])
-    head = ["target", "device", "precision", "result", "size KB", label(report), "drop", "median ms",
+    for name, t in report.targets.items():
+        problems = t.violations + ([f"error: {t.error}"] if t.error else [])
+        emulated = (t.model_extra or {}).get("emulated")  # an emulated device: its latency is not the board's
+        cpu = emulated.get("cpu_model", "") if isinstance(emulated, dict) else ""
+        where = t.device + (f" (emulated aarch64 {cpu})" if emulated else "")
+        median = _fmt(t.latency_ms.median if t.latency_ms else None) + (" (emulated)" if emulated else "")
+        rows.append([_e(name), _e(where), _e(t.precision), _verdict(t.passed), _fmt(_kb(t.size_bytes), ".1f"),
+                     _fmt(t.accuracy), _fmt(t.accuracy_drop), median, _ul(problems), _ul(t.notes)])
+    head = ["target", "device", "precision", "result", "size KB", report.metric_name(), "drop", "median ms",
             "violations", "notes"]
     table = _table(head, rows) if rows else '<p class="muted">No targets.</p>'
-    return (f"<h2>Summary: {_verdict(report.get('passed'))}</h2>\n<p>Budget: {_e(', '.join(limits) or 'none')}</p>\n"
+    return (f"<h2>Summary: {_verdict(report.passed)}</h2>\n<p>Budget: {_e(', '.join(limits) or 'none')}</p>\n"
             + table)
 
 
-def _stage_points(report: Obj) -> list[tuple[str, Obj]]:
-    points = [("reference", report["reference"])] if isinstance(report.get("reference"), dict) else []
-    points += [(str(s.get("name", f"stage {i + 1}")), s) for i, s in enumerate(_dicts(report.get("stages")))]
-    points += [(f"{name} ({t.get('precision', 'int8')})", t) for name, t in _targets(report).items()]
+def _stage_points(report: Report) -> list[tuple[str, Any]]:
+    points: list[tuple[str, Any]] = [("reference", report.reference)]
+    points += [(s.name, s) for s in report.stages]
+    points += [(f"{name} ({t.precision})", t) for name, t in report.targets.items()]
     return points
 
 
-def _stage_plot(report: Obj) -> str:
+def _stage_plot(report: Report) -> str:
     points = _stage_points(report)
-    metrics = [("parameters", lambda p: _num(p.get("params"))), ("size (KB)", lambda p: _kb(p.get("size_bytes"))),
-               ("accuracy", lambda p: _num(p.get("accuracy")))]
+    metric = report.metric_name()
+    metrics = [("parameters", lambda p: _num(getattr(p, "params", None))),
+               ("size (KB)", lambda p: _kb(p.size_bytes)), (metric, lambda p: _num(p.accuracy))]
     if not any(get(p) is not None for _, p in points for _, get in metrics):
         return ""
     labels = [_mpl(n) for n, _ in points]
@@ -203,22 +204,24 @@ def _stage_plot(report: Obj) -> str:
         ax.bar_label(bars, ["" if v is None else _short(v) for v in values], fontsize=8, padding=2)
         for i in (i for i, v in enumerate(values) if v is None):
             ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8, color="#888")
-        ax.set_ylabel(title)
+        ax.set_ylabel(_mpl(title))
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     axes[-1].set_xticks(range(len(points)), labels, rotation=20, ha="right")
-    accs = [a for a in (_num(p.get("accuracy")) for _, p in points) if a is not None]
-    if accs:
+    accs = [a for a in (_num(p.accuracy) for _, p in points) if a is not None]
+    if accs and metric == "accuracy":
         axes[2].set_ylim(max(0.0, min(accs) - 0.05), max(accs) + 0.02)
-    return "<h2>Stages</h2>\n" + _img(fig, "parameters, size and accuracy per stage and target")
+    return "<h2>Stages</h2>\n" + _img(fig, f"parameters, size and {metric} per stage and target")
 
 
-def _box_stats(lat: Obj) -> Obj | None:
+def _box_stats(lat: LatencyStats | None) -> Obj | None:
     """Box-like stats from summary numbers: whiskers min..p99, box mean-std..p90, line at the median."""
-    med, p90, p99, lo = (_num(lat.get(k)) for k in ("median", "p90", "p99", "min"))
+    if lat is None:
+        return None
+    med, p90, p99, lo = (_num(v) for v in (lat.median, lat.p90, lat.p99, lat.min))
     if med is None:
         return None
-    mean, std = _num(lat.get("mean")), _num(lat.get("std"))
+    mean, std = _num(lat.mean), _num(lat.std)
     lo = med if lo is None else lo
     q1 = max(lo, mean - std) if mean is not None and std is not None else lo
     q3 = p90 if p90 is not None else med
@@ -232,15 +235,14 @@ def _sample_stats(samples: list[float]) -> Obj:
     return dict(cbook.boxplot_stats(samples)[0])
 
 
-def _latency_plot(report: Obj) -> str:
+def _latency_plot(report: Report) -> str:
     stats, labels = [], []
-    for name, t in _targets(report).items():
-        raw = t.get("latency_samples_ms")
-        samples = [v for v in map(_num, raw) if v is not None] if isinstance(raw, list) else []
-        stat = _sample_stats(samples) if samples else _box_stats(_sub(t, "latency_ms"))
+    for name, t in report.targets.items():
+        samples = [v for v in map(_num, t.latency_samples_ms) if v is not None]
+        stat = _sample_stats(samples) if samples else _box_stats(t.latency_ms)
         if stat is not None:
             stats.append(stat)
-            labels.append(_mpl(f"{name}\n{t.get('device', '')}"))
+            labels.append(_mpl(f"{name}\n{t.device}"))
     if not stats:
         return ""
     fig = _new_figure(max(6.0, 1.6 * len(stats) + 2), 4.5)
@@ -255,16 +257,13 @@ def _latency_plot(report: Obj) -> str:
             + _img(fig, "latency distribution per target"))
 
 
-def _sensitivity(report: Obj) -> str:
-    parts = []
-    for name, t in _targets(report).items():
-        rows = [[_e(r.get("layer", "")), _fmt(r.get("sqnr_db"), ".2f"), _fmt(r.get("accuracy"))]
-                for r in _dicts(t.get("sensitivity"))]
-        tries = [[_e(str(a.get("calibration", "")) + (" + equalization" if a.get("equalize") else "")), _e(", ".join(_strings(a.get("float_layers"))) or "-"),
-                  _fmt(a.get("accuracy")), _fmt(a.get("accuracy_drop")), _verdict(a.get("passed"))]
-                 for a in _dicts(t.get("attempts"))]
+def _sensitivity(report: Report) -> str:
+    parts, metric = [], report.metric_name()
+    for name, t in report.targets.items():
+        rows = [[_e(r.layer), _fmt(r.sqnr_db, ".2f"), _fmt(r.accuracy)] for r in t.sensitivity or []]
+        tries = [[_e(a.calibration + (" + equalization" if a.equalize else "")), _e(", ".join(a.float_layers) or "-"),
+                  _fmt(a.accuracy), _fmt(a.accuracy_drop), _verdict(a.passed)] for a in t.attempts]
         if rows or tries:
-            metric = label(report)
             parts.append(f"<h3>{_e(name)}</h3>\n" + (_table(["layer", "SQNR (dB)", metric], rows) if rows else "")
                          + (_table(["calibration", "kept in float", metric, "drop", "result"], tries)
                             if tries else ""))
@@ -301,10 +300,9 @@ def _pareto(report: Obj) -> str:
             + _img(fig, "search trials, accuracy against latency") + table)
 
 
-def _versions(report: Obj) -> str:
-    versions = _sub(report, "versions")
-    rows = [[_e(k), _e(v)] for k, v in versions.items()]
-    rows += [[_e(f"runtime of {name}"), _e(t["runtime"])] for name, t in _targets(report).items() if t.get("runtime")]
-    if report.get("edgepipe_version"):
-        rows.insert(0, ["edgepipe", _e(report["edgepipe_version"])])
+def _versions(report: Report) -> str:
+    rows = [[_e(k), _e(v)] for k, v in report.versions.items()]
+    rows += [[_e(f"runtime of {name}"), _e(t.runtime)] for name, t in report.targets.items() if t.runtime]
+    if report.edgepipe_version:
+        rows.insert(0, ["edgepipe", _e(report.edgepipe_version)])
     return "<h2>Versions</h2>\n" + _table(["component", "version"], rows) if rows else ""

@@ -231,12 +231,13 @@ def test_hostile_strings_are_escaped(rendered: Path) -> None:
 
 
 def test_partial_reports_render(tmp_path: Path) -> None:
+    """A report with only some of its parts (a failed target, no stages, no latency) still renders."""
     cases: list[dict[str, Any]] = [
-        {},
+        {"schema": 1},
         {"schema": 1, "targets": {"tensorrt": {"error": "conversion failed: <op> unsupported", "device": "orin"}}},
-        {"stages": "oops", "targets": {"a": None, "b": {"latency_ms": None, "sensitivity": [1, {"layer": "x"}]}},
-         "search": {"trials": [{"number": 1}]}, "versions": [], "budget": None},
-        {"targets": {"t": {"latency_ms": {"median": 1.0}, "latency_samples_ms": [1.0, float("nan"), "x"]}},
+        {"schema": 1, "targets": {"b": {"latency_ms": None, "sensitivity": [{"layer": "x", "sqnr_db": 3.0}]}},
+         "search": {"trials": [{"number": 1}]}, "versions": {}, "budget": {}},
+        {"schema": 1, "targets": {"t": {"latency_ms": {"median": 1.0}, "latency_samples_ms": [1.0, float("nan")]}},
          "stages": [{"name": "cost $5 and $6", "accuracy": 0.5}]},
     ]
     for i, report in enumerate(cases):
@@ -244,6 +245,21 @@ def test_partial_reports_render(tmp_path: Path) -> None:
         assert out == tmp_path / str(i) / "report.html" and out.read_text(encoding="utf-8").startswith("<!DOCTYPE")
     assert "conversion failed: &lt;op&gt; unsupported" in (tmp_path / "1" / "report.html").read_text()
     assert len(PNG_IMG.findall((tmp_path / "3" / "report.html").read_text())) == 2
+
+
+@pytest.mark.parametrize(("report", "names"), [
+    ({}, "not a schema 1 edgepipe report"),
+    ({"schema": 1, "stages": "oops"}, "stages"),
+    ({"schema": 1, "targets": {"a": None}}, "targets.a"),
+    ({"schema": 1, "targets": {"t": {"latency_samples_ms": [1.0, "x"]}}}, "targets.t.latency_samples_ms.1"),
+    ({"schema": 1, "versions": []}, "versions"),
+])
+def test_malformed_reports_are_one_line(tmp_path: Path, report: dict[str, Any], names: str) -> None:
+    """The typed report names the first part that is not what schema 1 says; nothing is written."""
+    with pytest.raises(UsageError) as info:
+        render_html(report, tmp_path)
+    assert names in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "report.html").exists()
 
 
 @pytest.mark.parametrize("content", [None, "{not json", "[1, 2]", b"\xff\xfe"])

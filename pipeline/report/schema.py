@@ -1,0 +1,123 @@
+"""report.json (schema 1) as typed, frozen objects: what the build writes, `edgepipe verify` rewrites and
+report.html reads. Keys are the contract's (../shared/ARCHITECTURE.md); fields this module does not name are
+kept as they are (`extra="allow"`), so a report written by a newer edgepipe or another tool round-trips."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import UsageError
+
+SCHEMA = 1
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+
+class LatencyStats(_Entry):
+    """Milliseconds per inference on the verifying device."""
+
+    median: float
+    p90: float | None = None
+    p99: float | None = None
+    mean: float | None = None
+    std: float | None = None  # trtexec's summary has none
+    min: float | None = None
+    iterations: int = 0
+    warmup: int = 0
+    threads: int = 1
+
+
+class Attempt(_Entry):
+    """One accuracy-aware int8 variant and the task's metric it measured ("accuracy")."""
+
+    calibration: str
+    equalize: bool = False
+    float_layers: list[str] = []
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    passed: bool = False
+
+
+class SensitivityRow(_Entry):
+    layer: str
+    sqnr_db: float
+    accuracy: float | None = None
+
+
+class ModelEntry(_Entry):
+    """The reference or a compression stage's float model."""
+
+    path: str | None = None
+    accuracy: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    size_bytes: int | None = None
+    latency_ms: float | None = None  # float, this host (Keras)
+
+
+class StageEntry(ModelEntry):
+    name: str
+    seconds: float | None = None
+    cached: bool = False
+    notes: list[str] = []
+
+
+class TargetEntry(_Entry):
+    artifact: str | None = None
+    precision: str = "int8"
+    runtime: str | None = None
+    device: str = "host"
+    size_bytes: int | None = None
+    float_accuracy: float | None = None
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    float_layers: list[str] = []
+    latency_ms: LatencyStats | None = None
+    latency_samples_ms: list[float] = []
+    float_latency_ms: LatencyStats | None = None
+    notes: list[str] = []
+    violations: list[str] = []
+    passed: bool = False
+    error: str | None = None
+    attempts: list[Attempt] = []
+    sensitivity: list[SensitivityRow] | None = None
+
+
+class MetricInfo(_Entry):
+    name: str
+    higher_is_better: bool
+
+
+class Report(_Entry):
+    schema_version: int = Field(SCHEMA, alias="schema")
+    edgepipe_version: str = ""
+    passed: bool = False
+    metric: MetricInfo | None = None
+    budget: dict[str, Any] = {}
+    reference: ModelEntry = ModelEntry()
+    stages: list[StageEntry] = []
+    eval_set: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    targets: dict[str, TargetEntry] = {}
+
+    def metric_name(self) -> str:
+        return self.metric.name if self.metric is not None else "accuracy"
+
+    def to_json(self) -> dict[str, Any]:
+        """The report.json object: the keys it was made from (or set), nothing added."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def parse_report(data: Any, where: str) -> Report:
+    """A report.json object as a typed Report; anything else is one UsageError naming the first problem."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise UsageError(f"{where}: not a schema {SCHEMA} edgepipe report")
+    try:
+        return Report.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise UsageError(f"{where}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}") from None
