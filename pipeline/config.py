@@ -18,9 +18,10 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
-from targets.base import Precision
+from targets import target_names
+from targets.base import Precision, TargetName
 
-TARGET_NAMES = ("tflite", "openvino", "tensorrt")
+TARGET_NAMES = tuple(target_names())  # from the target registry
 MAX_IMAGE_SIDE = 8192
 MAX_BATCH = 65_536
 MAX_SEED = 2**32 - 1  # numpy's and Keras' seeding take 0 .. 2**32 - 1
@@ -217,7 +218,7 @@ class TargetsSection(_Strict):
 class DeviceSection(_Strict):
     host: str
     python: str = "python3"
-    target: Literal["tflite", "openvino", "tensorrt"] | None = None
+    target: TargetName | None = None
 
 
 Unit = Annotated[float, Field(gt=0, le=1)]
@@ -226,7 +227,7 @@ Unit = Annotated[float, Field(gt=0, le=1)]
 class SearchSection(_Strict):
     """`edgepipe search`: the knobs' ranges ([low, high]), the study's size and its coarse-to-fine policy."""
 
-    target: Literal["tflite", "openvino", "tensorrt"] | None = None  # None: the first enabled target
+    target: TargetName | None = None  # None: the first enabled target
     trials: Annotated[int, Field(ge=1, le=100_000)] = 20
     width: tuple[Unit, Unit] = (0.25, 1.0)
     sparsity: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.0, 0.7)

@@ -16,12 +16,13 @@ from typing import Annotated, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .base import TargetName
 from .cpu import FEATURES, ExpectedCpu
 from .errors import ConfigError, UsageError
 from .ssh import SshDevice
 
 DEVICES_DIR = Path(__file__).resolve().parent / "devices"
-ALL_TARGETS = ("tflite", "openvino", "tensorrt")
+ALL_TARGETS = tuple(t.value for t in TargetName)
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.errors import UsageError
 from pipeline.inputs.data import Preprocess, RawData
+from targets import target_names
 
 if TYPE_CHECKING:
     import keras
@@ -105,7 +106,7 @@ def _digits_autoencoder() -> keras.Model:
     return keras.Model(inp, out, name="digits_autoencoder")
 
 
-_ALL_TARGETS: dict[str, dict[str, Any]] = {"tflite": {}, "openvino": {}, "tensorrt": {}}
+_ALL_TARGETS: dict[str, dict[str, Any]] = {name: {} for name in target_names()}
 
 EXAMPLES: dict[str, Example] = {
     "digits-cnn": Example(

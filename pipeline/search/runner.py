@@ -166,7 +166,8 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
 
 
 def target_of(config: Config) -> str:
-    return config.search.target or next(iter(config.targets.enabled()), "tflite")
+    chosen = config.search.target.value if config.search.target is not None else None
+    return chosen or next(iter(config.targets.enabled()), "tflite")
 
 
 def run_search(req: SearchRequest, ui: UI, measure: Measure | None = None) -> int:
