@@ -47,5 +47,15 @@ def target_of_artifact(path: Path) -> TargetName | None:
     return _ARTIFACT_TARGETS.get(path.suffix.lower())
 
 
-__all__ = ["ExportOptions", "ExportResult", "FloatModel", "Precision", "Target", "TargetName", "get_target", "precision_problem",
+def artifact_suffixes() -> tuple[str, ...]:
+    return tuple(_ARTIFACT_TARGETS)
+
+
+def artifact_files(path: Path) -> list[Path]:
+    """The files that make up the artifact at `path`: an OpenVINO IR's .xml has its weights in a .bin."""
+    weights = path.with_suffix(".bin")
+    return [path, weights] if target_of_artifact(path) is TargetName.OPENVINO and weights.is_file() else [path]
+
+
+__all__ = ["ExportOptions", "ExportResult", "FloatModel", "Precision", "Target", "TargetName", "get_target", "precision_problem", "artifact_files", "artifact_suffixes",
            "target_names", "target_of_artifact"]

@@ -37,7 +37,6 @@ RETRY_BACKOFF_S = 2.0
 CLEANUP_TIMEOUT_S = 60.0
 _HERE = Path(__file__).resolve().parent
 _RUNNER_FILES = (_HERE / "runner.py", _HERE / "runner_sessions.py", _HERE / "runner_metrics.py", _HERE / "trt_runner.py")
-_ARTIFACT_TYPES = (".tflite", ".xml", ".onnx")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a host name, address or ssh config alias
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _SPEC_HELP = "expected ssh://USER@HOST[:PORT] or an ssh config Host alias ([USER@]ALIAS)"
@@ -160,11 +159,14 @@ def run_remote(
 
 def _files_to_copy(artifact: Path, eval_path: Path | None, tensorrt: bool) -> dict[str, Path]:
     """Remote name -> local file; every problem is found before connecting."""
-    if artifact.suffix.lower() not in _ARTIFACT_TYPES:
-        raise UsageError(f"cannot run {artifact.name!r} on a device: expected a .tflite, .xml or .onnx file")
+    from . import artifact_files, artifact_suffixes, target_of_artifact
+
+    if target_of_artifact(artifact) is None:
+        *first, last = artifact_suffixes()
+        raise UsageError(f"cannot run {artifact.name!r} on a device: expected a {', '.join(first)} or {last} file")
     files = {p.name: p for p in _RUNNER_FILES}
-    files[artifact.name] = artifact
-    if artifact.suffix.lower() == ".xml":
+    files.update({p.name: p for p in artifact_files(artifact)})
+    if artifact.suffix.lower() == ".xml":  # the IR without its .bin is an error below, not a silent skip
         files[artifact.with_suffix(".bin").name] = artifact.with_suffix(".bin")
     if tensorrt and (artifact.parent / "build_engine.sh").is_file():
         files["build_engine.sh"] = artifact.parent / "build_engine.sh"

@@ -5,8 +5,8 @@ from files.
 Job modes:
 - "export" (the default): "exports" is a list of {"options", "out_dir", "result"}, done in order in this one
   process (a target may reuse its conversion between them); each result is written as soon as it exists.
-  The single-export form {"options", "out_dir", "result"} is accepted too.
-- "sensitivity": {"options", "out_dir", "eval" (an npz with x, y), "result", "metric", "higher_is_better"}: the target's sensitivity table;
+- "sensitivity": {"options", "out_dir", "eval" (an npz with x, y), "result", "metric", "higher_is_better"}:
+  the target's sensitivity table;
   with "float_variants" = k and "variants_dir", then the exports keeping the 1..k most sensitive layers in
   float (targets.base.float_layer_variants), as variants_dir/out<i> and variants_dir/result<i>.json.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -84,10 +85,12 @@ def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data:
             with tempfile.TemporaryDirectory() as tmp:
                 result.model.save(Path(tmp) / "model.keras")
                 (Path(tmp) / "notes.txt").write_text("\n".join(notes))
+                (Path(tmp) / "details.json").write_text(json.dumps(result.details, default=str))
                 hit = cache.put(key, Path(tmp))
         else:
             ui.info(f"stage {stage.name}: reused from cache ({key[:12]})")
             notes = [n for n in (hit / "notes.txt").read_text().splitlines() if n]
+        details = json.loads((hit / "details.json").read_text()) if (hit / "details.json").is_file() else {}
         seconds = time.perf_counter() - t0
         model = keras.saving.load_model(hit / "model.keras", compile=False)
         dest = run_dir / "stages" / stage.name / "model.keras"
@@ -95,7 +98,7 @@ def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data:
         dest.write_bytes((hit / "model.keras").read_bytes())
         entry = {"name": stage.name, "path": f"stages/{stage.name}/model.keras", **model_metrics(model, data, metric),
                  "seconds": round(seconds, 3), "cached": cached,
-                 "notes": notes}
+                 "notes": notes, "details": details}  # what the stage did (widths, ranks, sparsity ...)
         outcome.entries.append(entry)
         outcome.model, outcome.model_id, outcome.keras_path = model, key, dest
     return outcome

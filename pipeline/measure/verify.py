@@ -12,7 +12,7 @@ from pipeline.measure.budget import Measured, check
 from pipeline.measure.device_checks import mark_emulated, record_agreement
 from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.ui import UI
-from targets import runner
+from targets import artifact_files, runner
 from targets.base import TargetName
 
 HOST = "host"
@@ -37,11 +37,8 @@ def uses_tensorrt(device: Any, target: TargetName) -> bool:
 
 
 def artifact_size(path: Path) -> int:
-    """Bytes on disk, with an OpenVINO .xml's .bin."""
-    size = path.stat().st_size
-    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
-        size += path.with_suffix(".bin").stat().st_size
-    return size
+    """Bytes on disk of every file of the artifact (an OpenVINO .xml with its .bin)."""
+    return sum(f.stat().st_size for f in artifact_files(path))
 
 
 def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str,
