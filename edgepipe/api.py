@@ -111,6 +111,6 @@ def bench(artifact: str | Path, device: str | None = None, *, threads: int | Non
         settings = (choice.bench or Bench()).overridden(flags)
         eval_path = None if eval_set is None else Path(eval_set).expanduser().resolve()
         m = run_measurement(path, eval_path, settings, _ui(quiet), path.name, choice.ssh, target=target)
-    latency = LatencyStats.from_dict(m["latency_ms"])
+    latency = LatencyStats.model_validate(m["latency_ms"])
     assert latency is not None
     return BenchResult(path, str(m["runtime"]), str(m["device"]), latency, m.get("accuracy"), m.get("samples"))

@@ -12,33 +12,12 @@ from types import MappingProxyType
 from typing import Any
 
 from edgepipe.errors import InputError
+from pipeline.errors import UsageError
+from pipeline.report.schema import LatencyStats, parse_report
 
 
 def _float(v: Any) -> float | None:
     return None if v is None else float(v)
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Latency of one artifact in its runtime, in milliseconds."""
-
-    median: float
-    p90: float
-    p99: float
-    mean: float
-    std: float
-    min: float
-    iterations: int
-    warmup: int
-    threads: int
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> LatencyStats | None:
-        if not d or d.get("median") is None:
-            return None
-        stats = {k: float(d.get(k) or 0.0) for k in ("median", "p90", "p99", "mean", "std", "min")}
-        return cls(**stats, iterations=int(d.get("iterations") or 0), warmup=int(d.get("warmup") or 0),
-                   threads=int(d.get("threads") or 1))
 
 
 @dataclass(frozen=True)
@@ -68,7 +47,8 @@ class TargetResult:
         size = t.get("size_bytes")
         return cls(name, bool(t.get("passed")), run_dir / t["artifact"] if t.get("artifact") else None,
                    str(t.get("precision", "int8")), t.get("runtime"), t.get("device"), _float(value),
-                   _float(float_value), _float(drop), LatencyStats.from_dict(t.get("latency_ms")),
+                   _float(float_value), _float(drop),
+                   LatencyStats.model_validate(t["latency_ms"]) if t.get("latency_ms") else None,
                    None if size is None else int(size), tuple(str(v) for v in t.get("violations") or ()),
                    t.get("error"))
 
@@ -153,6 +133,8 @@ def load_run(path: str | Path) -> Run:
         report = json.loads(report_path.read_text())
     except (ValueError, UnicodeDecodeError, OSError) as err:
         raise InputError(f"{report_path}: not a readable report ({' '.join(str(err).split())})") from None
-    if not isinstance(report, dict) or report.get("schema") != 1:
-        raise InputError(f"{report_path}: not a schema 1 edgepipe report")
+    try:
+        parse_report(report, str(report_path))  # the typed schema: one line naming a damaged field
+    except UsageError as err:
+        raise InputError(str(err)) from None
     return Run.from_report(report, run_dir)
