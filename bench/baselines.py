@@ -14,14 +14,14 @@ Results are cached like edgepipe's exports, keyed on model, calibration set and 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from targets.child import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_VERSION = "1"
@@ -83,9 +83,7 @@ def convert_in_child(target: str, source: Path, calib: np.ndarray, out: Path, ti
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
         np.save(Path(tmp) / "calib.npy", calib.astype(np.float32))
         job = {"target": target, "source": str(source), "calib": str(Path(tmp) / "calib.npy"), "out": str(out)}
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        done = subprocess.run([sys.executable, "-m", "bench.baselines", json.dumps(job)], capture_output=True,
-                              text=True, env=env, cwd=ROOT, timeout=timeout_s)
+        done = run_module("bench.baselines", [json.dumps(job)], timeout_s=timeout_s, path=[ROOT], cwd=ROOT)
     if done.returncode != 0:
         why = f"crashed (signal {-done.returncode})" if done.returncode < 0 else \
             (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]

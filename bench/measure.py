@@ -18,8 +18,6 @@ gets int8, OpenVINO binds the tensor), then `session.invoke` timed. The job's `r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from targets.child import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,9 +106,7 @@ def run_child(artifacts: dict[str, Path], input_shape: tuple[int, ...], threads:
     """
     job = {"artifacts": {k: str(v) for k, v in artifacts.items()}, "input_shape": list(input_shape),
            "threads": threads, "seed": seed, "timing": timing.__dict__, "runner_copy": runner_copy}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-m", "bench.measure"], input=json.dumps(job), capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout_s)
+    done = run_module("bench.measure", [], timeout_s=timeout_s, path=[ROOT], stdin=json.dumps(job), cwd=ROOT)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise RuntimeError(f"timing child failed: {tail}")

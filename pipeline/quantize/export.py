@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pipeline.errors import TargetError
 from pipeline.ui import UI
 from targets import ExportOptions, ExportResult, FloatModel, get_target
 from targets.base import float_layer_variants
+from targets.child import run_module
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,19 +33,6 @@ class Exported:
 
 # The worker asks Linux to SIGKILL it when the build process dies (kill -9 of the build must not leave a
 # converter running as an orphan), then checks the build did not die before that took effect.
-_WORKER_BOOT = """import os, signal, sys
-parent = int(sys.argv.pop(1))
-if sys.platform.startswith("linux"):
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-if os.getppid() != parent:
-    sys.exit(1)
-from targets.worker import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def _plain_name(name: object) -> bool:
@@ -105,11 +91,9 @@ def _job(name: str, model: FloatModel, calib: CalibrationSet, work: Path) -> dic
 def _run_worker(name: str, job: dict[str, Any], work: Path, label: str, ui: UI,
                 timeout_s: float) -> subprocess.CompletedProcess[str]:
     (work / "job.json").write_text(json.dumps(job))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with ui.task(label):
         try:
-            return subprocess.run([sys.executable, "-c", _WORKER_BOOT, str(os.getpid()), str(work / "job.json")],
-                                  capture_output=True, text=True, env=env, timeout=timeout_s)
+            return run_module("targets.worker", [str(work / "job.json")], timeout_s=timeout_s, path=[REPO_ROOT])
         except subprocess.TimeoutExpired:
             raise TargetError(f"{name}: {label} timed out after {timeout_s:.0f} s") from None
 
