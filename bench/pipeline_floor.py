@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # pipeline_cost, as be
 from pipeline_cost import measure_build  # noqa: E402
 
 BATCH = 32
+FIRST = "start-up, load model + data, reference accuracy, report"
 TARGETS = ("tflite", "openvino", "tensorrt")
 
 
@@ -231,7 +232,7 @@ def measure_floor(work: Path, iterations: int) -> dict:
 def _edgepipe_rows(cost: object) -> dict[str, float]:
     """edgepipe's build.log steps folded per target, the rest as model + data + reference."""
     per = {t: sum(s for name, s in cost.steps if name.startswith(f"{t}:")) for t in TARGETS}  # type: ignore[attr-defined]
-    per["load model + data, reference accuracy"] = cost.wall_s - sum(per.values())  # type: ignore[attr-defined]
+    per[FIRST] = cost.wall_s - sum(per.values())  # type: ignore[attr-defined]
     return per
 
 
@@ -252,8 +253,9 @@ def table(args: argparse.Namespace, cost: object, floor: dict) -> list[str]:
              f"--calib {args.calib} --iterations {args.iterations} --write`.",
              "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
              "| Step | edgepipe build s | toolkit floor s | edgepipe / floor |", "|---|---|---|---|"]
-    fs = floor["steps"]
-    for name in ["load model + data, reference accuracy", *TARGETS]:
+    fs = dict(floor["steps"])  # as for edgepipe: the first row is the wall time outside the three targets
+    fs[FIRST] = floor["wall_s"] - sum(fs[t] for t in TARGETS)
+    for name in [FIRST, *TARGETS]:
         lines.append(f"| {name} | {ep[name]:.1f} | {fs[name]:.1f} | {ep[name] / max(fs[name], 1e-9):.2f}x |")
     lines.append(f"| **wall (process)** | **{cost.wall_s:.1f}** | **{floor['wall_s']:.1f}** | "  # type: ignore[attr-defined]
                  f"**{cost.wall_s / floor['wall_s']:.2f}x** (goal <= 1.25x) |")  # type: ignore[attr-defined]
