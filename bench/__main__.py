@@ -21,11 +21,14 @@ from pipeline_cost import EXAMPLE, measure_build
 
 from pipeline.cache import Cache
 from pipeline.ui import UI
+from targets.runner import cpu_info
 
 from . import op_mix, tables
 from .artifacts import TARGETS, Prepared, prepare
 from .measure import Timing, median_ms, ratio, run_child
 from .models import selected
+from .pipeline_floor import HEADING as FLOOR_HEADING
+from .pipeline_floor import host_kind
 from .system import machine, versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +98,8 @@ def _header(quick: bool, timing: Timing, threads: list[int], elapsed_s: float, l
         "Written by " + ("`python -m bench --quick`" if quick else "`./scripts/bench` (`python -m bench`)") + " on "
         + f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; total run time {elapsed_s / 60:.1f} min.",
         "",
+        f"- Host kind: {host_kind()} (CPU features: {', '.join(cpu_info()['features'])}); every table in this file "
+        "above the pipeline-floor section was measured on it: int8 speed-ups are a property of the host kind.",
         f"- CPU: {m.cpu}, {m.cores} cores visible, {m.mhz:.0f} MHz, AVX-512 VNNI: {'yes' if m.vnni else 'no'}; "
         "the cores are shared with other work (1-minute load average "
         + " -> ".join(f"{v:.1f}" for v in load) + " from start to end of this run), so absolute numbers are noisy "
@@ -176,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.json is not None:
         a.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "timings": _RAW}, indent=1))
     if out is not None:
-        out.write_text(text)
+        kept = out.read_text().partition(FLOOR_HEADING)[2] if out.exists() else ""  # its own command writes it
+        out.write_text(text + (f"\n{FLOOR_HEADING}{kept}" if kept else ""))
         ui.info(f"wrote {out}")
     return 0
 

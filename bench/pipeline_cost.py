@@ -93,14 +93,15 @@ def _edgepipe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
 
 
-def measure_build(timeout_s: float = 1800) -> PipelineCost:
+def measure_build(timeout_s: float = 1800, config: str = EXAMPLE, extra: tuple[str, ...] = ()) -> PipelineCost:
+    """`edgepipe build CONFIG` (default: the digits-cnn example) in a child with a fresh cache; `extra` args."""
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-build-") as tmp:
         out, cache = Path(tmp) / "run", Path(tmp) / "cache"
         env = {**os.environ, "EDGEPIPE_CACHE_DIR": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"}
         log = Path(tmp) / "stderr.txt"
         with log.open("w") as err:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([*_edgepipe(), "build", EXAMPLE, "--out", str(out), "--json"], cwd=ROOT,
+            proc = subprocess.Popen([*_edgepipe(), "build", config, "--out", str(out), "--json", *extra], cwd=ROOT,
                                     env=env, stdout=subprocess.DEVNULL, stderr=err)
             timer = threading.Timer(timeout_s, proc.kill)
             timer.start()

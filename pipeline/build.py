@@ -155,7 +155,7 @@ def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_
 def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
                 report: dict[str, Any], float_acc: float, cache: Cache, ui: UI,
                 metric: Metric = ACCURACY) -> dict[str, Any]:
-    from pipeline.measure.verify import ship_float_if_faster
+    from pipeline.measure.verify import ship_float_if_faster, warn_if_int8_slower
 
     cfg, ref_acc = req.config, report["reference"]["accuracy"]
     s = cfg.targets.settings(name)
@@ -192,6 +192,8 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     if s.ship_faster_float and s.precision is Precision.INT8:
         ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, TargetName(name), req.device,
                              metric=metric)
+    elif s.precision is Precision.INT8:
+        warn_if_int8_slower(entry, name, ui)
     return entry
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -45,7 +46,7 @@ class UI:
 
     def warn(self, msg: str) -> None:
         log.warning(msg)
-        self.console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+        self.console.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False)  # "[targets.x]" is text
 
     def log_to(self, path: Path | None) -> None:
         """Send the log to `path` (the run's build.log), or stop logging to a file."""

@@ -9,9 +9,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only (devices run Python 3.8)
+    from collections.abc import Callable
+
+    # A batch runner: a float32 batch of up to its size in, float32 outputs (one row per sample) out.
+    BatchRunner = Callable[[np.ndarray], np.ndarray]
 
 
 class Session:
@@ -38,6 +44,29 @@ class Session:
     def evaluation(self) -> str:
         """How accuracy is computed, for the report."""
         return self.runtime
+
+    def batch_runner(self, n: int) -> BatchRunner | None:
+        """A function that runs up to `n` samples in one call, when the artifact takes a batch dimension > 1;
+        None when it runs one sample at a time (the caller then loops over run()). The session itself keeps
+        its batch of one, which latency is measured with."""
+        return None
+
+
+def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
+    """x with zero samples appended up to a batch of n (a fixed-batch model's last, shorter batch)."""
+    if x.shape[0] == n:
+        return x
+    return np.concatenate([x, np.zeros((n - x.shape[0],) + x.shape[1:], x.dtype)])
+
+
+def _checked(fn: BatchRunner, n: int, sample: np.ndarray) -> BatchRunner | None:
+    """fn when a batch of n really gives n output rows (a graph with a batch of one written into a Reshape
+    does not), else None."""
+    try:
+        out = fn(np.repeat(sample, n, axis=0))
+    except Exception:
+        return None
+    return fn if out.shape[0] == n else None
 
 
 def _version(dist: str) -> str:
@@ -91,8 +120,9 @@ class LiteRTSession(Session):
 
             self.runtime = "tflite-runtime " + _version("tflite-runtime")
         source = {"model_content": path} if isinstance(path, bytes) else {"model_path": str(path)}
+        self._new = lambda: Interpreter(**source, num_threads=threads, experimental_preserve_all_tensors=preserve)
         with stderr_filtered():
-            self.interp = Interpreter(**source, num_threads=threads, experimental_preserve_all_tensors=preserve)
+            self.interp = self._new()
             self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
@@ -111,11 +141,36 @@ class LiteRTSession(Session):
         return self.interp.get_tensor(self.out["index"])
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        y = self.invoke(self.prepare(x))
+        return self._dequantized(self.invoke(self.prepare(x)))
+
+    def _dequantized(self, y: np.ndarray) -> np.ndarray:
         if self.out["dtype"] != np.float32:
             scale, zero = self.out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
         return y
+
+    def batch_runner(self, n: int) -> BatchRunner | None:
+        """A second interpreter resized to a batch of n (resize_tensor_input + allocate_tensors), when the
+        model declares a dynamic batch (shape_signature -1); the last, shorter batch is padded."""
+        signature = list(self.inp.get("shape_signature", []))
+        if n <= 1 or not signature or signature[0] != -1:
+            return None
+        try:
+            with stderr_filtered():
+                interp = self._new()
+                interp.resize_tensor_input(self.inp["index"], [n] + [int(d) for d in self.inp["shape"][1:]],
+                                           strict=True)
+                interp.allocate_tensors()
+        except Exception:
+            return None
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+
+        def run_batch(x: np.ndarray) -> np.ndarray:
+            interp.set_tensor(inp["index"], _pad_to(self.prepare(x), n))
+            interp.invoke()
+            return self._dequantized(interp.get_tensor(out["index"]))[: x.shape[0]]
+
+        return _checked(run_batch, n, np.zeros([1] + [int(d) for d in self.inp["shape"][1:]], np.float32))
 
 
 class OpenVINOSession(Session):
@@ -127,6 +182,7 @@ class OpenVINOSession(Session):
         self.runtime = "openvino " + ov.get_version().split("-")[0]
         core = ov.Core()
         cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads)}
+        self._source, self._core, self._cfg = path, core, cfg
         self.compiled = core.compile_model(str(path) if isinstance(path, (str, Path)) else path, "CPU", cfg)
         self.request = self.compiled.create_infer_request()
 
@@ -148,6 +204,28 @@ class OpenVINOSession(Session):
             return self.run(native)
         self.request.infer()
         return self.request.get_output_tensor(0).data
+
+    def batch_runner(self, n: int) -> BatchRunner | None:
+        """The model reshaped to a batch of n and compiled again (this session keeps its batch of one); the
+        last, shorter batch is padded. None when the reshape fails or the other dimensions are not static."""
+        if n <= 1:
+            return None
+        try:
+            source = self._source
+            model = self._core.read_model(str(source)) if isinstance(source, (str, Path)) else source.clone()
+            dims = list(model.inputs[0].get_partial_shape())[1:]
+            if not all(d.is_static for d in dims):
+                return None
+            model.reshape([n] + [d.get_length() for d in dims])
+            request = self._core.compile_model(model, "CPU", self._cfg).create_infer_request()
+        except Exception:
+            return None
+
+        def run_batch(x: np.ndarray) -> np.ndarray:
+            request.infer([np.ascontiguousarray(_pad_to(x, n), dtype=np.float32)])
+            return np.asarray(request.get_output_tensor(0).data, dtype=np.float32)[: x.shape[0]].copy()
+
+        return _checked(run_batch, n, np.zeros([1] + [d.get_length() for d in dims], np.float32))
 
 
 class OnnxRuntimeSession(Session):
@@ -174,6 +252,14 @@ class OnnxRuntimeSession(Session):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.sess.run(None, {self.name: x})[0], dtype=np.float32)
+
+    def batch_runner(self, n: int) -> BatchRunner | None:
+        """This session itself, when the graph's batch axis is dynamic (a name such as "N", or unset)."""
+        batch = self.sess.get_inputs()[0].shape[0] if self.sess.get_inputs()[0].shape else 1
+        if n <= 1 or (isinstance(batch, int) and batch > 0):
+            return None
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in self.sess.get_inputs()[0].shape[1:]]
+        return _checked(self.run, n, np.zeros([1] + shape, np.float32))
 
     def optimization_level(self) -> str:
         """The graph optimization level the loaded session really uses (read back from ONNX Runtime)."""

@@ -126,6 +126,18 @@ def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
     entry["passed"] = not entry["violations"] and not entry.get("error")
 
 
+def warn_if_int8_slower(entry: dict[str, Any], label: str, ui: UI) -> None:
+    """The latency gate's warning, on by default: the verifying device measured the int8 artifact no faster
+    than its float twin. Both medians are named and `ship_faster_float = true` is offered."""
+    speedup, float_ms = entry.get("int8_speedup"), (entry.get("float_latency_ms") or {}).get("median")
+    if speedup is None or speedup > 1.0 or float_ms is None or entry.get("precision") != "int8":
+        return
+    int8_ms = float((entry.get("latency_ms") or {}).get("median", float("nan")))
+    ui.warn(f"{label}: int8 is not faster than float on {entry.get('device')}: int8 median {int8_ms:.3f} ms vs float "
+            f"median {float_ms:.3f} ms ({speedup:.2f}x); set ship_faster_float = true under [targets.{label}] to "
+            "ship the float artifact when it measures faster")
+
+
 def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, reference_accuracy: float,
                          budget: BudgetSection, bench: Bench, ui: UI, target: TargetName, device: Any = None,
                          metric: Metric = ACCURACY) -> None:

@@ -42,3 +42,24 @@ def test_score_is_top1_of_any_output_shape() -> None:
     assert score(outputs, np.array([1, 1, 1])) == pytest.approx(2 / 3)
     assert score(outputs.reshape(3, 1, 2), np.array([1, 0, 1])) == 1.0
     assert score(np.zeros((0, 2)), np.zeros(0)) == 0.0
+
+
+@pytest.mark.parametrize("artifact", ["tflite/model_int8.tflite", "openvino/model_int8.xml", "tensorrt/model_qdq.onnx"])
+def test_batched_evaluation_equals_one_sample_at_a_time(built_run: Path, artifact: str) -> None:
+    """Each artifact of the build takes a batch (LiteRT resized, OpenVINO reshaped, ONNX's dynamic batch axis);
+    evaluating in batches (7: the last batch is shorter and padded) gives each sample's per-sample outputs and
+    the same metric value, which is the one the build reported."""
+    from targets import runner
+
+    with np.load(built_run / "data" / "eval.npz") as data:
+        x, y = data["x"].astype(np.float32), data["y"]
+    session = runner.open_session(built_run / artifact, 1).exact()
+    assert session.batch_runner(7) is not None, f"{artifact} should take a batch dimension > 1"
+    one = runner.outputs_of(session, x, batch=1)
+    for batch in (7, runner.EVAL_BATCH):
+        batched = runner.outputs_of(session, x, batch=batch)
+        np.testing.assert_allclose(batched, one, rtol=1e-5, atol=1e-6)
+        assert runner.score(batched, y) == runner.score(one, y)
+    target = artifact.split("/")[0]
+    assert runner.score(one, y) == json.loads((built_run / "report.json").read_text())["targets"][target]["accuracy"]
+    assert runner.outputs_of(session, x[:1]).shape == one[:1].shape  # a single sample: no batch runner needed

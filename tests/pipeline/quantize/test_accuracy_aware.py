@@ -227,3 +227,22 @@ def test_ship_faster_float(digits_npz: Path, tmp_path: Path, capsys: pytest.Capt
     assert t["latency_ms"]["median"] < t["int8"]["latency_ms"]["median"]
     assert any("shipping the float artifact" in n for n in t["notes"])
     assert "shipping the float artifact" in captured.err
+
+
+def test_slower_int8_warns_with_both_medians(digits_npz: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The latency gate's warning is on by default: a real measured pair (the s8 Q/DQ residual-tanh model runs
+    several times slower than fp32 on ONNX Runtime's CPU provider) warns on the terminal and in build.log,
+    naming both medians and offering ship_faster_float; the int8 artifact still ships (the option is off)."""
+    model = _residual_tanh_cnn(tmp_path / "residual.keras")
+    cfg = _config(tmp_path / "warn.toml", model, digits_npz, "", ("tensorrt",))
+    cfg.write_text(cfg.read_text().replace("iterations = 5\nwarmup = 1", "iterations = 50\nwarmup = 5"))
+    rc = main(["build", str(cfg), "--out", str(tmp_path / "run"), "--json"])
+    captured = capsys.readouterr()
+    t = json.loads(captured.out)["targets"]["tensorrt"]
+    assert rc == 0 and t["precision"] == "int8" and t["int8_speedup"] < 1.0
+    int8_ms, float_ms = t["latency_ms"]["median"], t["float_latency_ms"]["median"]
+    err = " ".join(captured.err.split())  # the terminal wraps long lines
+    warning = f"int8 is not faster than float on host: int8 median {int8_ms:.3f} ms vs float median {float_ms:.3f} ms"
+    assert warning in err and "set ship_faster_float = true under [targets.tensorrt]" in err, captured.err
+    assert f"int8 median {int8_ms:.3f} ms" in (tmp_path / "run" / "build.log").read_text()
