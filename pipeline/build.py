@@ -104,13 +104,13 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
         report["reference"]["notes"] = list(src.reference.notes)
     write_eval(run_dir / EVAL_REL, src.data)
     report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0])}
-    if src.metric.labels is not Labels.CLASSES and (cfg.distill or cfg.prune or cfg.decompose):
-        raise UsageError(f"{cfg.name}: the compression stages train on class labels; with [metric] "
-                         f"{src.metric.name} remove [distill], [prune] and [decompose] (quantization only)")
+    if src.metric.labels is Labels.ANY and (cfg.distill or cfg.prune or cfg.decompose):
+        raise UsageError(f"{cfg.name}: the compression stages train with a named metric's loss; with [metric] "
+                         f"function remove [distill], [prune] and [decompose] (quantization only)")
     if cfg.metric is not None:
         report["metric"] = src.metric.to_report()
     outcome = run_stages(cfg, src.reference.keras_model, src.model_id, src.data, src.data_id, run_dir, cache, ui,
-                         src.metric.spec)
+                         src.metric.spec, src.metric.labels.value)
     if outcome is not None:
         report["stages"] = outcome.entries
         final, model_id, keras_path = outcome.model, outcome.model_id, outcome.keras_path

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrainData:
-    """Preprocessed training and test splits in the model's input layout; labels are int64 class ids."""
+    """Preprocessed training and test splits in the model's input layout; labels as the metric needs them (int64
+    class ids for a classifier)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -32,6 +33,9 @@ class StageContext:
     data: TrainData
     teacher: keras.Model
     seed: int = 0
+    # What the task's metric reads as labels (pipeline.measure.metric.Labels values): "classes" for a classifier
+    # (logits distillation, cross-entropy); "targets", "binary" (an autoencoder) or "reference" train with MSE.
+    labels: str = "classes"
     # Returns Keras callbacks that show training progress under a label; may return [].
     progress_callbacks: Callable[[str, int], list[Any]] = field(default=lambda label, epochs: [])
 

@@ -4,6 +4,10 @@ Loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alp
 (the teacher's logits are computed once; a softmax teacher gives its exact pre-softmax values). A seeded
 validation split drives EarlyStopping on accuracy with the best epoch restored. The student comes back as a
 plain functional model in the teacher's output convention (softmax probabilities or logits).
+
+A model that is not a classifier (`ctx.labels` other than "classes") distils on its outputs as they are:
+Loss = alpha * MSE(teacher outputs) + (1 - alpha) * MSE(the task's target: y, the input for an autoencoder, or
+the reference model's outputs), with early stopping on the validation loss; the temperature is not used.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from typing import Any
 import keras
 
 from pipeline.compress.base import StageContext, StageResult
-from pipeline.compress.training import fit_classifier, is_softmax_output, predict_logits
+from pipeline.compress.training import (
+    fit_classifier,
+    fit_regression,
+    is_softmax_output,
+    predict_logits,
+    predict_outputs,
+    task_targets,
+)
 from pipeline.compress.width import scale_width
 from pipeline.config import DistillSection
 from pipeline.errors import ModelLoadError
@@ -66,6 +77,8 @@ class DistillStage:
             raise ValueError(
                 f"student output shape {student.output_shape} differs from the teacher's {model.output_shape}"
             )
+        if ctx.labels != "classes":
+            return self._regress(model, student, ctx)
         teacher_logits = predict_logits(model, ctx.data.x_train, batch_size=max(cfg.batch_size, 256))
         trained, history = fit_classifier(
             student,
@@ -95,5 +108,30 @@ class DistillStage:
             f"distilled into {cfg.student}: {details['student_params']} params "
             f"(teacher {details['teacher_params']})"
             + (f", best validation accuracy {best:.4f}" if best is not None else ""),
+        )
+        return StageResult(trained, notes, details)
+
+    def _regress(self, teacher: keras.Model, student: keras.Model, ctx: StageContext) -> StageResult:
+        """Distillation for a model that is not a classifier: MSE to the teacher's outputs and the task's target."""
+        cfg = self.cfg
+        x, target = task_targets(ctx.data, ctx.labels, ctx.teacher)
+        trained, history = fit_regression(
+            student, x, target, epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+            seed=ctx.seed, teacher_outputs=predict_outputs(teacher, x, batch_size=max(cfg.batch_size, 256)),
+            alpha=cfg.alpha, validation_split=cfg.validation_split, patience=cfg.patience,
+            callbacks=ctx.progress_callbacks("distill", cfg.epochs))
+        val_loss = history.get("val_loss", [])
+        best = min(val_loss) if val_loss else None
+        details = {
+            "student": cfg.student,
+            "teacher_params": int(teacher.count_params()),
+            "student_params": int(trained.count_params()),
+            "epochs_run": len(history.get("loss", [])),
+            "best_val_accuracy": None,
+            "best_val_loss": best,
+        }
+        notes = (
+            f"distilled into {cfg.student} on the teacher's outputs (MSE): {details['student_params']} params "
+            f"(teacher {details['teacher_params']})" + (f", best validation loss {best:.6g}" if best is not None else ""),
         )
         return StageResult(trained, notes, details)

@@ -55,8 +55,9 @@ class StageOutcome:
 
 
 def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data: TrainData, data_id: str,
-               run_dir: Path, cache: Cache, ui: UI, metric: str = "accuracy") -> StageOutcome | None:
-    """Apply every configured stage; None when the config has none."""
+               run_dir: Path, cache: Cache, ui: UI, metric: str = "accuracy",
+               labels: str = "classes") -> StageOutcome | None:
+    """Apply every configured stage (trained as `labels` says: `StageContext.labels`); None when there is none."""
     import keras
 
     if config.distill is None and config.prune is None and config.decompose is None:
@@ -67,7 +68,8 @@ def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data:
     if teacher is None:
         raise UsageError("compression stages ([distill], [prune], [decompose]) need a Keras model "
                          "(.keras or .h5); a SavedModel can only be quantized")
-    ctx = StageContext(data=data, teacher=teacher, seed=config.quantize.seed, progress_callbacks=ui.keras_callbacks)
+    ctx = StageContext(data=data, teacher=teacher, seed=config.quantize.seed, labels=labels,
+                       progress_callbacks=ui.keras_callbacks)
     outcome = StageOutcome(teacher, model_id)
     for stage in stages:
         interrupts.check()

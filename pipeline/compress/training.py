@@ -1,9 +1,13 @@
 """Training helpers shared by the stages: output convention, logits, and a seeded (distillation) fit.
 
-Training always runs on a logits copy of the model (final softmax removed) so the losses are computed from
+A classifier always trains on a logits copy of the model (final softmax removed) so the losses are computed from
 logits; the trained model is handed back as a plain, uncompiled functional model in the asked convention.
 Labels (and teacher logits, for distillation) travel packed in one `y` array so a plain Keras loss function
 does the work: no custom model classes, nothing backend-specific.
+
+A model that is not a classifier (`StageContext.labels` other than "classes") trains on its outputs as they are,
+with mean squared error against the task's target (`task_targets`) and, for distillation, against the teacher's
+outputs (`fit_regression`).
 """
 
 from __future__ import annotations
@@ -153,6 +157,12 @@ def fine_tune(model: keras.Model, ctx: Any, section: Any, epochs: int, label: st
     batch size, progress, and distillation from the reference teacher. `epochs <= 0` returns `model`."""
     if epochs <= 0:
         return model
+    callbacks = [*(callbacks or []), *ctx.progress_callbacks(label, epochs)]
+    if ctx.labels != "classes":  # the task's loss: MSE against its targets, its input, or the reference's outputs
+        x, target = task_targets(ctx.data, ctx.labels, ctx.teacher)
+        trained, _ = fit_regression(model, x, target, epochs=epochs, learning_rate=section.learning_rate,
+                                    batch_size=section.batch_size, seed=ctx.seed, callbacks=callbacks)
+        return trained
     trained, _ = fit_classifier(
         model,
         ctx.data,
@@ -160,7 +170,7 @@ def fine_tune(model: keras.Model, ctx: Any, section: Any, epochs: int, label: st
         learning_rate=section.learning_rate,
         batch_size=section.batch_size,
         seed=ctx.seed,
-        callbacks=[*(callbacks or []), *ctx.progress_callbacks(label, epochs)],
+        callbacks=callbacks,
         **teacher_guidance(ctx),
     )
     return trained
@@ -174,14 +184,15 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def _fit_callbacks(user: Sequence[Any], x: np.ndarray, has_bn: bool, validating: bool, patience: int | None,
-                   epochs: int) -> list[Any]:
-    """The user's callbacks, BatchNorm recalibration, and early stopping on validation accuracy."""
+                   epochs: int, monitor: str = "val_label_accuracy") -> list[Any]:
+    """The user's callbacks, BatchNorm recalibration, and early stopping on validation accuracy (or `monitor`,
+    minimised when it is a loss)."""
     out = list(user) + ([_RecalibrateBN(x)] if has_bn else [])
     if validating and patience is not None:
         # BatchNorm's moving statistics need some hundred steps before validation accuracy means anything:
         # no stopping in the first third of the epochs.
         out.append(keras.callbacks.EarlyStopping(
-            monitor="val_label_accuracy", mode="max", patience=patience, restore_best_weights=True,
+            monitor=monitor, mode="min" if monitor.endswith("loss") else "max", patience=patience, restore_best_weights=True,
             start_from_epoch=max(patience, epochs // 3)))
     return out
 
@@ -234,3 +245,74 @@ def fit_classifier(
         recalibrate_batchnorm(train, x)
     trained = with_output_convention(train, softmax)
     return trained, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def predict_outputs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs on `x`, as they are (no softmax removed): what a non-classifier is judged on."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def task_targets(data: TrainData, labels: str, reference: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    """(x, target) a model that is not a classifier trains on, by what its metric's labels are (`Labels` values):
+    "targets" (mse, mae, rmse): y; "binary" (reconstruction_auc, an autoencoder): its own input, unlabeled, from
+    the normal samples (y == 0) when there are any; "reference" (sqnr, agreement): the reference model's outputs."""
+    x = data.x_train
+    if labels == "targets":
+        return x, np.asarray(data.y_train, dtype=np.float32)
+    if labels == "binary":
+        normal = np.asarray(data.y_train).reshape(-1) == 0
+        x = x[normal] if normal.any() else x
+        return x, x
+    if labels == "reference":
+        return x, predict_outputs(reference, x)
+    raise ValueError(f"no training target for labels {labels!r}: the compression stages cannot train this task")
+
+
+def regression_loss(alpha: float, width: int) -> Callable[[Any, Any], Any]:
+    """MSE on flat outputs; y_true = [target, teacher outputs] (just [target] when alpha == 0), each `width` wide.
+
+    alpha * MSE(teacher outputs) + (1 - alpha) * MSE(target).
+    """
+
+    def regress_loss(y_true: Any, y_pred: Any) -> Any:
+        hard = ops.mean(ops.square(y_true[:, :width] - y_pred), axis=-1)
+        if alpha == 0.0:
+            return hard
+        soft = ops.mean(ops.square(y_true[:, width:] - y_pred), axis=-1)
+        return alpha * soft + (1.0 - alpha) * hard
+
+    return regress_loss
+
+
+def fit_regression(model: keras.Model, x: np.ndarray, target: np.ndarray, *, epochs: int, learning_rate: float,
+                   batch_size: int, seed: int = 0, teacher_outputs: np.ndarray | None = None, alpha: float = 0.0,
+                   validation_split: float = 0.0, patience: int | None = None,
+                   callbacks: Sequence[Any] = ()) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train a copy of `model` on its outputs as they are: MSE against `target` (and against `teacher_outputs`
+    with weight `alpha`, for distillation). Early stopping (with `validation_split` and `patience`) watches the
+    validation loss. Returns the trained model (uncompiled functional) and the Keras history."""
+    if epochs <= 0:
+        return rebuild(model), {}
+    keras.utils.set_random_seed(seed)
+    train = rebuild(model)
+    flat = keras.Model(train.inputs, L.Flatten()(train.outputs[0]))  # shares train's layers: one y of any shape
+    y = np.asarray(target, dtype=np.float32).reshape(len(x), -1)
+    width = y.shape[1]
+    if teacher_outputs is not None and alpha > 0.0:
+        y = np.concatenate([y, np.asarray(teacher_outputs, dtype=np.float32).reshape(len(x), -1)], axis=1)
+    else:
+        alpha = 0.0
+    validation = None
+    if validation_split > 0.0 and len(x) > 1:
+        tr, va = split_indices(len(x), validation_split, seed)
+        validation = (x[va], y[va])
+        x, y = x[tr], y[tr]
+    has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
+    flat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=regression_loss(alpha, width),
+                 jit_compile=False)
+    history = flat.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation, shuffle=True,
+                       verbose=0, callbacks=_fit_callbacks(callbacks, x, has_bn, validation is not None, patience,
+                                                           epochs, monitor="val_loss"))
+    if has_bn and validation is None:
+        recalibrate_batchnorm(train, x)
+    return rebuild(train), {k: [float(v) for v in vals] for k, vals in history.history.items()}
