@@ -104,18 +104,36 @@ def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.nd
 EVAL_BATCH = 32
 
 
+SPOT_CHECK = 16  # samples also run one at a time, the way the device runs them, to vouch for a batch
+
+
 def outputs_of(session: Session, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     """The session's outputs (N, -1): `batch` samples per call where the artifact takes a batch dimension > 1
-    (Session.batch_runner), else one sample at a time. Each sample's outputs are the same either way (to
-    float rounding): a batch only amortizes the per-call cost."""
+    (Session.batch_runner), else one sample at a time. A batch only amortizes the per-call cost, and that is
+    checked: the first SPOT_CHECK samples also run one at a time, and when they differ from the batched
+    outputs (beyond 5% of their range; a runtime's batch kernel is not its batch-1 kernel) every sample is
+    evaluated one at a time, as deployed."""
     n = min(int(batch), x.shape[0])
     run_batch = session.batch_runner(n) if n > 1 else None
-    if run_batch is None:
-        outputs = [session.run(x[i : i + 1]).reshape(1, -1) for i in range(x.shape[0])]
-    else:
-        outputs = [run_batch(x[i : i + n]).reshape(x[i : i + n].shape[0], -1) for i in range(0, x.shape[0], n)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, 1))
+    if run_batch is not None:
+        batched = [run_batch(x[i : i + n]).reshape(x[i : i + n].shape[0], -1) for i in range(0, x.shape[0], n)]
+        outputs = np.concatenate(batched)
+        if _agrees(outputs, _one_at_a_time(session, x[:SPOT_CHECK])):
+            return outputs
+    return _one_at_a_time(session, x) if x.shape[0] else np.zeros((0, 1))
 
+
+def _one_at_a_time(session: Session, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([session.run(x[i : i + 1]).reshape(1, -1) for i in range(x.shape[0])])
+
+
+def _agrees(batched: np.ndarray, single: np.ndarray) -> bool:
+    head = batched[: single.shape[0]].astype(np.float64)
+    single = single.astype(np.float64)
+    if not (np.all(np.isfinite(head)) and np.all(np.isfinite(single))):
+        return bool(np.array_equal(head, single, equal_nan=True))
+    scale = float(np.max(np.abs(single))) if single.size else 0.0
+    return bool(np.max(np.abs(head - single), initial=0.0) <= 0.05 * scale + 1e-6)
 
 
 def top1(outputs: np.ndarray) -> list:

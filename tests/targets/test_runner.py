@@ -63,3 +63,22 @@ def test_batched_evaluation_equals_one_sample_at_a_time(built_run: Path, artifac
     target = artifact.split("/")[0]
     assert runner.score(one, y) == json.loads((built_run / "report.json").read_text())["targets"][target]["accuracy"]
     assert runner.outputs_of(session, x[:1]).shape == one[:1].shape  # a single sample: no batch runner needed
+
+
+def test_a_batch_that_disagrees_with_batch_one_is_not_trusted(built_run: Path) -> None:
+    """The real ONNX Runtime session of the build's Q/DQ artifact, with its batch runner's outputs shifted the
+    way a runtime's faulty batch kernel would be: the spot check sees it and every sample runs one at a time."""
+    from targets import runner
+
+    with np.load(built_run / "data" / "eval.npz") as data:
+        x = data["x"].astype(np.float32)
+    session = runner.open_session(built_run / "tensorrt" / "model_qdq.onnx", 1).exact()
+    real = session.batch_runner
+
+    def shifted(n: int):  # noqa: ANN202
+        run = real(n)
+        return None if run is None else (lambda batch: run(batch) + 1.0)
+
+    one = runner.outputs_of(session, x, batch=1)
+    session.batch_runner = shifted  # type: ignore[method-assign]
+    np.testing.assert_array_equal(runner.outputs_of(session, x, batch=32), one)

@@ -12,7 +12,10 @@ from legacy_h5 import write_keras2_h5
 
 from pipeline.cli import main
 
-TARGETS = "[targets.tflite]\niterations = 5\n[targets.openvino]\niterations = 5\n[targets.tensorrt]\niterations = 5\n"
+# OpenVINO 2026.4.1 computes this int8 autoencoder wrongly at batch 1 with one thread on AVX-512 VNNI AMD EPYC
+# (right with two, and on AVX2): two threads keep the test about edgepipe, not about that host kind.
+TARGETS = ("[targets.tflite]\niterations = 5\n[targets.openvino]\niterations = 5\nthreads = 2\n"
+           "[targets.tensorrt]\niterations = 5\n")
 
 
 def _anomaly_data(path: Path, seed: int = 0, dim: int = 640, latent: int = 8) -> None:
