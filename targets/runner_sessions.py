@@ -276,12 +276,16 @@ class OnnxRuntimeSession(Session):
 SESSIONS = {".tflite": LiteRTSession, ".xml": OpenVINOSession, ".onnx": OnnxRuntimeSession}
 
 
-def open_session(path: Path, threads: int = 1) -> Session:
-    """Load an artifact with the runtime its file type calls for."""
+def open_session(path: Path, threads: int = 1, exact: bool = False) -> Session:
+    """Load an artifact with the runtime its file type calls for; `exact`: the session accuracy is measured
+    with (Session.exact()), opened directly rather than beside a latency session nobody uses."""
     cls = SESSIONS.get(Path(path).suffix.lower())
     if cls is None:
         raise ValueError(f"unsupported artifact type {Path(path).suffix!r} (expected .tflite, .xml or .onnx)")
-    return cls(Path(path), threads)
+    if exact and cls is OnnxRuntimeSession:
+        return OnnxRuntimeSession(Path(path), threads, as_written=True)
+    session = cls(Path(path), threads)
+    return session.exact() if exact else session
 
 
 def input_shape(artifact: Path) -> tuple:

@@ -183,6 +183,15 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """(x, y) for training and the seeded validation split (None when `fraction` is 0)."""
+    if fraction <= 0.0 or len(x) <= 1:
+        return x, y, None
+    tr, va = split_indices(len(x), fraction, seed)
+    return x[tr], y[tr], (x[va], y[va])
+
+
 def _fit_callbacks(user: Sequence[Any], x: np.ndarray, has_bn: bool, validating: bool, patience: int | None,
                    epochs: int, monitor: str = "val_label_accuracy") -> list[Any]:
     """The user's callbacks, BatchNorm recalibration, and early stopping on validation accuracy (or `monitor`,
@@ -230,11 +239,7 @@ def fit_classifier(
         y = np.concatenate([y, np.asarray(teacher_logits, dtype=np.float32)], axis=1)
     else:
         alpha = 0.0
-    x, validation = data.x_train, None
-    if validation_split > 0.0 and len(x) > 1:
-        tr, va = split_indices(len(x), validation_split, seed)
-        validation = (x[va], y[va])
-        x, y = x[tr], y[tr]
+    x, y, validation = _hold_out(data.x_train, y, validation_split, seed)
     has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
     train.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=distillation_loss(temperature, alpha),
                   metrics=[label_accuracy], jit_compile=False)
@@ -302,11 +307,7 @@ def fit_regression(model: keras.Model, x: np.ndarray, target: np.ndarray, *, epo
         y = np.concatenate([y, np.asarray(teacher_outputs, dtype=np.float32).reshape(len(x), -1)], axis=1)
     else:
         alpha = 0.0
-    validation = None
-    if validation_split > 0.0 and len(x) > 1:
-        tr, va = split_indices(len(x), validation_split, seed)
-        validation = (x[va], y[va])
-        x, y = x[tr], y[tr]
+    x, y, validation = _hold_out(x, y, validation_split, seed)
     has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
     flat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=regression_loss(alpha, width),
                  jit_compile=False)

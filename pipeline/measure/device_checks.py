@@ -34,7 +34,7 @@ def host_predictions(artifact: Path, eval_path: Path) -> tuple[list[int], str]:
     """The host's top-1 per sample for the artifact in its own runtime (the exact() session, as on a device)."""
     with np.load(str(eval_path)) as data:
         x = data["x"].astype(np.float32)
-    session = runner.open_session(artifact, 1).exact()
+    session = runner.open_session(artifact, 1, exact=True)
     return runner.top1(runner.outputs_of(session, x)), session.evaluation()
 
 

@@ -91,7 +91,7 @@ class Outcome:
 
 def measure(job: Job, exported: Exported, opts: ExportOptions, equalized: EqualizedModel | None = None) -> Attempt:
     """Top-1 of the artifact on the eval set, in its own runtime on this host."""
-    session = runner.open_session(exported.folder / exported.result.artifact, job.threads)
+    session = runner.open_session(exported.folder / exported.result.artifact, job.threads, exact=True)
     with np.load(job.eval_path) as data:
         x, y = data["x"].astype(np.float32), data["y"]
     with job.ui.task(f"{job.name}: {job.metric.name} of {_describe(opts, equalized)}"):

@@ -9,23 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from anomaly_data import write_anomaly_npz
 
 from pipeline.cli import main
 
 DIM, LATENT = 32, 4
 
 
-def _anomaly_data(path: Path, seed: int = 0) -> None:
-    """Normal samples near a 4-dimensional subspace of R^32; anomalies add a component from another one."""
-    rng = np.random.default_rng(seed)
-    basis, other = (rng.normal(size=(LATENT, DIM)) / np.sqrt(LATENT) for _ in range(2))
-
-    def normal(n: int) -> np.ndarray:
-        return rng.normal(size=(n, LATENT)) @ basis + 0.05 * rng.normal(size=(n, DIM))
-
-    x_test = np.concatenate([normal(100), normal(100) + 0.5 * (rng.normal(size=(100, LATENT)) @ other)])
-    np.savez(path, x_train=normal(800).astype(np.float32), y_train=np.zeros(800, np.int64),
-             x_test=x_test.astype(np.float32), y_test=np.r_[np.zeros(100), np.ones(100)].astype(np.int64))
+def _anomaly_data(path: Path) -> None:
+    write_anomaly_npz(path, dim=DIM, latent=LATENT, n_train=800, n_test=100, shift=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from anomaly_data import write_anomaly_npz
 from legacy_h5 import write_keras2_h5
 
 from pipeline.cli import main
@@ -18,17 +19,8 @@ TARGETS = ("[targets.tflite]\niterations = 5\n[targets.openvino]\niterations = 5
            "[targets.tensorrt]\niterations = 5\n")
 
 
-def _anomaly_data(path: Path, seed: int = 0, dim: int = 640, latent: int = 8) -> None:
-    """Normal samples lie near an 8-dimensional subspace; anomalies add a component from another one."""
-    rng = np.random.default_rng(seed)
-    basis, other = (rng.normal(size=(latent, dim)) / np.sqrt(latent) for _ in range(2))
-
-    def normal(n: int) -> np.ndarray:
-        return rng.normal(size=(n, latent)) @ basis + 0.05 * rng.normal(size=(n, dim))
-
-    x_test = np.concatenate([normal(150), normal(150) + 0.35 * (rng.normal(size=(150, latent)) @ other)])
-    np.savez(path, x_train=normal(1200).astype(np.float32), y_train=np.zeros(1200, np.int64),
-             x_test=x_test.astype(np.float32), y_test=np.r_[np.zeros(150), np.ones(150)].astype(np.int64))
+def _anomaly_data(path: Path) -> None:
+    write_anomaly_npz(path, dim=640, latent=8, n_train=1200, n_test=150, shift=0.35)
 
 
 @pytest.fixture(scope="module")
