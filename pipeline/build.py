@@ -14,7 +14,7 @@ from typing import Any
 from pipeline import interrupts
 from pipeline.cache import Cache
 from pipeline.compress.runner import model_metrics, run_stages
-from pipeline.config import Config, TargetSection
+from pipeline.config import Config, PrecisionSetting, TargetSection
 from pipeline.errors import EdgepipeError, TargetError, UsageError
 from pipeline.inputs.calib_source import calibration_set
 from pipeline.inputs.data import write_eval
@@ -139,7 +139,7 @@ def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_
     ladder (its Outcome is returned too), the other precisions are exported once."""
     from pipeline.quantize import accuracy_aware
 
-    precision = cfg.targets.settings(name).precision
+    precision = cfg.targets.settings(name).precision.fixed or Precision.INT8  # auto goes through _auto
     opts = ExportOptions(calibration_method=cfg.quantize.calibration.value, precision=precision)
     exp = export_target(name, fm, model_id, calib, opts, cache, ui)
     max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
@@ -152,20 +152,22 @@ def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_
     return aware.best.exported, aware
 
 
-def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
-                report: dict[str, Any], float_acc: float, cache: Cache, ui: UI,
-                metric: Metric = ACCURACY) -> dict[str, Any]:
-    from pipeline.measure.verify import ship_float_if_faster, warn_if_int8_slower
+def _auto(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path, ref_acc: float,
+          float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench) -> tuple[Exported, Any, dict[str, Any]]:
+    """precision = "auto": every candidate measured, the fastest that meets the budget ships."""
+    from pipeline.quantize.auto_precision import AutoJob, run_auto
 
-    cfg, ref_acc = req.config, report["reference"]["accuracy"]
-    s = cfg.targets.settings(name)
-    bench = measurement_settings(s, req.bench)
-    try:
-        exp, aware = _export(name, fm, model_id, calib, cfg, run_dir, ref_acc, cache, ui, metric, bench.threads)
-    except TargetError as err:
-        ui.warn(str(err))
-        return {"error": str(err), "passed": False, "violations": [], "precision": s.precision.value,
-                "device": "host"}
+    cfg = req.config
+    max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
+        else cfg.budget.max_metric_drop
+    return run_auto(AutoJob(name, fm, model_id, calib, run_dir, EVAL_REL, ref_acc, float_acc, cfg.budget, max_drop,
+                            cfg.quantize.calibration.value, bench, cache, ui, metric, req.device))
+
+
+def _fixed(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path, ref_acc: float,
+           float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench) -> tuple[Exported, Any, dict[str, Any]]:
+    """The configured precision: exported (int8 up the ladder under a budget), copied into OUT/<target>/, measured."""
+    exp, aware = _export(name, fm, model_id, calib, req.config, run_dir, ref_acc, cache, ui, metric, bench.threads)
     folder = run_dir / name  # the run directory names each folder after its target
     folder.mkdir(parents=True, exist_ok=True)
     for f in exp.result.files:
@@ -174,12 +176,38 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     rel = f"{name}/{exp.result.artifact}"
     rel_float = f"{name}/{exp.result.float_artifact}" if exp.result.float_artifact else None
     try:
-        entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, cfg.budget, bench, ui,
+        entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, req.config.budget, bench, ui,
                              TargetName(name), req.device, metric=metric, precision=exp.result.precision)
     except TargetError as err:  # built but not measurable: `edgepipe verify` can measure it again
+        raise _Unmeasured(rel, exp.result.precision, err) from None
+    return exp, aware, entry
+
+
+class _Unmeasured(TargetError):
+    def __init__(self, rel: str, precision: str, err: TargetError) -> None:
+        super().__init__(str(err))
+        self.rel, self.precision = rel, precision
+
+
+def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
+                report: dict[str, Any], float_acc: float, cache: Cache, ui: UI,
+                metric: Metric = ACCURACY) -> dict[str, Any]:
+    from pipeline.measure.verify import ship_float_if_faster, warn_if_int8_slower
+
+    cfg, ref_acc = req.config, report["reference"]["accuracy"]
+    s = cfg.targets.settings(name)
+    bench = measurement_settings(s, req.bench)
+    make = _auto if s.precision is PrecisionSetting.AUTO else _fixed
+    try:
+        exp, aware, entry = make(name, fm, model_id, calib, req, run_dir, ref_acc, float_acc, cache, ui, metric, bench)
+    except _Unmeasured as err:
         ui.warn(str(err))
-        return {"artifact": rel, "error": str(err), "passed": False, "violations": [], "precision": exp.result.precision,
+        return {"artifact": err.rel, "error": str(err), "passed": False, "violations": [], "precision": err.precision,
                 "device": "host" if req.device is None else req.device.url}
+    except TargetError as err:
+        ui.warn(str(err))
+        return {"error": str(err), "passed": False, "violations": [], "precision": s.precision.value,
+                "device": "host"}
     entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
     entry["float_layers"] = list(exp.result.float_layers)
     entry["notes"] = list(exp.result.notes) + entry["notes"]
@@ -189,10 +217,10 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     note = get_target(name).host_latency_note
     if note and entry["device"] == "host" and note not in entry["notes"]:
         entry["notes"].append(note)
-    if s.ship_faster_float and s.precision is Precision.INT8:
+    if s.ship_faster_float and s.precision is PrecisionSetting.INT8:
         ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, TargetName(name), req.device,
                              metric=metric)
-    elif s.precision is Precision.INT8:
+    elif s.precision is PrecisionSetting.INT8:
         warn_if_int8_slower(entry, name, ui)
     return entry
 

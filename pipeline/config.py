@@ -185,12 +185,28 @@ class BudgetSection(_Strict):
     max_size_kb: Annotated[float, Field(gt=0)] | None = None
 
 
+class PrecisionSetting(str, Enum):
+    """[targets.X] precision: one of the targets' Precision values, or "auto" (pipeline.quantize.auto_precision:
+    the fastest candidate that meets the budget on the verifying device)."""
+
+    INT8 = Precision.INT8.value
+    INT16X8 = Precision.INT16X8.value
+    FP16 = Precision.FP16.value
+    FLOAT = Precision.FLOAT.value
+    AUTO = "auto"
+
+    @property
+    def fixed(self) -> Precision | None:
+        """The one precision to export, None for auto."""
+        return None if self is PrecisionSetting.AUTO else Precision(self.value)
+
+
 class TargetSection(_Strict):
     threads: Annotated[int, Field(ge=1, le=256)] = 1
     warmup: Annotated[int, Field(ge=0, le=10_000)] = 10
     iterations: Annotated[int, Field(ge=1, le=100_000)] = 100
     ship_faster_float: bool = False  # ship the float artifact when it runs faster than the int8 one
-    precision: Precision = Precision.INT8  # one the target supports (targets.precision_problem)
+    precision: PrecisionSetting = PrecisionSetting.INT8  # one the target supports (targets.precision_problem), or auto
 
 
 class TargetsSection(_Strict):
@@ -203,7 +219,8 @@ class TargetsSection(_Strict):
         from targets import precision_problem
 
         for name in self.enabled():
-            problem = precision_problem(name, self.settings(name).precision)
+            fixed = self.settings(name).precision.fixed
+            problem = None if fixed is None else precision_problem(name, fixed)
             if problem is not None:
                 raise ValueError(f"{name}.precision: {problem}")
         return self

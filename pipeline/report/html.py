@@ -54,6 +54,7 @@ def render_html(report: Obj, run_dir: Path) -> Path:
         _summary(typed),
         _stage_plot(typed),
         _latency_plot(typed),
+        _candidates(typed),
         _sensitivity(typed),
         _pareto(report),
         _versions(typed),
@@ -255,6 +256,22 @@ def _latency_plot(report: Report) -> str:
     return ("<h2>Latency per target and device</h2>\n<p class=\"muted\">From raw samples where the report has them; "
             "otherwise whiskers min..p99, box mean−std..p90, red line the median, triangle the mean.</p>\n"
             + _img(fig, "latency distribution per target"))
+
+
+def _candidates(report: Report) -> str:
+    """precision = "auto": every candidate side by side, the shipped one marked, and why."""
+    parts, metric = [], report.metric_name()
+    for name, t in report.targets.items():
+        if not t.precision_candidates:
+            continue
+        rows = [[("<b>" if c.chosen else "") + _e(c.candidate) + (" (shipped)</b>" if c.chosen else ""),
+                 _e(c.precision), _e(c.detail), _fmt(c.accuracy), _fmt(c.accuracy_drop), _fmt(c.latency_ms),
+                 _fmt(_kb(c.size_bytes), ".1f"), _verdict(c.passed if c.measured else None), _e(c.why)]
+                for c in t.precision_candidates]
+        head = ["candidate", "precision", "how", metric, "drop", "median ms", "size KB", "budget", "why"]
+        parts.append(f"<h3>{_e(name)} on {_e(t.device)}</h3>\n<p>{_e(t.precision_choice or '')}</p>\n"
+                     + _table(head, rows))
+    return "<h2>Precision candidates (precision = \"auto\")</h2>\n" + "\n".join(parts) if parts else ""
 
 
 def _sensitivity(report: Report) -> str:

@@ -22,6 +22,7 @@ def _entries(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield t["int8"]
         yield from t.get("attempts") or []
         yield from t.get("sensitivity") or []
+        yield from t.get("precision_candidates") or []
 
 
 def to_document(report: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,22 @@ class Attempt(_Entry):
     passed: bool = False
 
 
+class PrecisionCandidate(_Entry):
+    """One candidate of `precision = "auto"` as measured on the verifying device ("accuracy": the task's metric)."""
+
+    candidate: str  # int8 | int8-recovered | mixed | int16x8 | fp16 | float
+    precision: str
+    detail: str = ""
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    latency_ms: float | None = None  # median
+    size_bytes: int | None = None
+    measured: bool = False
+    passed: bool = False
+    chosen: bool = False
+    why: str = ""
+
+
 class SensitivityRow(_Entry):
     layer: str
     sqnr_db: float
@@ -85,6 +101,8 @@ class TargetEntry(_Entry):
     error: str | None = None
     attempts: list[Attempt] = []
     sensitivity: list[SensitivityRow] | None = None
+    precision_candidates: list[PrecisionCandidate] = []  # precision = "auto" only
+    precision_choice: str | None = None  # why the shipped candidate won, one line
 
 
 class MetricInfo(_Entry):

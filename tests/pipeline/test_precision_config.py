@@ -20,7 +20,7 @@ def _config(path: Path, model: Path, data: Path, precisions: dict[str, str], bud
 @pytest.mark.parametrize(("target", "precision", "expected"), [
     ("openvino", "int16x8", "openvino has no int16x8 ("),
     ("tensorrt", "int16x8", "tensorrt has no int16x8 (TensorRT's Q/DQ layers take int8"),
-    ("tflite", "int4", "targets.tflite.precision: Input should be 'int8', 'int16x8', 'fp16' or 'float'"),
+    ("tflite", "int4", "targets.tflite.precision: Input should be 'int8', 'int16x8', 'fp16', 'float' or 'auto'"),
 ])
 def test_a_precision_the_target_lacks_is_one_line_exit_2(tmp_path: Path, target: str, precision: str, expected: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:

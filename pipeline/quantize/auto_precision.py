@@ -1,0 +1,319 @@
+"""`[targets.X] precision = "auto"`: every precision one target can ship, measured alike on the verifying
+device, and the fastest candidate that meets the budget ships (ties within TIE: the smaller one).
+
+Candidates: the accuracy-aware ladder (pipeline.quantize.accuracy_aware, a black box) gives full int8 (its first
+attempt), int8-recovered (its best attempt without float layers after the first: equalization, other calibration,
+QAT) and mixed (its best attempt with layers kept in float); int16x8, fp16 and float come from the target's own
+export (cached). Each candidate is measured with target_entry (metric in its runtime, median latency, size) with
+the same settings; one that cannot be built or measured is listed with the reason. With no candidate meeting
+the budget the most accurate ships and the target fails."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from calibration import CalibrationSet
+from pipeline.cache import Cache
+from pipeline.config import BudgetSection
+from pipeline.errors import TargetError
+from pipeline.measure.metric import Metric
+from pipeline.measure.verify import Bench, target_entry
+from pipeline.quantize import accuracy_aware
+from pipeline.quantize.export import Exported, export_batch, export_target
+from pipeline.ui import UI
+from targets import ExportOptions, FloatModel, Precision, TargetName, get_target, precision_problem
+
+TIE = 0.02  # medians within 2% of the fastest passing one count as a tie: the smallest of them ships
+CANDIDATES_DIR = ".candidates"  # under OUT/<target>/ while measuring; removed once the winner is copied out
+
+
+class CandidateKind(str, Enum):
+    INT8 = "int8"  # the ladder's first attempt: full int8 with the configured calibration
+    INT8_RECOVERED = "int8-recovered"  # its best later attempt without float layers
+    MIXED = "mixed"  # its best attempt with layers kept in float
+    INT16X8 = "int16x8"
+    FP16 = "fp16"
+    FLOAT = "float"
+
+
+OTHER_PRECISIONS = {CandidateKind.INT16X8: Precision.INT16X8, CandidateKind.FP16: Precision.FP16,
+                    CandidateKind.FLOAT: Precision.FLOAT}
+
+
+@dataclass(frozen=True)
+class AutoJob:
+    """One target's auto choice: what to export from and how to measure."""
+
+    name: str
+    model: FloatModel
+    model_id: str
+    calib: CalibrationSet
+    run_dir: Path
+    eval_rel: str
+    reference_accuracy: float
+    float_accuracy: float | None
+    budget: BudgetSection
+    max_drop: float | None  # the accuracy budget the ladder climbs to; None: no ladder
+    calibration_method: str
+    bench: Bench
+    cache: Cache
+    ui: UI
+    metric: Metric
+    device: Any = None  # None: this host; else a targets.ssh.SshDevice
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: CandidateKind
+    detail: str  # how it was made, e.g. "Keras CLE, percentile"
+    exported: Exported | None = None
+    entry: dict[str, Any] | None = None  # its measurement (target_entry), None when not built or not measured
+    reason: str | None = None  # why it was not built or not measured
+
+    @property
+    def latency(self) -> float:
+        lat = (self.entry or {}).get("latency_ms") or {}
+        return float(lat["median"]) if lat.get("median") is not None else float("inf")
+
+    @property
+    def size(self) -> int:
+        return int((self.entry or {}).get("size_bytes") or 0)
+
+    @property
+    def drop(self) -> float:
+        d = (self.entry or {}).get("accuracy_drop")
+        return float("inf") if d is None else float(d)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.entry and self.entry.get("passed"))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The candidate that ships, every candidate, and why."""
+
+    winner: Candidate
+    candidates: list[Candidate]
+    why: str
+    rows_why: dict[CandidateKind, str]
+    aware: accuracy_aware.Outcome | None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """report.json's `precision_candidates`."""
+        out = []
+        for c in self.candidates:
+            e = c.entry or {}
+            out.append({"candidate": c.kind.value, "precision": e.get("precision") or _precision_of(c),
+                        "detail": c.detail, "accuracy": e.get("accuracy"), "accuracy_drop": e.get("accuracy_drop"),
+                        "latency_ms": None if c.entry is None else _finite(c.latency),
+                        "size_bytes": e.get("size_bytes"), "measured": c.entry is not None, "passed": c.passed,
+                        "chosen": c is self.winner, "why": self.rows_why[c.kind]})
+        return out
+
+
+def _precision_of(c: Candidate) -> str:
+    if c.exported is not None:
+        return c.exported.result.precision
+    return OTHER_PRECISIONS.get(c.kind, Precision.INT8).value
+
+
+def _finite(v: float) -> float | None:
+    return None if v == float("inf") else v
+
+
+def describe(record: dict[str, Any]) -> str:
+    """An accuracy-aware attempt in words, from its report record (new boolean steps, such as QAT, by name)."""
+    known = {"calibration", "equalize", "cross_layer_equalization", "float_layers", "accuracy", "accuracy_drop",
+             "passed"}
+    parts = (["Keras CLE"] if record.get("cross_layer_equalization") else []) + [str(record.get("calibration"))]
+    parts += (["backend equalization"] if record.get("equalize") else [])
+    parts += [k for k, v in record.items() if k not in known and v is True]
+    if record.get("float_layers"):
+        parts.append(f"{len(record['float_layers'])} float layer(s): {', '.join(record['float_layers'])}")
+    return ", ".join(parts)
+
+
+def _ladder(job: AutoJob, first: Exported, opts: ExportOptions) -> accuracy_aware.Outcome | None:
+    if job.max_drop is None:
+        return None
+    aj = accuracy_aware.Job(job.name, job.model, job.model_id, job.calib, job.run_dir / job.eval_rel,
+                            job.reference_accuracy, job.max_drop, job.cache, job.ui, job.metric, job.bench.threads)
+    return accuracy_aware.search(aj, first, opts)
+
+
+def _from_ladder(kind: CandidateKind, attempts: list[accuracy_aware.Attempt], aware: accuracy_aware.Outcome,
+                 ) -> Candidate:
+    """The ladder's best attempt among `attempts` (its own rule: the first passing, else the most accurate)."""
+    if attempts:
+        best = accuracy_aware.Outcome(list(attempts)).best
+        return Candidate(kind, describe(best.record()), best.exported)
+    tried = len(aware.attempts)
+    if aware.passed:
+        stop = aware.best
+        why = (f"not tried: the ladder stopped at its attempt {aware.attempts.index(stop) + 1} of {tried} "
+               f"({describe(stop.record())}), which met the accuracy budget")
+    else:
+        why = f"not tried: none of the ladder's {tried} attempt(s) was of this kind"
+    return Candidate(kind, "", reason=why)
+
+
+def int8_candidates(job: AutoJob) -> tuple[list[Candidate], accuracy_aware.Outcome | None, Exported]:
+    """Full int8, int8-recovered and mixed from the accuracy-aware ladder (full int8 only without a budget)."""
+    opts = ExportOptions(calibration_method=job.calibration_method, precision=Precision.INT8)
+    first = export_target(job.name, job.model, job.model_id, job.calib, opts, job.cache, job.ui)
+    aware = _ladder(job, first, opts)
+    full = Candidate(CandidateKind.INT8, f"full int8, {job.calibration_method}", first)
+    if aware is None:
+        why = "not tried: no accuracy budget (the ladder climbs to max_accuracy_drop / max_metric_drop)"
+        return [full, Candidate(CandidateKind.INT8_RECOVERED, "", reason=why),
+                Candidate(CandidateKind.MIXED, "", reason=why)], None, first
+    later = aware.attempts[1:]
+    recovered = _from_ladder(CandidateKind.INT8_RECOVERED, [a for a in later if not a.opts.float_layers], aware)
+    mixed = _from_ladder(CandidateKind.MIXED, [a for a in aware.attempts if a.opts.float_layers], aware)
+    return [full, recovered, mixed], aware, first
+
+
+def other_candidates(job: AutoJob, first: Exported) -> list[Candidate]:
+    """int16x8, fp16 and float through the target's export (one child process, cached), from the float model
+    that the int8 export converted; a precision the target lacks is listed with its reason."""
+    supported = get_target(job.name).precisions
+    kinds = [k for k, p in OTHER_PRECISIONS.items() if p in supported]
+    options = [ExportOptions(calibration_method=job.calibration_method, precision=OTHER_PRECISIONS[k]) for k in kinds]
+    model = replace(job.model, converted=first.folder)
+    try:
+        built = export_batch(job.name, model, job.model_id, job.calib, options, job.cache, job.ui,
+                             label=f"{job.name}: exporting {', '.join(k.value for k in kinds)}").exported
+    except TargetError:
+        built = []
+    found: dict[CandidateKind, Candidate] = {}
+    for k, opts, exp in zip(kinds, options, built, strict=False):
+        found[k] = Candidate(k, opts.precision.value, exp)
+    for k, opts in zip(kinds, options, strict=True):  # after a failure in the batch: each alone
+        if k not in found:
+            try:
+                found[k] = Candidate(k, opts.precision.value,
+                                     export_target(job.name, model, job.model_id, job.calib, opts, job.cache, job.ui))
+            except TargetError as err:
+                found[k] = Candidate(k, opts.precision.value, reason=f"not built: {err}")
+    return [found.get(k) or Candidate(k, "", reason=f"not built: {precision_problem(job.name, p)}")
+            for k, p in OTHER_PRECISIONS.items()]
+
+
+def measure(job: AutoJob, c: Candidate) -> Candidate:
+    """The candidate's files copied under OUT/<target>/.candidates/<kind>/ and measured there with target_entry."""
+    if c.exported is None:
+        return c
+    rel_dir = f"{job.name}/{CANDIDATES_DIR}/{c.kind.value}"
+    (job.run_dir / rel_dir).mkdir(parents=True, exist_ok=True)
+    for f in c.exported.result.files:
+        shutil.copy2(c.exported.folder / f, job.run_dir / rel_dir / f)
+    try:
+        entry = target_entry(job.run_dir, f"{rel_dir}/{c.exported.result.artifact}", None, job.eval_rel,
+                             job.reference_accuracy, job.float_accuracy, job.budget, job.bench, job.ui,
+                             TargetName(job.name), job.device, metric=job.metric,
+                             precision=c.exported.result.precision)
+    except TargetError as err:
+        return replace(c, reason=f"not measured: {err}")
+    return replace(c, entry=entry)
+
+
+def _tied(passing: list[Candidate]) -> list[Candidate]:
+    fastest = min(c.latency for c in passing)
+    return [c for c in passing if c.latency <= fastest * (1 + TIE)]
+
+
+def pick(candidates: list[Candidate]) -> tuple[Candidate, str, dict[CandidateKind, str]]:
+    """The fastest candidate that meets the budget (within TIE of it: the smallest), else the most accurate
+    (ties: the faster); the one-line why and each candidate's why."""
+    measured = [c for c in candidates if c.entry is not None]
+    if not measured:
+        raise TargetError("precision auto: no candidate could be built and measured ("
+                          + "; ".join(f"{c.kind.value}: {c.reason}" for c in candidates) + ")")
+    passing = [c for c in measured if c.passed]
+    if passing:
+        tied = _tied(passing)
+        win = min(tied, key=lambda c: (c.size, c.latency))
+        why = (f"{win.kind.value}: the fastest of {len(passing)} candidate(s) that meet the budget, median "
+               f"{win.latency:.4f} ms, {win.size} bytes")
+        if len(tied) > 1:
+            why += (f" (tie within {TIE:.0%} with " + ", ".join(c.kind.value for c in tied if c is not win)
+                    + ": the smallest ships)")
+    else:
+        win = min(measured, key=lambda c: (c.drop, c.latency))
+        why = (f"{win.kind.value}: no candidate meets the budget; the most accurate ships "
+               f"(drop {win.drop:+.4f}, median {win.latency:.4f} ms)")
+    return win, why, {c.kind: _row_why(c, win, passing) for c in candidates}
+
+
+def _row_why(c: Candidate, win: Candidate, passing: list[Candidate]) -> str:
+    if c.entry is None:
+        return c.reason or "not measured"
+    if c is win and not passing:
+        return "chosen: the most accurate, but it misses the budget"
+    if c is win:
+        fastest = c.latency == min(p.latency for p in passing)
+        return "chosen: " + ("the fastest that meets the budget" if fastest
+                             else f"within {TIE:.0%} of the fastest that meets the budget, and the smallest")
+    if not c.passed:
+        return "misses the budget: " + "; ".join(c.entry.get("violations") or [])
+    if c in _tied(passing):
+        return f"meets the budget; ties with {win.kind.value} within {TIE:.0%}, larger ({c.size} vs {win.size} bytes)"
+    return f"meets the budget; slower ({c.latency:.4f} vs {win.latency:.4f} ms)"
+
+
+def _ship(job: AutoJob, choice: Choice) -> dict[str, Any]:
+    """Copy the winner into OUT/<target>/, drop the candidates' folder; the winner's entry, completed."""
+    win = choice.winner
+    assert win.exported is not None and win.entry is not None
+    folder = job.run_dir / job.name
+    for f in win.exported.result.files:
+        shutil.copy2(win.exported.folder / f, folder / f)
+    shutil.rmtree(folder / CANDIDATES_DIR, ignore_errors=True)
+    entry = dict(win.entry, artifact=f"{job.name}/{win.exported.result.artifact}")
+    flt = next((c for c in choice.candidates if c.kind is CandidateKind.FLOAT and c.entry is not None), None)
+    rel_float = win.exported.result.float_artifact
+    if flt is not None and flt is not win and not entry.get("emulated"):
+        if rel_float is not None:
+            entry["float_artifact"] = f"{job.name}/{rel_float}"
+        entry["float_latency_ms"] = flt.entry["latency_ms"] if flt.entry else None
+        key = "int8_speedup" if entry["precision"] == Precision.INT8.value else "speedup_vs_float"
+        entry[key] = round(flt.latency / max(win.latency, 1e-9), 3)
+    entry["precision_candidates"] = choice.rows()
+    entry["precision_choice"] = choice.why
+    if not win.passed:
+        entry["violations"] = [*entry.get("violations", []), f"precision auto: none of the "
+                               f"{sum(c.entry is not None for c in choice.candidates)} measured candidates met "
+                               f"the budget; shipped the most accurate ({win.kind.value})"]
+        entry["passed"] = False
+    return entry
+
+
+def _show(job: AutoJob, choice: Choice) -> None:
+    for c in choice.candidates:
+        e = c.entry or {}
+        drop = e.get("accuracy_drop")
+        job.ui.info(f"{job.name}: auto candidate {c.kind.value:<14} "
+                    + (f"drop {drop:+.4f}  median {c.latency:.4f} ms  {c.size} B  " if c.entry else "")
+                    + choice.rows_why[c.kind])
+    job.ui.info(f"{job.name}: precision auto chose {choice.why}")
+
+
+def run_auto(job: AutoJob) -> tuple[Exported, accuracy_aware.Outcome | None, dict[str, Any]]:
+    """Build and measure every candidate, ship the winner; its export, the ladder's outcome and its entry
+    (artifact under OUT/<target>/, with `precision_candidates` and `precision_choice`)."""
+    int8, aware, first = int8_candidates(job)
+    candidates = [measure(job, c) for c in int8 + other_candidates(job, first)]
+    try:
+        win, why, rows_why = pick(candidates)
+    except TargetError as err:
+        shutil.rmtree(job.run_dir / job.name / CANDIDATES_DIR, ignore_errors=True)
+        raise TargetError(f"{job.name}: {err}") from None
+    choice = Choice(win, candidates, why, rows_why, aware)
+    _show(job, choice)
+    assert win.exported is not None
+    return win.exported, aware, _ship(job, choice)
