@@ -5,7 +5,7 @@ Candidates: the accuracy-aware ladder (pipeline.quantize.accuracy_aware, a black
 attempt), int8-recovered (its best attempt without float layers after the first: equalization, other calibration,
 QAT) and mixed (its best attempt with layers kept in float); int16x8, fp16 and float come from the target's own
 export (cached). Each candidate is measured with target_entry (metric in its runtime, median latency, size) with
-the same settings; one that cannot be built or measured is listed with the reason. With no candidate meeting
+the same settings, then once more in reverse order, its latency pooled from both rounds; one that cannot be built or measured is listed with the reason. With no candidate meeting
 the budget the most accurate ships and the target fails."""
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pipeline.cache import Cache
 from pipeline.config import BudgetSection
 from pipeline.errors import TargetError
 from pipeline.measure.metric import Metric
-from pipeline.measure.verify import Bench, target_entry
+from pipeline.measure.verify import Bench, judge, run_measurement, target_entry
 from pipeline.quantize import accuracy_aware
 from pipeline.quantize.export import Exported, export_batch, export_target
 from pipeline.ui import UI
-from targets import ExportOptions, FloatModel, Precision, TargetName, get_target, precision_problem
+from targets import ExportOptions, FloatModel, Precision, TargetName, get_target, precision_problem, runner
 
 TIE = 0.02  # medians within 2% of the fastest passing one count as a tie: the smallest of them ships
 CANDIDATES_DIR = ".candidates"  # under OUT/<target>/ while measuring; removed once the winner is copied out
@@ -222,6 +222,37 @@ def measure(job: AutoJob, c: Candidate) -> Candidate:
     return replace(c, entry=entry)
 
 
+def second_round(job: AutoJob, candidates: list[Candidate]) -> list[Candidate]:
+    """The measured candidates run again in reverse order (same settings, same eval set): each one's latency
+    is then the statistics of both rounds' samples, so no candidate gains from where it stood in the order."""
+    again: dict[CandidateKind, list[float]] = {}
+    for c in reversed(candidates):
+        if c.entry is None or not c.entry.get("latency_samples_ms"):
+            continue
+        try:
+            m = run_measurement(job.run_dir / c.entry["artifact"], job.run_dir / job.eval_rel, job.bench, job.ui,
+                                f"{job.name} {c.kind.value}", job.device, target=TargetName(job.name),
+                                metric=job.metric)
+        except TargetError as err:
+            job.ui.warn(f"{job.name}: {c.kind.value}: second latency round failed, the first stands ({err})")
+            continue
+        again[c.kind] = list(m.get("latency_samples_ms") or [])
+    return [_pool(job, c, again[c.kind]) if again.get(c.kind) else c for c in candidates]
+
+
+def _pool(job: AutoJob, c: Candidate, more: list[float]) -> Candidate:
+    assert c.entry is not None
+    samples = list(c.entry["latency_samples_ms"]) + more
+    lat = runner.latency_stats(samples, job.bench.warmup, job.bench.threads)
+    if c.entry["latency_ms"].get("emulated"):
+        lat["emulated"] = True
+    entry = dict(c.entry, latency_ms=lat, latency_samples_ms=samples)
+    entry["notes"] = [*entry.get("notes", []), f"latency: {len(samples)} samples from two rounds over the "
+                      "candidates (in order, then in reverse)"]
+    judge(entry, job.budget)
+    return replace(c, entry=entry)
+
+
 def _tied(passing: list[Candidate]) -> list[Candidate]:
     fastest = min(c.latency for c in passing)
     return [c for c in passing if c.latency <= fastest * (1 + TIE)]
@@ -307,7 +338,7 @@ def run_auto(job: AutoJob) -> tuple[Exported, accuracy_aware.Outcome | None, dic
     """Build and measure every candidate, ship the winner; its export, the ladder's outcome and its entry
     (artifact under OUT/<target>/, with `precision_candidates` and `precision_choice`)."""
     int8, aware, first = int8_candidates(job)
-    candidates = [measure(job, c) for c in int8 + other_candidates(job, first)]
+    candidates = second_round(job, [measure(job, c) for c in int8 + other_candidates(job, first)])
     try:
         win, why, rows_why = pick(candidates)
     except TargetError as err:

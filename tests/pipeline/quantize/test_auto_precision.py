@@ -92,6 +92,7 @@ def test_the_winner_meets_the_budget_and_is_the_fastest_passing(auto_run: tuple[
         assert t["size_bytes"] == win["size_bytes"] == (run / t["artifact"]).stat().st_size \
             + sum(f.stat().st_size for f in [(run / t["artifact"]).with_suffix(".bin")] if f.is_file())
         assert t["precision_choice"].startswith(win["candidate"] + ":") and t["passed"]
+        assert t["latency_ms"]["iterations"] == 2 * 30 == len(t["latency_samples_ms"])  # two rounds pooled
     html = (run / "report.html").read_text()
     assert "Precision candidates" in html and "(shipped)" in html
 
