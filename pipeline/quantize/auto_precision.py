@@ -162,10 +162,15 @@ def _from_ladder(kind: CandidateKind, attempts: list[accuracy_aware.Attempt], aw
     return Candidate(kind, "", reason=why)
 
 
-def int8_candidates(job: AutoJob) -> tuple[list[Candidate], accuracy_aware.Outcome | None, Exported]:
+def int8_candidates(job: AutoJob) -> tuple[list[Candidate], accuracy_aware.Outcome | None, Exported | None]:
     """Full int8, int8-recovered and mixed from the accuracy-aware ladder (full int8 only without a budget)."""
     opts = ExportOptions(calibration_method=job.calibration_method, precision=Precision.INT8)
-    first = export_target(job.name, job.model, job.model_id, job.calib, opts, job.cache, job.ui)
+    try:
+        first = export_target(job.name, job.model, job.model_id, job.calib, opts, job.cache, job.ui)
+    except TargetError as err:  # the other precisions may still build
+        return [Candidate(CandidateKind.INT8, f"full int8, {job.calibration_method}", reason=f"not built: {err}"),
+                *(Candidate(k, "", reason="not tried: full int8 was not built")
+                  for k in (CandidateKind.INT8_RECOVERED, CandidateKind.MIXED))], None, None
     aware = _ladder(job, first, opts)
     full = Candidate(CandidateKind.INT8, f"full int8, {job.calibration_method}", first)
     if aware is None:
@@ -178,13 +183,13 @@ def int8_candidates(job: AutoJob) -> tuple[list[Candidate], accuracy_aware.Outco
     return [full, recovered, mixed], aware, first
 
 
-def other_candidates(job: AutoJob, first: Exported) -> list[Candidate]:
+def other_candidates(job: AutoJob, first: Exported | None) -> list[Candidate]:
     """int16x8, fp16 and float through the target's export (one child process, cached), from the float model
     that the int8 export converted; a precision the target lacks is listed with its reason."""
     supported = get_target(job.name).precisions
     kinds = [k for k, p in OTHER_PRECISIONS.items() if p in supported]
     options = [ExportOptions(calibration_method=job.calibration_method, precision=OTHER_PRECISIONS[k]) for k in kinds]
-    model = replace(job.model, converted=first.folder)
+    model = job.model if first is None else replace(job.model, converted=first.folder)
     try:
         built = export_batch(job.name, model, job.model_id, job.calib, options, job.cache, job.ui,
                              label=f"{job.name}: exporting {', '.join(k.value for k in kinds)}").exported
@@ -344,6 +349,8 @@ def run_auto(job: AutoJob) -> tuple[Exported, accuracy_aware.Outcome | None, dic
     except TargetError as err:
         shutil.rmtree(job.run_dir / job.name / CANDIDATES_DIR, ignore_errors=True)
         raise TargetError(f"{job.name}: {err}") from None
+    if job.device is None and get_target(job.name).host_latency_note:  # e.g. TensorRT's latency is the Jetson's
+        why += "; ranked by this host's latency, which is not the target device's (see the notes)"
     choice = Choice(win, candidates, why, rows_why, aware)
     _show(job, choice)
     assert win.exported is not None

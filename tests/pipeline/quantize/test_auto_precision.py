@@ -77,7 +77,7 @@ def test_every_candidate_is_listed_with_measured_values(auto_run: tuple[Path, di
 def test_the_winner_meets_the_budget_and_is_the_fastest_passing(auto_run: tuple[Path, dict]) -> None:
     run, report = auto_run
     assert report["passed"]
-    for name, t in report["targets"].items():
+    for t in report["targets"].values():
         rows = t["precision_candidates"]
         chosen = [c for c in rows if c["chosen"]]
         assert len(chosen) == 1
@@ -156,3 +156,70 @@ def test_auto_is_accepted_for_every_target_and_typos_are_one_line(tmp_path: Path
     with pytest.raises(ConfigError, match=f"targets.{target}.precision: Input should be .*'auto'"):
         config_from_dict({**base, "targets": {target: {"precision": "automatic"}}}, name="c", base_dir=tmp_path,
                          source="c.toml")
+
+
+def _measured(kind: CandidateKind, median: float, size: int, drop: float, passed: bool):  # type: ignore[no-untyped-def]
+    from pipeline.quantize.auto_precision import Candidate
+
+    return Candidate(kind, "", entry={"latency_ms": {"median": median}, "size_bytes": size, "accuracy_drop": drop,
+                                      "passed": passed, "violations": [] if passed else ["median latency ..."]})
+
+
+def test_pick_the_fastest_passing_and_within_tie_the_smallest() -> None:
+    from pipeline.quantize.auto_precision import Candidate, pick
+
+    fast_big = _measured(CandidateKind.FLOAT, 1.00, 4000, 0.0, True)
+    tied_small = _measured(CandidateKind.FP16, 1.00 * (1 + TIE / 2), 2000, 0.0, True)
+    slow = _measured(CandidateKind.INT16X8, 1.5, 1000, 0.0, True)
+    faster_failing = _measured(CandidateKind.INT8, 0.5, 500, 0.05, False)
+    missing = Candidate(CandidateKind.MIXED, "", reason="not tried: because")
+    win, why, rows = pick([faster_failing, missing, slow, fast_big, tied_small])
+    assert win is tied_small and why.startswith("fp16: the fastest of 3") and "tie within 2%" in why
+    assert rows[CandidateKind.MIXED] == "not tried: because" and "slower" in rows[CandidateKind.INT16X8]
+    assert "larger" in rows[CandidateKind.FLOAT] and rows[CandidateKind.INT8].startswith("misses the budget")
+    win, why, _ = pick([fast_big, _measured(CandidateKind.FP16, 1.00 * (1 + 2 * TIE), 10, 0.0, True)])
+    assert win is fast_big  # outside the tie, speed wins over size
+
+
+def test_pick_without_a_passing_candidate_ships_the_most_accurate() -> None:
+    from pipeline.errors import TargetError
+    from pipeline.quantize.auto_precision import Candidate, pick
+
+    accurate = _measured(CandidateKind.FLOAT, 3.0, 4000, -0.001, False)
+    win, why, _ = pick([_measured(CandidateKind.INT8, 1.0, 500, 0.02, False), accurate])
+    assert win is accurate and "no candidate meets the budget" in why
+    with pytest.raises(TargetError, match="no candidate could be built and measured .*int8: not built: boom"):
+        pick([Candidate(CandidateKind.INT8, "", reason="not built: boom")])
+
+
+def _toml(config: dict) -> str:
+    """The example's config dict as TOML (tables of str / number values)."""
+    def value(v: object) -> str:
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    lines = []
+    for section, body in config.items():
+        if section == "targets":
+            for name, keys in body.items():
+                lines += [f"[targets.{name}]", *(f"{k} = {value(v)}" for k, v in keys.items())]
+        else:
+            lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in body.items())]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+def test_the_demo_with_auto_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.inputs.examples import EXAMPLES
+
+    config = dict(EXAMPLES["digits-cnn"].config, targets={t: {"precision": "auto"} for t in ALL})
+    (tmp_path / "demo-auto.toml").write_text(_toml(config))
+    rc, report, out = _build(tmp_path / "demo-auto.toml", tmp_path / "run", capsys)
+    assert rc == 0 and report["passed"], out[-3000:]
+    for name, t in report["targets"].items():
+        _show(name, t)
+        win = next(c for c in t["precision_candidates"] if c["chosen"])
+        assert win["passed"] and t["precision"] == win["precision"] and (tmp_path / "run" / t["artifact"]).is_file()
+        assert f"{name}: precision auto chose {win['candidate']}:" in out
+    assert "; ranked by this host's latency" in report["targets"]["tensorrt"]["precision_choice"]
+    assert main(["--quiet", "report", str(tmp_path / "run")]) == 0
+    assert "Precision candidates" in (tmp_path / "run" / "report.html").read_text()
