@@ -212,7 +212,10 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     entry["float_layers"] = list(exp.result.float_layers)
     entry["notes"] = list(exp.result.notes) + entry["notes"]
     if aware is not None:
-        entry.update(aware.report_fields())
+        fields = aware.report_fields()
+        if exp is not aware.best.exported:  # auto shipped another candidate than the ladder's choice
+            fields.pop("cross_layer_equalization", None)
+        entry.update(fields)
         entry["notes"] += aware.notes
     note = get_target(name).host_latency_note
     if note and entry["device"] == "host" and note not in entry["notes"]:

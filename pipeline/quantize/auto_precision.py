@@ -272,13 +272,14 @@ def pick(candidates: list[Candidate]) -> tuple[Candidate, str, dict[CandidateKin
                           + "; ".join(f"{c.kind.value}: {c.reason}" for c in candidates) + ")")
     passing = [c for c in measured if c.passed]
     if passing:
-        tied = _tied(passing)
+        tied, fastest = _tied(passing), min(passing, key=lambda c: c.latency)
         win = min(tied, key=lambda c: (c.size, c.latency))
-        why = (f"{win.kind.value}: the fastest of {len(passing)} candidate(s) that meet the budget, median "
-               f"{win.latency:.4f} ms, {win.size} bytes")
-        if len(tied) > 1:
-            why += (f" (tie within {TIE:.0%} with " + ", ".join(c.kind.value for c in tied if c is not win)
-                    + ": the smallest ships)")
+        where = f"median {win.latency:.4f} ms on {(win.entry or {}).get('device')}, {win.size} bytes"
+        if win is fastest:
+            why = f"{win.kind.value}: the fastest of {len(passing)} candidate(s) that meet the budget ({where})"
+        else:
+            why = (f"{win.kind.value}: the smallest within {TIE:.0%} of the fastest of {len(passing)} candidate(s) "
+                   f"that meet the budget ({fastest.kind.value}, {fastest.latency:.4f} ms); {where}")
     else:
         win = min(measured, key=lambda c: (c.drop, c.latency))
         why = (f"{win.kind.value}: no candidate meets the budget; the most accurate ships "
@@ -297,7 +298,7 @@ def _row_why(c: Candidate, win: Candidate, passing: list[Candidate]) -> str:
                              else f"within {TIE:.0%} of the fastest that meets the budget, and the smallest")
     if not c.passed:
         return "misses the budget: " + "; ".join(c.entry.get("violations") or [])
-    if c in _tied(passing):
+    if any(c is t for t in _tied(passing)):
         return f"meets the budget; ties with {win.kind.value} within {TIE:.0%}, larger ({c.size} vs {win.size} bytes)"
     return f"meets the budget; slower ({c.latency:.4f} vs {win.latency:.4f} ms)"
 
@@ -332,9 +333,9 @@ def _ship(job: AutoJob, choice: Choice) -> dict[str, Any]:
 def _show(job: AutoJob, choice: Choice) -> None:
     for c in choice.candidates:
         e = c.entry or {}
-        drop = e.get("accuracy_drop")
+        drop = "-" if e.get("accuracy_drop") is None else f"{e['accuracy_drop']:+.4f}"
         job.ui.info(f"{job.name}: auto candidate {c.kind.value:<14} "
-                    + (f"drop {drop:+.4f}  median {c.latency:.4f} ms  {c.size} B  " if c.entry else "")
+                    + (f"drop {drop}  median {c.latency:.4f} ms  {c.size} B  " if c.entry else "")
                     + choice.rows_why[c.kind])
     job.ui.info(f"{job.name}: precision auto chose {choice.why}")
 

@@ -53,6 +53,7 @@ def _show(name: str, t: dict) -> None:
               f"{c['why']}")
 
 
+@pytest.mark.slow  # three targets, two exports each (about 35 s)
 def test_every_candidate_is_listed_with_measured_values(auto_run: tuple[Path, dict]) -> None:
     run, report = auto_run
     for name, t in report["targets"].items():
@@ -74,6 +75,7 @@ def test_every_candidate_is_listed_with_measured_values(auto_run: tuple[Path, di
         assert not (run / name / ".candidates").exists()  # only the winner is left in the run directory
 
 
+@pytest.mark.slow  # three targets, two exports each (about 35 s)
 def test_the_winner_meets_the_budget_and_is_the_fastest_passing(auto_run: tuple[Path, dict]) -> None:
     run, report = auto_run
     assert report["passed"]
@@ -174,7 +176,7 @@ def test_pick_the_fastest_passing_and_within_tie_the_smallest() -> None:
     faster_failing = _measured(CandidateKind.INT8, 0.5, 500, 0.05, False)
     missing = Candidate(CandidateKind.MIXED, "", reason="not tried: because")
     win, why, rows = pick([faster_failing, missing, slow, fast_big, tied_small])
-    assert win is tied_small and why.startswith("fp16: the fastest of 3") and "tie within 2%" in why
+    assert win is tied_small and why.startswith("fp16: the smallest within 2% of the fastest of 3") and "(float, 1.0000 ms)" in why
     assert rows[CandidateKind.MIXED] == "not tried: because" and "slower" in rows[CandidateKind.INT16X8]
     assert "larger" in rows[CandidateKind.FLOAT] and rows[CandidateKind.INT8].startswith("misses the budget")
     win, why, _ = pick([fast_big, _measured(CandidateKind.FP16, 1.00 * (1 + 2 * TIE), 10, 0.0, True)])
