@@ -88,15 +88,22 @@ def mobilenet_config(work: Path) -> Config:
     return config_from_dict(cfg, name="mobilenetv2-auto", base_dir=work, source="bench mobilenetv2")
 
 
-def _build(cfg: Config, out: Path) -> dict[str, Any]:
+def _build(cfg: Config, out: Path, again: bool = True) -> dict[str, Any]:
     from pipeline.build import BuildRequest, build
 
-    build(BuildRequest(cfg, tuple(cfg.targets.enabled()), out), UI())
+    if again or not (out / "report.json").is_file():
+        build(BuildRequest(cfg, tuple(cfg.targets.enabled()), out), UI())
     return dict(json.loads((out / "report.json").read_text()))
 
 
 def _f(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
+
+
+def _built_at(runs: Path) -> float:
+    """When the newest run was built (the tables' date)."""
+    done = [p.stat().st_mtime for p in runs.glob("*/report.json")]
+    return max(done) if done else datetime.now(timezone.utc).timestamp()
 
 
 def table(report: dict[str, Any]) -> list[str]:
@@ -114,7 +121,7 @@ def table(report: dict[str, Any]) -> list[str]:
             name_cell = f"**{c['candidate']}** (shipped)" if c["chosen"] else c["candidate"]
             size = None if c["size_bytes"] is None else c["size_bytes"] / 1024
             lines.append(f"| {name_cell} | {c['precision']} | {c['detail'] or '-'} | {_f(c['accuracy'], '.4f')} | "
-                         f"{_f(c['accuracy_drop'], '+.4f')} | {_f(c['latency_ms'], '.3f')} | {_f(size, '.1f')} | "
+                         f"{_f(c['accuracy_drop'], '+.4f')} | {_f(c['latency_ms'], '.4f')} | {_f(size, '.1f')} | "
                          f"{verdict} | {c['why'].replace('|', '/')} |")
     return lines
 
@@ -126,23 +133,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS-precision-auto.md"))
     p.add_argument("--only", choices=CASES)
     p.add_argument("--runs", type=Path, default=Path("runs/precision-auto"), help="run directories and the model")
+    p.add_argument("--tables-only", action="store_true", help="rewrite the tables from the runs' report.json")
     args = p.parse_args(argv)
     import_tensorflow_quietly()
     args.runs.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections: list[str] = []
+    if args.only in (None, "demo"):
+        report = _build(demo_config(), args.runs / "demo", not args.tables_only)
+        sections += ["## The demo: `edgepipe build digits-cnn` with `precision = \"auto\"` for every target", "",
+                     *table(report), ""]
+    if args.only in (None, "mobilenetv2"):
+        report = _build(mobilenet_config(args.runs), args.runs / "mobilenetv2", not args.tables_only)
+        sections += [f"## MobileNetV2 0.35 @{SIDE}x{SIDE}x3, 10 classes: `bench/models.py`'s architecture, trained "
+                     f"{EPOCHS} epochs from scratch on the digits upsampled {SIDE // 8}x (the reference is that "
+                     "model)", "", *table(report), ""]
+    stamp = datetime.fromtimestamp(_built_at(args.runs), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = ["# precision = \"auto\": the candidates per target", "",
             f"{stamp}, host: {host_kind()}. Reproduce: `python -m bench.precision_auto`. Every candidate is "
             "measured by the build on this host with the target's settings, in two rounds (in order, then in "
-            "reverse), its median from both; the fastest that meets the budget ships (within 2%: the smaller).", ""]
-    if args.only in (None, "demo"):
-        report = _build(demo_config(), args.runs / "demo")
-        text += ["## The demo: `edgepipe build digits-cnn` with `precision = \"auto\"` for every target", "",
-                 *table(report), ""]
-    if args.only in (None, "mobilenetv2"):
-        report = _build(mobilenet_config(args.runs), args.runs / "mobilenetv2")
-        text += [f"## MobileNetV2 0.35 @{SIDE}x{SIDE}x3, 10 classes: `bench/models.py`'s architecture, trained "
-                 f"{EPOCHS} epochs from scratch on the digits upsampled {SIDE // 8}x (the reference is that model)", "",
-                 *table(report), ""]
+            "reverse), its median from both; the fastest that meets the budget ships (within 2%: the smaller).", "",
+            *sections]
     args.out.write_text("\n".join(text))
     print("\n".join(text))
     return 0
