@@ -49,7 +49,11 @@ def float_model(model: FloatModel) -> Any:
             _converted[key] = ov.Core().read_model(str(earlier))
         else:
             ov_model = ov.convert_model(key)
-            ov_model.reshape([1, *model.input_shape])
+            if model.inputs:  # several inputs: each by its name (runner.plain_name of the port)
+                ports = {runner.plain_name(p.get_any_name()): p for p in ov_model.inputs}
+                ov_model.reshape({ports[n]: [1, *shape] for n, shape in model.inputs})
+            else:
+                ov_model.reshape([1, *model.input_shape])
             _converted[key] = ov_model
     return _converted[key]
 
@@ -82,7 +86,7 @@ def _outputs_of(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationS
     request = ov.Core().compile_model(m, "CPU").create_infer_request()
     values: dict[tuple[str, int], list] = {k: [] for k in names}
     for batch in calib.batches(1):
-        result = request.infer([batch.astype(np.float32)])
+        result = request.infer(batch if isinstance(batch, dict) else [batch.astype(np.float32)])
         for key, i in zip(wanted, index, strict=True):
             values[key].append(np.array(result[i]))
         for n, p in names:
@@ -204,7 +208,7 @@ class OpenVINOTarget:
         """Each weighted op quantized alone (every other op in NNCF's ignored scope): SQNR of its output against
         the float model on the calibration samples, and eval accuracy."""
         opts = opts or ExportOptions()
-        small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
+        small = calib.head(SAMPLES)
         probe = _Probe(float_model(model), small, opts, eval_x, eval_y, metric)
         return sensitivity_table(probe, higher_is_better=higher_is_better)
 

@@ -25,8 +25,7 @@ import numpy as np
 def _calibration(job: dict[str, Any]) -> Any:
     from calibration import CalibrationSet, SamplingMethod
 
-    with np.load(job["calibration"]) as data:
-        samples = data["x"]
+    samples = CalibrationSet.load_samples(Path(job["calibration"]))
     return CalibrationSet(samples, job["calib_source"], SamplingMethod(job["calib_sampling"]), job["calib_seed"])
 
 
@@ -38,6 +37,7 @@ def _model(job: dict[str, Any]) -> Any:
         Path(job["keras_path"]) if job.get("keras_path") else None,
         tuple(job["input_shape"]),
         Path(job["converted"]) if job.get("converted") else None,
+        tuple((str(n), tuple(int(d) for d in shape)) for n, shape in job.get("inputs", [])),
     )
 
 
