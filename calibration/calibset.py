@@ -15,11 +15,13 @@ import numpy as np
 Samples = np.ndarray | dict[str, np.ndarray]
 
 
-def _count(x: Samples) -> int:
+def count_samples(x: Samples) -> int:
+    """Samples in an array or in each array of {input name: array}."""
     return int(next(iter(x.values())).shape[0]) if isinstance(x, dict) else int(x.shape[0])
 
 
-def _take(x: Samples, index: Any) -> Samples:
+def take_samples(x: Samples, index: Any) -> Samples:
+    """x[index] of an array, or of each array of {input name: array}."""
     return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
 
 
@@ -39,7 +41,7 @@ class CalibrationSet:
     seed: int
 
     def __len__(self) -> int:
-        return _count(self.samples)
+        return count_samples(self.samples)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -49,11 +51,11 @@ class CalibrationSet:
     def batches(self, batch_size: int = 1) -> Iterator[Samples]:
         """Input batches, in a fixed order: arrays, or {input name: array} for several inputs."""
         for i in range(0, len(self), batch_size):
-            yield _take(self.samples, slice(i, i + batch_size))
+            yield take_samples(self.samples, slice(i, i + batch_size))
 
     def head(self, n: int) -> CalibrationSet:
         """The first n samples, chosen the same way."""
-        return CalibrationSet(_take(self.samples, slice(0, n)), self.source, self.sampling, self.seed)
+        return CalibrationSet(take_samples(self.samples, slice(0, n)), self.source, self.sampling, self.seed)
 
     def fingerprint(self) -> str:
         """Content hash of the samples and how they were chosen; part of every quantization cache key."""
@@ -107,14 +109,14 @@ def make_calibration_set(
     if size < 1:
         raise ValueError("calibration size must be at least 1")
     rng = np.random.default_rng(seed)
-    size = min(size, _count(x))
+    size = min(size, count_samples(x))
     method = sampling or (SamplingMethod.STRATIFIED if labels is not None else SamplingMethod.RANDOM)
     if method is SamplingMethod.STRATIFIED:
         if labels is None:
             raise ValueError("stratified sampling needs labels")
         idx = _stratified_indices(np.asarray(labels), size, rng)
     else:
-        idx = np.sort(rng.permutation(_count(x))[:size])
+        idx = np.sort(rng.permutation(count_samples(x))[:size])
     picked = {k: np.asarray(v[idx], dtype=np.float32) for k, v in x.items()} if isinstance(x, dict) \
         else np.asarray(x[idx], dtype=np.float32)
     return CalibrationSet(picked, source, method, seed)

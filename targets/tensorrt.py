@@ -59,12 +59,27 @@ def to_onnx(model: FloatModel, path: Path) -> None:
         km = keras.saving.load_model(model.keras_path, compile=False)
         km(model.zeros())  # Keras exports only models that were called
         km.export(str(path), format="onnx", verbose=False)
+        if model.inputs:
+            _one_batch_axis(path)
         return
     cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(model.saved_model_dir),
            "--output", str(path), "--opset", "17"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError("tf2onnx failed: " + (done.stderr.strip().splitlines() or ["?"])[-1])
+
+
+def _one_batch_axis(path: Path) -> None:
+    """Name every input's and output's batch axis "N": the exporter gives each its own unknown symbol, and
+    ONNX Runtime's symbolic shape inference (quant_pre_process) cannot join two of them (several inputs)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for value in [*m.graph.input, *m.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "N"
+    onnx.save(m, str(path))
 
 
 def prepared(model: FloatModel) -> Path:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from calibration.calibset import Samples
+
 if TYPE_CHECKING:
     import keras
 
@@ -19,13 +21,20 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TrainData:
     """Preprocessed training and test splits in the model's input layout; labels as the metric needs them (int64
-    class ids for a classifier)."""
+    class ids for a classifier). x: {input name: array} for a model with several inputs (pipeline.inputs.named)."""
 
-    x_train: np.ndarray
+    x_train: Samples
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Samples
     y_test: np.ndarray
     num_classes: int
+
+
+def one_input(x: Samples) -> np.ndarray:
+    """x of a model with one input: what the compression stages train (the build refuses the others)."""
+    if isinstance(x, dict):
+        raise TypeError("the compression stages train models with one input")
+    return x
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from calibration.calibset import take_samples
 from pipeline import interrupts
 from pipeline.cache import Cache, cache_key
 from pipeline.compress.base import StageContext, TrainData
@@ -33,14 +34,18 @@ class _KerasSession(runner.Session):
 
         self.fn = tf.function(lambda x: model(x, training=False))
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(x))
+    def run(self, x: Any) -> np.ndarray:
+        out = self.fn(x)
+        return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
 
 
-def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy") -> dict[str, Any]:
-    """params, MACs, float32 weight bytes, the metric on the test split ("accuracy"), float latency here."""
+def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy", output: int = 0) -> dict[str, Any]:
+    """params, MACs, float32 weight bytes, the metric on the test split ("accuracy") of output number `output`,
+    float latency here."""
     pred = model.predict(data.x_test, batch_size=256, verbose=0)
-    stats, _ = runner.measure(_KerasSession(model), data.x_test[:1], warmup=5, iterations=30)
+    if isinstance(pred, (list, tuple)):  # several outputs: the metric's
+        pred = pred[output]
+    stats, _ = runner.measure(_KerasSession(model), take_samples(data.x_test, slice(0, 1)), warmup=5, iterations=30)
     value = metric_value(pred, data.y_test, metric, data.x_test)
     return {"accuracy": value, "params": count_params(model), "macs": count_macs(model),
             "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}

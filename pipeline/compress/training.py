@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from pipeline.compress.base import TrainData
+from pipeline.compress.base import TrainData, one_input
 from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild
 
 L = keras.layers
@@ -239,7 +239,7 @@ def fit_classifier(
         y = np.concatenate([y, np.asarray(teacher_logits, dtype=np.float32)], axis=1)
     else:
         alpha = 0.0
-    x, y, validation = _hold_out(data.x_train, y, validation_split, seed)
+    x, y, validation = _hold_out(one_input(data.x_train), y, validation_split, seed)
     has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
     train.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=distillation_loss(temperature, alpha),
                   metrics=[label_accuracy], jit_compile=False)
@@ -261,7 +261,7 @@ def task_targets(data: TrainData, labels: str, reference: keras.Model) -> tuple[
     """(x, target) a model that is not a classifier trains on, by what its metric's labels are (`Labels` values):
     "targets" (mse, mae, rmse): y; "binary" (reconstruction_auc, an autoencoder): its own input, unlabeled, from
     the normal samples (y == 0) when there are any; "reference" (sqnr, agreement): the reference model's outputs."""
-    x = data.x_train
+    x = one_input(data.x_train)
     if labels == "targets":
         return x, np.asarray(data.y_train, dtype=np.float32)
     if labels == "binary":

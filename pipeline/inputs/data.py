@@ -7,9 +7,11 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from calibration.calibset import Samples
 from pipeline.cache import file_digest
 from pipeline.compress.base import TrainData
 from pipeline.config import DataSection
@@ -43,11 +45,27 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class RawData:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    """The four splits as read; a model with several inputs (outputs) has {name: array} for x (y): npz keys
+    `x_train.<input name>`, `y_train.<output name>` (pipeline.inputs.named)."""
+
+    x_train: Samples
+    y_train: Samples
+    x_test: Samples
+    y_test: Samples
     source: str  # a content hash or an example's name, for cache keys
+
+    @property
+    def named(self) -> bool:
+        """Whether any split uses named keys (several inputs or outputs)."""
+        return any(isinstance(v, dict) for v in (self.x_train, self.y_train, self.x_test, self.y_test))
+
+
+def _split(files: list[str], data: Any, key: str) -> Samples | None:
+    """`key` as one array, or its `key.<name>` arrays as {name: array}; None when neither is there."""
+    if key in files:
+        return np.asarray(data[key])
+    named = {k[len(key) + 1 :]: np.asarray(data[k]) for k in files if k.startswith(key + ".")}
+    return named or None
 
 
 def read_npz(path: Path) -> RawData:
@@ -65,10 +83,11 @@ def read_npz(path: Path) -> RawData:
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise DataError(f"{path}: a single .npy array, not an .npz with {', '.join(NPZ_KEYS)}")
         with loaded as data:
-            missing = [k for k in NPZ_KEYS if k not in data.files]
+            arrays = {k: _split(list(data.files), data, k) for k in NPZ_KEYS}
+            missing = [k for k, v in arrays.items() if v is None]
             if missing:
-                raise DataError(f"{path}: npz is missing {', '.join(missing)} (needs {', '.join(NPZ_KEYS)})")
-            arrays = {k: data[k] for k in NPZ_KEYS}
+                raise DataError(f"{path}: npz is missing {', '.join(missing)} (needs {', '.join(NPZ_KEYS)}; a model "
+                                "with several inputs or outputs: x_train.<input name>, y_train.<output name>)")
         digest = file_digest(path)
     except DataError:
         raise
@@ -77,7 +96,7 @@ def read_npz(path: Path) -> RawData:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, TypeError, AttributeError) as err:
         msg = " ".join(str(err).split())[:200]
         raise DataError(f"{path}: not a readable .npz file ({type(err).__name__}: {msg})") from None
-    return RawData(**arrays, source=f"npz:{digest}")
+    return RawData(**arrays, source=f"npz:{digest}")  # type: ignore[arg-type]
 
 
 def read_image_folder(folder: Path, size: tuple[int, int], channels: int, seed: int = 0) -> RawData:
@@ -136,7 +155,7 @@ def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> np.ndarr
     return y
 
 
-def _check_targets(name: str, y: np.ndarray, labels: Labels, output_shape: tuple[int | None, ...],
+def check_targets(name: str, y: np.ndarray, labels: Labels, output_shape: tuple[int | None, ...],
                    num_classes: int) -> np.ndarray:
     """y as the metric needs it (see pipeline.measure.metric.Labels)."""
     y = np.asarray(y)
@@ -149,7 +168,7 @@ def _check_targets(name: str, y: np.ndarray, labels: Labels, output_shape: tuple
     if labels is Labels.BINARY:
         if y.reshape(y.shape[0], -1).shape[1] != 1 or not np.all(np.isin(y, (0, 1))):
             raise DataError(f"{name}: reconstruction_auc needs one label per sample, 0 = normal or 1 = anomalous")
-        if name == "y_test" and len(np.unique(y)) < 2:
+        if name.startswith("y_test") and len(np.unique(y)) < 2:
             raise DataError(f"{name}: reconstruction_auc needs both normal (0) and anomalous (1) test samples")
         return y.reshape(-1).astype(np.int64)
     if labels is Labels.TARGETS:
@@ -160,34 +179,44 @@ def _check_targets(name: str, y: np.ndarray, labels: Labels, output_shape: tuple
     return y  # REFERENCE (replaced by the reference model's outputs) and ANY (the user's function reads it)
 
 
+def check_x(key: str, x: np.ndarray, input_shape: tuple[int | None, ...], pre: Preprocess) -> np.ndarray:
+    """One input's samples checked against the model input and preprocessed."""
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{key}: expected numbers, got dtype {x.dtype}")
+    if x.ndim == 0:
+        raise DataError(f"{key}: a single value, not an array of samples")
+    if x.shape[0] == 0:
+        raise DataError(f"{key}: no samples")
+    if x.ndim == len(input_shape):  # e.g. grayscale images without a channel axis
+        x = x[..., None]
+    want = tuple(input_shape)
+    if x.ndim != len(want) + 1 or any(w is not None and w != g for w, g in zip(want, x.shape[1:], strict=True)):
+        shown = "x".join("?" if d is None else str(d) for d in want)
+        raise DataError(f"{key}: shape {x.shape[1:]} does not fit the model input {shown}")
+    channels = x.shape[-1]
+    if pre.mean is not None and len(pre.mean) not in (1, channels):
+        raise DataError(f"data.mean has {len(pre.mean)} values but {key} has {channels} channels")
+    xf = pre(x)
+    if not _all_finite(xf):
+        raise DataError(f"{key}: contains NaN or inf")
+    return xf
+
+
 def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], num_classes: int,
             labels: Labels = Labels.CLASSES, output_shape: tuple[int | None, ...] = ()) -> TrainData:
     """Validate against the model's input shape and output width, then preprocess."""
+    if raw.named:
+        raise DataError("named npz keys (x_train.<input>, y_train.<output>) are for a model with several inputs or "
+                        "outputs; this model has one of each: use x_train, y_train, x_test, y_test")
     splits = {}
     for xk, yk in (("x_train", "y_train"), ("x_test", "y_test")):
         x, y = getattr(raw, xk), getattr(raw, yk)
-        if x.dtype.kind not in "fiub":
-            raise DataError(f"{xk}: expected numbers, got dtype {x.dtype}")
-        if x.ndim == 0 or np.ndim(y) == 0:
-            raise DataError(f"{xk if x.ndim == 0 else yk}: a single value, not an array of samples")
-        if x.shape[0] == 0:
-            raise DataError(f"{xk}: no samples")
-        if x.ndim == len(input_shape):  # e.g. grayscale images without a channel axis
-            x = x[..., None]
-        want = tuple(input_shape)
-        if x.ndim != len(want) + 1 or any(w is not None and w != g for w, g in zip(want, x.shape[1:], strict=True)):
-            shown = "x".join("?" if d is None else str(d) for d in want)
-            raise DataError(f"{xk}: shape {x.shape[1:]} does not fit the model input {shown}")
+        if np.ndim(y) == 0 and x.ndim != 0:
+            raise DataError(f"{yk}: a single value, not an array of samples")
+        xf = check_x(xk, x, input_shape, pre)
         if x.shape[0] != np.asarray(y).shape[0]:
             raise DataError(f"{xk} has {x.shape[0]} samples but {yk} has {np.asarray(y).shape[0]}")
-        channels = x.shape[-1]
-        if pre.mean is not None and len(pre.mean) not in (1, channels):
-            raise DataError(f"data.mean has {len(pre.mean)} values but the data has {channels} channels")
-        ys = _check_targets(yk, y, labels, output_shape, num_classes)
-        xf = pre(x)
-        if not _all_finite(xf):
-            raise DataError(f"{xk}: contains NaN or inf")
-        splits[xk], splits[yk] = xf, ys
+        splits[xk], splits[yk] = xf, check_targets(yk, y, labels, output_shape, num_classes)
     return TrainData(num_classes=num_classes, **splits)
 
 
@@ -204,8 +233,17 @@ def preprocess_from(section: DataSection | None, default_scale: float = 1.0) -> 
     return Preprocess(section.scale, mean, std)
 
 
-def write_eval(path: Path, data: TrainData) -> None:
-    """OUT/data/eval.npz: x float32 preprocessed in the model's layout, y int64 labels."""
+def write_eval(path: Path, data: TrainData, outputs: tuple[str, ...] = (), output: str = "") -> None:
+    """OUT/data/eval.npz: x float32 preprocessed in the model's layout (several inputs: `x.<input name>` each),
+    y int64 labels (of the metric's output); several outputs add `outputs` (their names, model order) and
+    `output` (the one y labels). targets.runner.EvalSet reads it."""
     path.parent.mkdir(parents=True, exist_ok=True)  # asarray: no copy of arrays that already have the dtype
     y = np.asarray(data.y_test)
-    np.savez(path, x=np.asarray(data.x_test, np.float32), y=y.astype(np.int64) if y.dtype.kind in "biu" else y)
+    arrays: dict[str, Any] = {"y": y.astype(np.int64) if y.dtype.kind in "biu" else y}
+    if isinstance(data.x_test, dict):
+        arrays.update({f"x.{k}": np.asarray(v, np.float32) for k, v in data.x_test.items()})
+    else:
+        arrays["x"] = np.asarray(data.x_test, np.float32)
+    if len(outputs) > 1:
+        arrays["outputs"], arrays["output"] = np.asarray(outputs), np.asarray(output)
+    np.savez(path, **arrays)

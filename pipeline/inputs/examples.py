@@ -27,6 +27,9 @@ class Example:
     build_teacher: Callable[[], keras.Model]
     epochs: int
     reconstructs: bool = False  # the teacher learns to reproduce its input (an autoencoder), not labels
+    # Several outputs: trains the teacher (model, preprocessed x_train, y_train by output name, epochs, seed,
+    # callbacks) with a loss per output; None: pipeline.inputs.teacher.train_teacher on the one output.
+    train: Callable[[keras.Model, Any, Any, int, int, list[Any]], None] | None = None
 
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
