@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import UsageError
+from pipeline.inputs import example_twohead
 from pipeline.inputs.data import Preprocess, RawData
 from targets import target_names
 
@@ -166,6 +167,25 @@ EXAMPLES: dict[str, Example] = {
         build_teacher=_digits_autoencoder,
         epochs=60,
         reconstructs=True,
+    ),
+    "digits-twohead": Example(
+        name="digits-twohead",
+        description="two inputs (image, halves) and two outputs (digit: accuracy, ink: regression); every output "
+                    "checked in every runtime -> int8",
+        version="1",
+        config={
+            "model": {"example": "digits-twohead"},
+            "quantize": {"calibration_samples": 300, "calibration": "minmax"},
+            "metric": {"name": "accuracy", "output": "digit"},
+            "budget": {"max_accuracy_drop": 0.01},
+            # dense layers: OpenVINO verified with two threads (README: one-thread int8 FC on AVX-512 VNNI)
+            "targets": {"tflite": {}, "openvino": {"threads": 2}, "tensorrt": {}},
+        },
+        preprocess=Preprocess(scale=16.0),
+        load=example_twohead.load,
+        build_teacher=example_twohead.build,
+        epochs=30,
+        train=example_twohead.train,
     ),
 }
 
