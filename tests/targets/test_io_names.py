@@ -58,3 +58,11 @@ def test_every_runtime_feeds_by_name_and_returns_every_output_in_model_order(
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e.reshape(5, -1), rtol=2e-2, atol=2e-2)  # OpenVINO may compute in bf16
     assert sorted(runner.input_shapes(paths[kind]).items()) == [("feats", (1, 2)), ("image", (1, 4, 4, 1))]
+
+
+@pytest.mark.parametrize("kind", ["tflite", "xml", "onnx"])
+def test_bench_generates_every_input(artifacts: tuple[dict[str, Path], dict[str, np.ndarray], list],
+                                     kind: str) -> None:
+    """`edgepipe bench` without an eval set: a zero sample for each input, by name."""
+    out = runner.run(artifacts[0][kind], None, warmup=1, iterations=3, threads=1)
+    assert out["accuracy"] is None and out["latency_ms"]["iterations"] == 3
