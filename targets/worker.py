@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def _calibration(job: dict[str, Any]) -> Any:
     from calibration import CalibrationSet, SamplingMethod
@@ -62,8 +60,10 @@ def run_sensitivity(job: dict[str, Any]) -> None:
     from .base import float_layer_variants
 
     target, calib, model = get_target(job["target"]), _calibration(job), _model(job)
-    with np.load(job["eval"]) as data:
-        x, y = data["x"].astype(np.float32), data["y"]
+    from .runner import EvalSet
+
+    ev = EvalSet(Path(job["eval"]))
+    x, y = ev.x, ev.y
     opts = ExportOptions.from_dict(job.get("options", {}))
     table = target.sensitivity(model, calib, Path(job["out_dir"]), x, y, opts, metric=job.get("metric", "accuracy"),
                                higher_is_better=bool(job.get("higher_is_better", True)))
