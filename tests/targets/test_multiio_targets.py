@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from pipeline.cli import main
 from targets.runner_metrics import sqnr
+
+if TYPE_CHECKING:
+    from targets.ssh import SshDevice
 
 pytestmark = pytest.mark.slow  # one three-target build (about 45 s on 2 cores)
 
@@ -97,3 +101,15 @@ def test_every_output_of_every_target_is_checked(run: Path, target: str) -> None
     assert entry["outputs"]["digit"]["agreement_top1"] > 0.95
     assert "agreement_top1" not in entry["outputs"]["ink"]  # one value per sample: no top-1
     assert any(n.startswith("every output against the float twin") for n in entry["notes"])
+    assert any(n.startswith("accuracy-aware: skipped for a model with several inputs") for n in entry["notes"])
+
+
+@pytest.mark.parametrize("target", ["tflite", "openvino"])
+def test_the_device_runner_over_ssh_feeds_every_input(run: Path, target: str, device: SshDevice) -> None:
+    """runner.py copied to a "device" (this machine over SSH) reads eval.npz's x.<input> keys and scores the
+    metric's output, as the host did."""
+    from targets.ssh import run_remote
+
+    entry = json.loads((run / "report.json").read_text())["targets"][target]
+    remote = run_remote(device, run / entry["artifact"], run / "data" / "eval.npz", warmup=1, iterations=3, threads=2)
+    assert remote["samples"] == 360 and remote["accuracy"] == pytest.approx(entry["accuracy"], abs=1.5 / 360)
