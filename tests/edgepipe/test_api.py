@@ -4,22 +4,13 @@ input, and the public error types."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from readme_example import readme_example
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def readme_example() -> str:
-    """The first python code block of the README's "From Python" section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## From Python", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README's From Python section has no python code block"
-    return match.group(1)
 
 
 @pytest.fixture(scope="module")
