@@ -113,6 +113,27 @@ def test_build_from_tf_data_datasets(readme_run: tuple[dict, str], tmp_path: Pat
     assert run.targets["tflite"].metric_value == pytest.approx(ns["run"].targets["tflite"].metric_value, abs=0.02)
 
 
+def test_build_from_memory_mapped_npy_splits(readme_run: tuple[dict, str], tmp_path: Path) -> None:
+    """Splits saved as .npy and opened memory-mapped are linked into a data folder, not read or copied, and
+    the build reads them a batch at a time: the same evaluation set and accuracy as the arrays."""
+    import edgepipe
+    from edgepipe.inputs import data_path
+
+    ns = readme_run[0]
+    splits = {}
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        np.save(tmp_path / f"{key}.npy", ns[key])
+        splits[key] = np.load(tmp_path / f"{key}.npy", mmap_mode="r")
+    (tmp_path / "linked").mkdir()
+    folder = data_path(splits, tmp_path / "linked")
+    assert all((folder / f"{k}.npy").resolve() == tmp_path / f"{k}.npy" for k in splits)
+    run = edgepipe.build(ns["model"], splits, targets=["tflite"], out=tmp_path / "run", quiet=True,
+                         config={"targets": {"tflite": {"iterations": 5, "warmup": 1}}})
+    with np.load(run.path / "data" / "eval.npz") as d:
+        np.testing.assert_allclose(d["x"], ns["x_test"])
+    assert run.targets["tflite"].metric_value == pytest.approx(ns["run"].targets["tflite"].metric_value, abs=0.02)
+
+
 def test_rich_table_of_a_run(readme_run: tuple[dict, str]) -> None:
     from rich.console import Console
 
