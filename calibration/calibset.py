@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 
 # One input: an array (N, ...). Several: {input name: array (N, ...)}, in the model's input order.
-Samples = np.ndarray | dict[str, np.ndarray]
+Arrays = np.ndarray | dict[str, np.ndarray]
 
 
-def count_samples(x: Samples) -> int:
+def count_samples(x: Arrays) -> int:
     """Samples in an array or in each array of {input name: array}."""
     return int(next(iter(x.values())).shape[0]) if isinstance(x, dict) else int(x.shape[0])
 
 
-def take_samples(x: Samples, index: Any) -> Samples:
+def take_samples(x: Arrays, index: Any) -> Arrays:
     """x[index] of an array, or of each array of {input name: array}."""
     return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
 
@@ -35,7 +35,7 @@ class CalibrationSet:
     """Preprocessed float32 samples in the model's input layout (N, ...), plus how they were chosen; a model with
     several inputs has {input name: samples} (every input covered, the same rows of each)."""
 
-    samples: Samples
+    samples: Arrays
     source: str
     sampling: SamplingMethod
     seed: int
@@ -48,7 +48,7 @@ class CalibrationSet:
         """The input names of a several-input set; () for one input."""
         return tuple(self.samples) if isinstance(self.samples, dict) else ()
 
-    def batches(self, batch_size: int = 1) -> Iterator[Samples]:
+    def batches(self, batch_size: int = 1) -> Iterator[Arrays]:
         """Input batches, in a fixed order: arrays, or {input name: array} for several inputs."""
         for i in range(0, len(self), batch_size):
             yield take_samples(self.samples, slice(i, i + batch_size))
@@ -76,7 +76,7 @@ class CalibrationSet:
             np.savez(path, x=self.samples.astype(np.float32))
 
     @staticmethod
-    def load_samples(path: Path) -> Samples:
+    def load_samples(path: Path) -> Arrays:
         """What save() wrote."""
         with np.load(path) as data:
             if "x" in data.files:
@@ -97,7 +97,7 @@ def _stratified_indices(labels: np.ndarray, size: int, rng: np.random.Generator)
 
 
 def make_calibration_set(
-    x: Samples,
+    x: Any,
     labels: np.ndarray | None,
     size: int,
     *,
@@ -105,7 +105,8 @@ def make_calibration_set(
     source: str = "train",
     sampling: SamplingMethod | None = None,
 ) -> CalibrationSet:
-    """Pick `size` samples from `x` (the training split): stratified by label when labels are given."""
+    """Pick `size` samples from `x` (the training split: an array, or a lazy one that reads the rows an index array
+    asks for): stratified by label when labels are given."""
     if size < 1:
         raise ValueError("calibration size must be at least 1")
     rng = np.random.default_rng(seed)

@@ -28,6 +28,7 @@ import numpy as np
 
 if __package__:
     from . import runner_metrics
+    from .runner_arrays import npz_members, read_member
     from .runner_sessions import (
         LiteRTSession,
         OnnxRuntimeSession,
@@ -41,8 +42,9 @@ if __package__:
         stderr_filtered,
         take,
     )
-else:  # run as a script (on a device): runner_sessions.py and runner_metrics.py sit next to this file
+else:  # run as a script (on a device): its runner_*.py modules sit next to this file
     import runner_metrics  # type: ignore[no-redef]
+    from runner_arrays import npz_members, read_member  # type: ignore[no-redef]
     from runner_sessions import (  # type: ignore[no-redef]
         LiteRTSession,
         OnnxRuntimeSession,
@@ -57,8 +59,8 @@ else:  # run as a script (on a device): runner_sessions.py and runner_metrics.py
         take,
     )
 
-__all__ = ["LiteRTSession", "OnnxRuntimeSession", "OpenVINOSession", "Session", "feed_list",
-           "n_samples", "open_session", "output_order", "stderr_filtered", "take"]
+__all__ = ["LiteRTSession", "OnnxRuntimeSession", "OpenVINOSession", "Session", "feed_list", "n_samples",
+           "open_session", "output_order", "read_member", "stderr_filtered", "take"]
 
 
 def latency_stats(samples_ms: list[float], warmup: int, threads: int) -> dict:
@@ -101,7 +103,7 @@ def measure(
     return latency_stats(samples, warmup, threads), samples
 
 
-def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.ndarray | None = None) -> float:
+def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: Any = None) -> float:
     """The one evaluation function: the task's metric (runner_metrics spec, default top-1 accuracy) of
     outputs (N, ...) against y. Every value edgepipe reports (Keras models, each runtime, sensitivity,
     search) is computed here."""
@@ -161,6 +163,12 @@ def top1(outputs: np.ndarray) -> list:
     return [int(i) for i in outputs.reshape(outputs.shape[0], -1).argmax(axis=1)] if outputs.size else []
 
 
+def read_eval(eval_path: Path) -> tuple:
+    """An eval.npz's (x, y): x read a batch at a time as evaluation asks for it (np.savez files are
+    uncompressed), y whole."""
+    return read_member(eval_path, "x"), np.asarray(read_member(eval_path, "y"))
+
+
 def evaluate(session: Session, x: Any, y: np.ndarray, metric: str = "accuracy", output: int = 0) -> float:
     """score() of the session's output number `output` (outputs_all, in batches where the artifact allows), in
     its exact() twin; x is an array, or {input name: array} for several inputs."""
@@ -172,18 +180,14 @@ class EvalSet:
     """OUT/data/eval.npz: `x` and `y` for a model with one input and one output; with several, `x.<input name>`
     per input, `outputs` (the output names, model order), `output` (the one `y` labels, the metric's)."""
 
-    def __init__(self, path: Path, limit: Any = None) -> None:
-        with np.load(str(path)) as data:
-            keys = list(data.files)
-            inputs = [k[2:] for k in keys if k.startswith("x.")]
-            sl = slice(None, limit)
-            if inputs:
-                self.x: Any = {k: data["x." + k][sl].astype(np.float32) for k in inputs}
-            else:
-                self.x = data["x"][sl].astype(np.float32)
-            self.y = data["y"][sl]
-            self.outputs = [str(n) for n in data["outputs"]] if "outputs" in keys else []
-            self.output = str(data["output"]) if "output" in keys else (self.outputs[0] if self.outputs else "")
+    def __init__(self, path: Path) -> None:
+        keys = list(npz_members(path))
+        inputs = [k[2:] for k in keys if k.startswith("x.")]  # x read a batch at a time (runner_arrays), y whole
+        self.x: Any = {k: read_member(path, "x." + k) for k in inputs} if inputs else read_member(path, "x")
+        self.y = np.asarray(read_member(path, "y"))
+        self.outputs = [str(n) for n in np.asarray(read_member(path, "outputs"))] if "outputs" in keys else []
+        self.output = str(np.asarray(read_member(path, "output"))) if "output" in keys else \
+            (self.outputs[0] if self.outputs else "")
 
     @property
     def output_index(self) -> int:
@@ -259,6 +263,13 @@ def cpu_info(cpuinfo: str | None = None) -> dict:
 
 
 def peak_memory_kb() -> int | None:
+    """This process's peak resident set: VmHWM (it counts file-backed pages, which ru_maxrss may miss), else
+    ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+    except Exception:
+        pass
     try:
         import resource
 

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from calibration.calibset import take_samples
 from pipeline import interrupts
 from pipeline.cache import Cache, cache_key
 from pipeline.compress.base import StageContext, TrainData
 from pipeline.compress.cost import count_macs, count_params, float_size_bytes
 from pipeline.config import Config
 from pipeline.errors import UsageError
+from pipeline.inputs.arrays import predict_batches
 from pipeline.inputs.models import metric_value
 from pipeline.ui import UI
 from targets import runner
@@ -40,12 +40,16 @@ class _KerasSession(runner.Session):
 
 
 def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy", output: int = 0) -> dict[str, Any]:
-    """params, MACs, float32 weight bytes, the metric on the test split ("accuracy") of output number `output`,
-    float latency here."""
-    pred = model.predict(data.x_test, batch_size=256, verbose=0)
-    if isinstance(pred, (list, tuple)):  # several outputs: the metric's
-        pred = pred[output]
-    stats, _ = runner.measure(_KerasSession(model), take_samples(data.x_test, slice(0, 1)), warmup=5, iterations=30)
+    """params, MACs, float32 weight bytes, the metric on the test split ("accuracy") of output number `output`
+    (models with several), float latency here."""
+    def predict(b: Any) -> np.ndarray:
+        pred = model.predict(b, batch_size=256, verbose=0)
+        return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
+
+    x = data.x_test
+    pred = predict(x) if isinstance(x, dict) else predict_batches(predict, x)  # several inputs: held in memory
+    stats, _ = runner.measure(_KerasSession(model), runner.take(x, slice(0, 1)) if isinstance(x, dict)
+                              else np.asarray(x[:1]), warmup=5, iterations=30)
     value = metric_value(pred, data.y_test, metric, data.x_test)
     return {"accuracy": value, "params": count_params(model), "macs": count_macs(model),
             "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}

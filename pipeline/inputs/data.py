@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from calibration.calibset import Samples
 from pipeline.cache import file_digest
 from pipeline.compress.base import TrainData
 from pipeline.config import DataSection
 from pipeline.errors import DataError
+from pipeline.inputs.arrays import Preprocessed, Samples, is_lazy, open_split, split_path
 from pipeline.measure.metric import Labels
+from targets.runner_arrays import write_npz
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -45,13 +46,14 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class RawData:
-    """The four splits as read; a model with several inputs (outputs) has {name: array} for x (y): npz keys
-    `x_train.<input name>`, `y_train.<output name>` (pipeline.inputs.named)."""
+    """The four splits as read: x lazy (read a batch at a time) for a folder of .npy splits; a model with several
+    inputs (outputs) has {name: array} for x (y): npz keys `x_train.<input name>`, `y_train.<output name>`
+    (pipeline.inputs.named)."""
 
-    x_train: Samples
-    y_train: Samples
-    x_test: Samples
-    y_test: Samples
+    x_train: Samples | dict[str, np.ndarray]
+    y_train: np.ndarray | dict[str, np.ndarray]
+    x_test: Samples | dict[str, np.ndarray]
+    y_test: np.ndarray | dict[str, np.ndarray]
     source: str  # a content hash or an example's name, for cache keys
 
     @property
@@ -60,12 +62,40 @@ class RawData:
         return any(isinstance(v, dict) for v in (self.x_train, self.y_train, self.x_test, self.y_test))
 
 
-def _split(files: list[str], data: Any, key: str) -> Samples | None:
+def _split(files: list[str], data: Any, key: str) -> np.ndarray | dict[str, np.ndarray] | None:
     """`key` as one array, or its `key.<name>` arrays as {name: array}; None when neither is there."""
     if key in files:
         return np.asarray(data[key])
     named = {k[len(key) + 1 :]: np.asarray(data[k]) for k in files if k.startswith(key + ".")}
     return named or None
+
+
+def read_data(path: Path) -> RawData:
+    """`[data] path`: an .npz, or a folder of per-split .npy files / shard folders (data larger than memory)."""
+    return read_npy_folder(path) if path.is_dir() else read_npz(path)
+
+
+def read_npy_folder(folder: Path) -> RawData:
+    """x_train.npy, y_train.npy, x_test.npy, y_test.npy in `folder` (each may instead be a folder of .npy shards,
+    read in name order): the x splits are read lazily, a batch at a time; the labels whole."""
+    found = {k: split_path(folder, k) for k in NPZ_KEYS}
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise DataError(f"{folder}: a data folder needs {', '.join(f'{k}.npy' for k in NPZ_KEYS)} (or a folder of "
+                        f".npy shards per split); missing {', '.join(missing)}")
+    arrays, digests = {}, []
+    for key, path in found.items():
+        assert path is not None
+        try:
+            arrays[key] = open_split(path) if key.startswith("x") else np.asarray(open_split(path))
+            files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
+            digests += [f"{f.name}:{file_digest(f)}" for f in files]
+        except (OSError, ValueError, EOFError) as err:
+            msg = " ".join(str(err).split())[:200]
+            raise DataError(f"{path}: not a readable .npy array ({type(err).__name__}: {msg})") from None
+    h = hashlib.sha256("|".join(digests).encode()).hexdigest()
+    return RawData(arrays["x_train"], np.asarray(arrays["y_train"]), arrays["x_test"], np.asarray(arrays["y_test"]),
+                   source=f"npy:{h}")
 
 
 def read_npz(path: Path) -> RawData:
@@ -179,24 +209,24 @@ def check_targets(name: str, y: np.ndarray, labels: Labels, output_shape: tuple[
     return y  # REFERENCE (replaced by the reference model's outputs) and ANY (the user's function reads it)
 
 
-def check_x(key: str, x: np.ndarray, input_shape: tuple[int | None, ...], pre: Preprocess) -> np.ndarray:
-    """One input's samples checked against the model input and preprocessed."""
+def check_x(key: str, x: Samples, input_shape: tuple[int | None, ...], pre: Preprocess) -> Samples:
+    """One input's samples checked against the model input and preprocessed (lazily for a lazy x)."""
     if x.dtype.kind not in "fiub":
         raise DataError(f"{key}: expected numbers, got dtype {x.dtype}")
     if x.ndim == 0:
         raise DataError(f"{key}: a single value, not an array of samples")
     if x.shape[0] == 0:
         raise DataError(f"{key}: no samples")
-    if x.ndim == len(input_shape):  # e.g. grayscale images without a channel axis
-        x = x[..., None]
+    add_channel = x.ndim == len(input_shape)  # e.g. grayscale images without a channel axis
+    shape = (*x.shape, 1) if add_channel else tuple(x.shape)
     want = tuple(input_shape)
-    if x.ndim != len(want) + 1 or any(w is not None and w != g for w, g in zip(want, x.shape[1:], strict=True)):
+    if len(shape) != len(want) + 1 or any(w is not None and w != g for w, g in zip(want, shape[1:], strict=True)):
         shown = "x".join("?" if d is None else str(d) for d in want)
-        raise DataError(f"{key}: shape {x.shape[1:]} does not fit the model input {shown}")
-    channels = x.shape[-1]
+        raise DataError(f"{key}: shape {shape[1:]} does not fit the model input {shown}")
+    channels = shape[-1]
     if pre.mean is not None and len(pre.mean) not in (1, channels):
         raise DataError(f"data.mean has {len(pre.mean)} values but {key} has {channels} channels")
-    xf = pre(x)
+    xf = _preprocessed(x, pre, add_channel)
     if not _all_finite(xf):
         raise DataError(f"{key}: contains NaN or inf")
     return xf
@@ -208,7 +238,7 @@ def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], 
     if raw.named:
         raise DataError("named npz keys (x_train.<input>, y_train.<output>) are for a model with several inputs or "
                         "outputs; this model has one of each: use x_train, y_train, x_test, y_test")
-    splits = {}
+    splits: dict[str, Any] = {}
     for xk, yk in (("x_train", "y_train"), ("x_test", "y_test")):
         x, y = getattr(raw, xk), getattr(raw, yk)
         if np.ndim(y) == 0 and x.ndim != 0:
@@ -217,10 +247,19 @@ def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], 
         if x.shape[0] != np.asarray(y).shape[0]:
             raise DataError(f"{xk} has {x.shape[0]} samples but {yk} has {np.asarray(y).shape[0]}")
         splits[xk], splits[yk] = xf, check_targets(yk, y, labels, output_shape, num_classes)
-    return TrainData(num_classes=num_classes, **splits)
+    return TrainData(splits["x_train"], splits["y_train"], splits["x_test"], splits["y_test"], num_classes)
 
 
-def _all_finite(x: np.ndarray, chunk: int = 4096) -> bool:
+def _preprocessed(x: Samples, pre: Preprocess, add_channel: bool) -> Samples:
+    """pre(x) now for an array in memory; a lazy view that preprocesses each batch as it is read otherwise."""
+    if is_lazy(x):
+        if add_channel:
+            return Preprocessed(x, lambda b: pre(b[..., None]), (*x.shape, 1))
+        return Preprocessed(x, pre)
+    return pre(np.asarray(x)[..., None] if add_channel else np.asarray(x))
+
+
+def _all_finite(x: Samples, chunk: int = 4096) -> bool:
     """np.isfinite in chunks of samples: no full-size boolean temporary."""
     return all(bool(np.isfinite(x[i : i + chunk]).all()) for i in range(0, x.shape[0], chunk))
 
@@ -236,14 +275,15 @@ def preprocess_from(section: DataSection | None, default_scale: float = 1.0) -> 
 def write_eval(path: Path, data: TrainData, outputs: tuple[str, ...] = (), output: str = "") -> None:
     """OUT/data/eval.npz: x float32 preprocessed in the model's layout (several inputs: `x.<input name>` each),
     y int64 labels (of the metric's output); several outputs add `outputs` (their names, model order) and
-    `output` (the one y labels). targets.runner.EvalSet reads it."""
-    path.parent.mkdir(parents=True, exist_ok=True)  # asarray: no copy of arrays that already have the dtype
+    `output` (the one y labels). Written (and later read, targets.runner.EvalSet) a batch at a time: an
+    uncompressed .npz, as np.savez writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     y = np.asarray(data.y_test)
     arrays: dict[str, Any] = {"y": y.astype(np.int64) if y.dtype.kind in "biu" else y}
     if isinstance(data.x_test, dict):
-        arrays.update({f"x.{k}": np.asarray(v, np.float32) for k, v in data.x_test.items()})
+        arrays.update({f"x.{k}": v for k, v in data.x_test.items()})
     else:
-        arrays["x"] = np.asarray(data.x_test, np.float32)
+        arrays["x"] = data.x_test
     if len(outputs) > 1:
         arrays["outputs"], arrays["output"] = np.asarray(outputs), np.asarray(output)
-    np.savez(path, **arrays)
+    write_npz(path, arrays)

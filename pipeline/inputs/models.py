@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.cache import content_hash as hash_of
 from pipeline.errors import ModelLoadError
 from pipeline.inputs import legacy_h5, savedmodel_v1
+from pipeline.inputs.arrays import predict_batches
 
 if TYPE_CHECKING:
     import keras
@@ -276,16 +277,21 @@ def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: s
 
 def predict(loaded: LoadedModel, x: Any, batch_size: int = 256, output: int = 0) -> np.ndarray:
     """Float predictions of the reference model (Keras, or the SavedModel's serving signature): its output
-    number `output`; x is an array, or {input name: array} for several inputs."""
+    number `output`; a lazy x is read a batch at a time; {input name: array} (several inputs) is in memory."""
     if loaded.keras_model is not None:
-        pred = loaded.keras_model.predict(x, batch_size=batch_size, verbose=0)
-        return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
+        keras_model = loaded.keras_model
+
+        def one(b: Any) -> np.ndarray:
+            pred = keras_model.predict(b, batch_size=batch_size, verbose=0)
+            return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
+
+        return one(x) if isinstance(x, dict) else predict_batches(one, x)
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(loaded.saved_model_dir)).signatures["serving_default"]
     outs = []
     for i in range(0, x.shape[0], batch_size):
-        res: dict[str, Any] = fn(tf.constant(x[i : i + batch_size]))
+        res: dict[str, Any] = fn(tf.constant(np.asarray(x[i : i + batch_size])))
         outs.append(np.asarray(list(res.values())[0]))
     return np.concatenate(outs)
 

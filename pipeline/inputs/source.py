@@ -12,7 +12,7 @@ from pipeline.cache import Cache, cache_key
 from pipeline.compress.base import TrainData, one_input
 from pipeline.config import Config, MetricSection
 from pipeline.errors import ConfigError, DataError, ModelLoadError
-from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_image_folder, read_npz
+from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_data, read_image_folder
 from pipeline.inputs.examples import get_example
 from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model, metric_value, predict
 from pipeline.inputs.named import output_labels, prepare_named
@@ -45,10 +45,10 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
         if ex.train is not None:  # several outputs: the example's own losses, on every output's labels
             ex.train(model, data.x_train, raw.y_train, ex.epochs, seed, callbacks)
         else:
-            x = one_input(data.x_train)
+            x = np.asarray(one_input(data.x_train))
             target = x if ex.reconstructs else data.y_train  # an autoencoder learns its input
-            train_teacher(model, x, target, epochs=ex.epochs, learning_rate=2e-3, seed=seed, callbacks=callbacks,
-                          reconstruct=ex.reconstructs)
+            train_teacher(model, x, np.asarray(target), epochs=ex.epochs, learning_rate=2e-3, seed=seed,
+                          callbacks=callbacks, reconstruct=ex.reconstructs)
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp) / "model.keras")
             hit = cache.put(key, Path(tmp))
@@ -103,7 +103,7 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         ui.info(note)
     section = config.data
     if section.path is not None:
-        raw = read_npz(config.resolve(section.path))
+        raw = read_data(config.resolve(section.path))
     else:
         assert section.images is not None and section.image_size is not None
         channels = ref.input_shape[-1] or 3
