@@ -185,9 +185,12 @@ class EvalSet:
         inputs = [k[2:] for k in keys if k.startswith("x.")]  # x read a batch at a time (runner_arrays), y whole
         self.x: Any = {k: read_member(path, "x." + k) for k in inputs} if inputs else read_member(path, "x")
         self.y = np.asarray(read_member(path, "y"))
-        self.outputs = [str(n) for n in np.asarray(read_member(path, "outputs"))] if "outputs" in keys else []
-        self.output = str(np.asarray(read_member(path, "output"))) if "output" in keys else \
-            (self.outputs[0] if self.outputs else "")
+        names: dict = {}
+        if "outputs" in keys:  # small: read whole
+            with np.load(str(path)) as data:
+                names = {k: data[k] for k in ("outputs", "output")}
+        self.outputs = [str(n) for n in names.get("outputs", [])]
+        self.output = str(names["output"]) if "output" in names else (self.outputs[0] if self.outputs else "")
 
     @property
     def output_index(self) -> int:
