@@ -101,7 +101,7 @@ def check_inputs(config: Config) -> None:
         data = config.resolve(config.data.path)
         if not _exists(data):
             raise DataError(f"{data}: data file not found")
-        if data.is_dir() and not any(split_path(data, k) for k in ("x_train", "x_test")):
+        if data.is_dir() and not any(split_path(data, k) or any(data.glob(f"{k}.*")) for k in ("x_train", "x_test")):
             raise DataError(f"{data}: a directory without x_train.npy / x_test.npy (a data folder holds one .npy "
                             "file, or a folder of .npy shards, per split)")
     if config.data is not None and config.data.images is not None:

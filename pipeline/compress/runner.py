@@ -18,7 +18,7 @@ from pipeline.compress.cost import count_macs, count_params, float_size_bytes
 from pipeline.config import Config
 from pipeline.errors import UsageError
 from pipeline.inputs.arrays import predict_batches
-from pipeline.inputs.models import metric_value
+from pipeline.inputs.models import metric_value, predict_named
 from pipeline.ui import UI
 from targets import runner
 
@@ -47,9 +47,9 @@ def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy",
         return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
 
     x = data.x_test
-    pred = predict(x) if isinstance(x, dict) else predict_batches(predict, x)  # several inputs: held in memory
-    stats, _ = runner.measure(_KerasSession(model), runner.take(x, slice(0, 1)) if isinstance(x, dict)
-                              else np.asarray(x[:1]), warmup=5, iterations=30)
+    pred = predict_named(predict, x) if isinstance(x, dict) else predict_batches(predict, x)
+    first = {k: np.asarray(v[:1]) for k, v in x.items()} if isinstance(x, dict) else np.asarray(x[:1])
+    stats, _ = runner.measure(_KerasSession(model), first, warmup=5, iterations=30)
     value = metric_value(pred, data.y_test, metric, data.x_test)
     return {"accuracy": value, "params": count_params(model), "macs": count_macs(model),
             "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}

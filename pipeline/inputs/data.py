@@ -78,24 +78,44 @@ def read_data(path: Path) -> RawData:
 def read_npy_folder(folder: Path) -> RawData:
     """x_train.npy, y_train.npy, x_test.npy, y_test.npy in `folder` (each may instead be a folder of .npy shards,
     read in name order): the x splits are read lazily, a batch at a time; the labels whole."""
-    found = {k: split_path(folder, k) for k in NPZ_KEYS}
-    missing = [k for k, v in found.items() if v is None]
+    found = {k: _split_paths(folder, k) for k in NPZ_KEYS}
+    missing = [k for k, v in found.items() if not v]
     if missing:
         raise DataError(f"{folder}: a data folder needs {', '.join(f'{k}.npy' for k in NPZ_KEYS)} (or a folder of "
-                        f".npy shards per split); missing {', '.join(missing)}")
-    arrays, digests = {}, []
-    for key, path in found.items():
-        assert path is not None
-        try:
-            arrays[key] = open_split(path) if key.startswith("x") else np.asarray(open_split(path))
-            files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
-            digests += [f"{f.name}:{file_digest(f)}" for f in files]
-        except (OSError, ValueError, EOFError) as err:
-            msg = " ".join(str(err).split())[:200]
-            raise DataError(f"{path}: not a readable .npy array ({type(err).__name__}: {msg})") from None
+                        f".npy shards per split; several inputs or outputs: x_train.<input>.npy, ...); missing "
+                        f"{', '.join(missing)}")
+    arrays: dict[str, Any] = {}
+    digests: list[str] = []
+    for key, paths in found.items():
+        named = {name: _open(path, key.startswith("x"), digests) for name, path in paths.items()}
+        arrays[key] = named[""] if "" in named else named
     h = hashlib.sha256("|".join(digests).encode()).hexdigest()
-    return RawData(arrays["x_train"], np.asarray(arrays["y_train"]), arrays["x_test"], np.asarray(arrays["y_test"]),
-                   source=f"npy:{h}")
+    return RawData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], source=f"npy:{h}")
+
+
+def _split_paths(folder: Path, key: str) -> dict[str, Path]:
+    """{"": KEY.npy or KEY/}, or {name: KEY.<name>.npy or KEY.<name>/} for named splits."""
+    plain = split_path(folder, key)
+    if plain is not None:
+        return {"": plain}
+    found = {}
+    for p in sorted(folder.glob(f"{key}.*")):
+        name = p.name[len(key) + 1 :].removesuffix(".npy")
+        if name and (p.is_dir() or p.suffix == ".npy"):
+            found[name] = p
+    return found
+
+
+def _open(path: Path, lazy: bool, digests: list[str]) -> Any:
+    """One split (lazy for x, whole for labels); its files' digests are appended to `digests`."""
+    try:
+        out = open_split(path) if lazy else np.asarray(open_split(path))
+        files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
+        digests += [f"{f.name}:{file_digest(f)}" for f in files]
+    except (OSError, ValueError, EOFError) as err:
+        msg = " ".join(str(err).split())[:200]
+        raise DataError(f"{path}: not a readable .npy array ({type(err).__name__}: {msg})") from None
+    return out
 
 
 def read_npz(path: Path) -> RawData:

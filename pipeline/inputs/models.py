@@ -275,6 +275,13 @@ def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: s
                        output_names=out_names, input_names=in_names, input_shapes=shapes, output_shapes=out_shapes)
 
 
+def predict_named(predict: Any, x: dict[str, Any], size: int = 256) -> np.ndarray:
+    """predict({input name: batch}) over x (several inputs, each an array or a lazy one) a batch at a time."""
+    n = len(next(iter(x.values())))
+    parts = [predict({k: np.asarray(v[i : i + size]) for k, v in x.items()}) for i in range(0, n, size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+
 def predict(loaded: LoadedModel, x: Any, batch_size: int = 256, output: int = 0) -> np.ndarray:
     """Float predictions of the reference model (Keras, or the SavedModel's serving signature): its output
     number `output`; a lazy x is read a batch at a time; {input name: array} (several inputs) is in memory."""
@@ -285,7 +292,7 @@ def predict(loaded: LoadedModel, x: Any, batch_size: int = 256, output: int = 0)
             pred = keras_model.predict(b, batch_size=batch_size, verbose=0)
             return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
 
-        return one(x) if isinstance(x, dict) else predict_batches(one, x)
+        return predict_named(one, x, batch_size) if isinstance(x, dict) else predict_batches(one, x)
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(loaded.saved_model_dir)).signatures["serving_default"]

@@ -20,7 +20,7 @@ def _by_name(key: str, value: Any, names: tuple[str, ...], kind: str) -> dict[st
     """A split's arrays by the model's input (output) names; a plain array only for a single one."""
     if not isinstance(value, dict):
         if len(names) == 1:
-            return {names[0]: np.asarray(value)}
+            return {names[0]: value}
         keys = ", ".join(f"{key}.{n}" for n in names)
         raise DataError(f"{key}: the model has {len(names)} {kind}s ({', '.join(names)}): name them {keys}")
     unknown = [k for k in value if k not in names]

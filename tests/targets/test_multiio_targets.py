@@ -97,7 +97,8 @@ def test_every_output_of_every_target_is_checked(run: Path, target: str) -> None
     assert accuracy > 0.85
     for k, name in enumerate(("digit", "ink")):  # each output against the float twin, as the report says
         assert entry["outputs"][name]["sqnr_db"] == pytest.approx(sqnr(q[k], f[k]), abs=0.5)
-        assert entry["outputs"][name]["sqnr_db"] > 12.0, (name, entry["outputs"][name])
+        # a broken head (saturated, zeroed, swapped) is near 0 dB; int8 here measures 12-37 dB
+        assert entry["outputs"][name]["sqnr_db"] > 8.0 and entry["outputs"][name]["cosine"] > 0.95, (name, entry)
     assert entry["outputs"]["digit"]["agreement_top1"] > 0.95
     assert "agreement_top1" not in entry["outputs"]["ink"]  # one value per sample: no top-1
     assert any(n.startswith("every output against the float twin") for n in entry["notes"])

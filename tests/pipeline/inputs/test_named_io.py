@@ -92,3 +92,21 @@ def test_cli_bad_input_exits_2_with_one_line_and_nothing_written(
     assert err.count("\n") == 1 and err.startswith("edgepipe: error: ") and "Traceback" not in err, err
     assert expected in err, err
     assert list(runs.iterdir()) == [], "bad input must leave no run behind"
+
+
+def test_a_folder_of_named_npy_splits_reads_like_the_npz(twoio: tuple[Path, Path], tmp_path: Path) -> None:
+    """Data larger than memory: x_train.<input>.npy (read a batch at a time) and y_train.<output>.npy per split."""
+    from pipeline.inputs.data import read_data
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with np.load(twoio[1]) as d:
+        for k in d.files:
+            np.save(folder / f"{k}.npy", d[k])
+    model = load_model(twoio[0])
+    from_folder, _ = data_and_metric(read_data(folder), Preprocess(16.0), model, None, "t")
+    from_npz, _ = data_and_metric(read_npz(twoio[1]), Preprocess(16.0), model, None, "t")
+    assert isinstance(from_folder.x_test, dict) and isinstance(from_npz.x_test, dict)
+    for name in ("image", "feats"):
+        np.testing.assert_array_equal(np.asarray(from_folder.x_test[name]), from_npz.x_test[name])
+    np.testing.assert_array_equal(from_folder.y_train, from_npz.y_train)
