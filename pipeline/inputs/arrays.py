@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 
@@ -111,11 +111,24 @@ class Subset:
         return whole if dtype is None else whole.astype(dtype)
 
 
-Samples: TypeAlias = np.ndarray | NpyArray | Shards | Preprocessed | Subset
+class LazyArray(Protocol):
+    """What a lazy split offers (an image folder's files are one: pipeline.inputs.images)."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray: ...
+
+
+Samples: TypeAlias = np.ndarray | NpyArray | Shards | Preprocessed | Subset | LazyArray
 
 
 def is_lazy(x: Any) -> bool:
-    return isinstance(x, (NpyArray, Shards, Preprocessed, Subset))
+    return not isinstance(x, np.ndarray) and hasattr(x, "__array__") and hasattr(x, "shape")
 
 
 def take(x: Samples, index: np.ndarray) -> Samples:

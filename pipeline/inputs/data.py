@@ -16,10 +16,12 @@ from pipeline.compress.base import TrainData
 from pipeline.config import DataSection
 from pipeline.errors import DataError
 from pipeline.inputs.arrays import Preprocessed, Samples, is_lazy, open_split, split_path
+from pipeline.inputs.images import ImageFiles, check_readable
 from pipeline.measure.metric import Labels
 from targets.runner_arrays import write_npz
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IN_MEMORY_BYTES = 256 << 20  # an image folder decodes to at most this much: held in memory, else read lazily
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
@@ -150,40 +152,35 @@ def read_npz(path: Path) -> RawData:
 
 
 def read_image_folder(folder: Path, size: tuple[int, int], channels: int, seed: int = 0) -> RawData:
-    """One sub-folder per class (sorted names are class ids); a stratified 80/20 train/test split."""
-    from PIL import Image
-
+    """One sub-folder per class (sorted names are class ids); a stratified 80/20 train/test split. The images
+    are decoded a batch at a time when a stage reads them (pipeline.inputs.images); their headers now."""
     try:
         if not folder.is_dir():
             raise DataError(f"{folder}: image folder not found")
         classes = sorted(p for p in folder.iterdir() if p.is_dir())
+        files = [(label, f) for label, cls in enumerate(classes) for f in sorted(cls.iterdir())
+                 if f.suffix.lower() in IMAGE_SUFFIXES]
     except OSError as err:
         raise DataError(f"{folder}: cannot read the image folder ({err.strerror or err})") from None
     if len(classes) < 2:
         raise DataError(f"{folder}: needs at least two class sub-folders")
-    xs, ys = [], []
-    for label, cls in enumerate(classes):
-        for f in sorted(cls.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(f) as im:
-                    pixels = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]))
-                    xs.append(np.asarray(pixels, np.float32).reshape(size[0], size[1], channels))
-            except (OSError, ValueError, Image.DecompressionBombError) as err:
-                raise DataError(f"{f}: not a readable image ({err})") from None
-            ys.append(label)
-    y = np.asarray(ys, np.int64)
-    if len(xs) < 4:
-        raise DataError(f"{folder}: too few images ({len(xs)})")
+    if len(files) < 4:
+        raise DataError(f"{folder}: too few images ({len(files)})")
+    check_readable([f for _, f in files])
+    y = np.asarray([label for label, _ in files], np.int64)
     rng = np.random.default_rng(seed)
     test = np.zeros(len(y), bool)
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         test[idx[: max(1, len(idx) // 5)]] = True
-    x = np.stack(xs)
-    h = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-    return RawData(x[~test], y[~test], x[test], y[test], source=f"images:{h}")
+    images = ImageFiles([f for _, f in files], size, channels)
+    h = hashlib.sha256(f"{size}|{channels}|".encode())
+    for label, f in files:
+        h.update(f"{label}|{f.relative_to(folder)}|{file_digest(f)}|".encode())
+    train, held = images.subset(np.flatnonzero(~test)), images.subset(np.flatnonzero(test))
+    if images.size_bytes() <= IN_MEMORY_BYTES:  # small: decoded once, not every epoch
+        return RawData(np.asarray(train), y[~test], np.asarray(held), y[test], source=f"images:{h.hexdigest()}")
+    return RawData(train, y[~test], held, y[test], source=f"images:{h.hexdigest()}")
 
 
 def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> np.ndarray:

@@ -83,3 +83,27 @@ def test_bad_folders_exit_2_and_write_nothing(case: str, message: str, trained_c
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_image_folder_read_lazily_builds(trained_cnn: Path, digits_npz: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An image folder above the in-memory limit is decoded a batch at a time through the whole build."""
+    from PIL import Image
+
+    from pipeline.inputs import data as data_module
+
+    with np.load(digits_npz) as d:
+        x, y = np.concatenate([d["x_train"], d["x_test"]]), np.concatenate([d["y_train"], d["y_test"]])
+    for i, (img, label) in enumerate(zip(x[:600], y[:600], strict=True)):
+        (tmp_path / "img" / f"c{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img * 15).astype(np.uint8)).save(tmp_path / "img" / f"c{label}" / f"{i}.png")
+    monkeypatch.setattr(data_module, "IN_MEMORY_BYTES", 0)
+    cfg = tmp_path / "img.toml"
+    cfg.write_text(f'[model]\npath = "{trained_cnn}"\n[data]\nimages = "{tmp_path / "img"}"\nimage_size = [8, 8]\n'
+                   "scale = 240.0\n[quantize]\ncalibration_samples = 100\n[targets.tflite]\niterations = 5\n")
+    rc = main(["--quiet", "build", str(cfg), "--out", str(tmp_path / "run"), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["reference"]["accuracy"] > 0.85 and report["targets"]["tflite"]["accuracy"] > 0.85
