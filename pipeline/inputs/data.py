@@ -230,11 +230,11 @@ def check_x(key: str, x: Samples, input_shape: tuple[int | None, ...], pre: Prep
     """One input's samples checked against the model input and preprocessed (lazily for a lazy x)."""
     if x.dtype.kind not in "fiub":
         raise DataError(f"{key}: expected numbers, got dtype {x.dtype}")
-    if x.ndim == 0:
+    if len(x.shape) == 0:
         raise DataError(f"{key}: a single value, not an array of samples")
     if x.shape[0] == 0:
         raise DataError(f"{key}: no samples")
-    add_channel = x.ndim == len(input_shape)  # e.g. grayscale images without a channel axis
+    add_channel = len(x.shape) == len(input_shape)  # e.g. grayscale images without a channel axis
     shape = (*x.shape, 1) if add_channel else tuple(x.shape)
     want = tuple(input_shape)
     if len(shape) != len(want) + 1 or any(w is not None and w != g for w, g in zip(want, shape[1:], strict=True)):
