@@ -258,7 +258,7 @@ def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], 
     splits: dict[str, Any] = {}
     for xk, yk in (("x_train", "y_train"), ("x_test", "y_test")):
         x, y = getattr(raw, xk), getattr(raw, yk)
-        if np.ndim(y) == 0 and x.ndim != 0:
+        if np.ndim(y) == 0 and len(x.shape) != 0:
             raise DataError(f"{yk}: a single value, not an array of samples")
         xf = check_x(xk, x, input_shape, pre)
         if x.shape[0] != np.asarray(y).shape[0]:
