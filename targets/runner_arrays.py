@@ -26,7 +26,7 @@ class NpyArray:
     def __init__(self, path: str | Path, offset: int, shape: tuple[int, ...], dtype: Any) -> None:
         self.path, self.offset = str(path), int(offset)
         self.shape, self.dtype = tuple(int(d) for d in shape), np.dtype(dtype)
-        self._row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize if self.shape else 0
 
     @property
     def ndim(self) -> int:
@@ -74,6 +74,11 @@ class NpyArray:
             np.empty((0,) + self.shape[1:], self.dtype)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if not self.shape:  # a 0-d member (a name, a number)
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                scalar = np.frombuffer(f.read(self.dtype.itemsize), self.dtype).reshape(())
+            return scalar.copy() if dtype is None else scalar.astype(dtype)
         whole = self._rows(0, self.shape[0])
         return whole if dtype is None else whole.astype(dtype)
 

@@ -36,6 +36,7 @@ def test_write_npz_streams_what_np_load_reads(tmp_path: Path) -> None:
               chunk=7)
     with np.load(tmp_path / "e.npz") as d:
         assert np.array_equal(d["x"], X) and np.array_equal(d["y"], np.arange(300)) and d["s"] == 2
+    assert np.asarray(npz_members(tmp_path / "e.npz")["s"]) == 2  # a 0-d member
     np.savez_compressed(tmp_path / "z.npz", x=X)  # compressed members cannot be read in place: read whole
     assert npz_members(tmp_path / "z.npz")["x"] is None
     assert np.array_equal(read_member(tmp_path / "z.npz", "x"), X)
