@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
         dest = run_dir / "reference" / "model.keras"
         dest.parent.mkdir(parents=True)
         ref.keras_model.save(dest)
-        return {"path": "reference/model.keras", **model_metrics(ref.keras_model, src.data, src.metric.spec)}
+        return {"path": "reference/model.keras",
+                **model_metrics(ref.keras_model, src.data, src.metric.spec, src.metric.output_index)}
     from pipeline.inputs.models import metric_value, predict
 
     shutil.copytree(ref.path, run_dir / "reference" / "saved_model")  # the user's model, even when revived
@@ -68,6 +69,9 @@ def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
 
 def _float_model(src: Source, keras_model: Any, keras_path: Path | None, scratch: Path) -> FloatModel:
     shape = tuple(int(d) for d in src.reference.input_shape)  # type: ignore[arg-type]
+    ref = src.reference
+    inputs = tuple((n, tuple(int(d or 1) for d in s)) for n, s in zip(ref.input_names, ref.input_shapes, strict=True)) \
+        if ref.several_inputs else ()
     if keras_model is None:
         return FloatModel(src.reference.saved_model_dir, None, shape)
     keras_model, changed = unrolled(keras_model)
@@ -78,7 +82,17 @@ def _float_model(src: Source, keras_model: Any, keras_path: Path | None, scratch
     if keras_path is None:
         keras_path = scratch / "model.keras"
         keras_model.save(keras_path)
-    return FloatModel(saved, keras_path, shape)
+    return FloatModel(saved, keras_path, shape, inputs=inputs)
+
+
+def _refuse_stages(cfg: Config) -> None:
+    """The compression stages train models with one input and one output."""
+    stages = [name for name, section in (("distill", cfg.distill), ("prune", cfg.prune), ("decompose", cfg.decompose))
+              if section is not None]
+    if stages:
+        raise UsageError(f"{cfg.name}: [{stages[0]}] with several inputs or outputs: the compression stages train "
+                         f"models with one input and one output; remove {', '.join(f'[{s}]' for s in stages)} "
+                         "(quantization only)")
 
 
 def _versions() -> dict[str, str]:
@@ -102,8 +116,12 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     report["reference"]["format"] = src.reference.format.value
     if src.reference.notes:  # how the model had to be adapted to load (legacy .h5, revived SavedModel)
         report["reference"]["notes"] = list(src.reference.notes)
-    write_eval(run_dir / EVAL_REL, src.data)
+    ref = src.reference
+    write_eval(run_dir / EVAL_REL, src.data, ref.output_names, src.metric.output or "")
     report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0])}
+    if ref.several_inputs or ref.several_outputs:
+        report["eval_set"].update(inputs=list(ref.input_names), outputs=list(ref.output_names))
+        _refuse_stages(cfg)
     if src.metric.labels is Labels.ANY and (cfg.distill or cfg.prune or cfg.decompose):
         raise UsageError(f"{cfg.name}: the compression stages train with a named metric's loss; with [metric] "
                          f"function remove [distill], [prune] and [decompose] (quantization only)")
@@ -133,6 +151,14 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     return finalize(report)
 
 
+LADDER_SKIPPED = ("accuracy-aware: skipped for a model with several inputs or outputs (no fallback calibrations, "
+                  "equalization or float layers); the int8 artifact is exported once and judged against the budget")
+
+
+def _several_io(fm: FloatModel, metric: Metric) -> bool:
+    return bool(fm.inputs) or metric.output is not None
+
+
 def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_dir: Path, ref_acc: float,
             cache: Cache, ui: UI, metric: Metric, threads: int = 1) -> tuple[Exported, Any]:
     """The target's artifact in its configured precision; int8 under a budget goes up the accuracy-aware
@@ -144,7 +170,7 @@ def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_
     exp = export_target(name, fm, model_id, calib, opts, cache, ui)
     max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
         else cfg.budget.max_metric_drop
-    if max_drop is None or precision is not Precision.INT8:
+    if max_drop is None or precision is not Precision.INT8 or _several_io(fm, metric):
         return exp, None
     job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc, max_drop, cache, ui, metric,
                              threads)  # attempts run with the threads that verification will use
@@ -155,13 +181,15 @@ def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_
 def _auto(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path, ref_acc: float,
           float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench) -> tuple[Exported, Any, dict[str, Any]]:
     """precision = "auto": every candidate measured, the fastest that meets the budget ships."""
-    from pipeline.quantize.auto_precision import AutoJob, run_auto
+    from pipeline.quantize.auto_precision import NO_LADDER_SEVERAL_IO, AutoJob, run_auto
 
     cfg = req.config
     max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
         else cfg.budget.max_metric_drop
-    return run_auto(AutoJob(name, fm, model_id, calib, run_dir, EVAL_REL, ref_acc, float_acc, cfg.budget, max_drop,
-                            cfg.quantize.calibration.value, bench, cache, ui, metric, req.device))
+    several = _several_io(fm, metric)
+    job = AutoJob(name, fm, model_id, calib, run_dir, EVAL_REL, ref_acc, float_acc, cfg.budget,
+                  None if several else max_drop, cfg.quantize.calibration.value, bench, cache, ui, metric, req.device)
+    return run_auto(replace(job, no_ladder=NO_LADDER_SEVERAL_IO) if several else job)
 
 
 def _fixed(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path, ref_acc: float,
@@ -211,6 +239,9 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
     entry["float_layers"] = list(exp.result.float_layers)
     entry["notes"] = list(exp.result.notes) + entry["notes"]
+    if _several_io(fm, metric) and s.precision in (PrecisionSetting.INT8, PrecisionSetting.AUTO) \
+            and (cfg.budget.max_accuracy_drop is not None or cfg.budget.max_metric_drop is not None):
+        entry["notes"].append(LADDER_SKIPPED)
     if aware is not None:
         fields = aware.report_fields()
         if exp is not aware.best.exported:  # auto shipped another candidate than the ladder's choice

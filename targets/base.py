@@ -40,6 +40,13 @@ class FloatModel:
     keras_path: Path | None
     input_shape: tuple[int, ...]  # one sample, without the batch dimension
     converted: Path | None = None  # an earlier export's folder for this model: its float artifact may be reused
+    inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()  # several inputs: (name, one sample's shape), model order
+
+    def zeros(self) -> Any:
+        """One zero sample: an array, or {input name: array} for several inputs."""
+        if self.inputs:
+            return {name: np.zeros((1, *shape), np.float32) for name, shape in self.inputs}
+        return np.zeros((1, *self.input_shape), np.float32)
 
     def reusable(self, file_name: str) -> Path | None:
         """`file_name` from the earlier export's folder, when there is one that holds it."""

@@ -28,29 +28,39 @@ import numpy as np
 
 if __package__:
     from . import runner_metrics
+    from .runner_arrays import npz_members, read_member
     from .runner_sessions import (
         LiteRTSession,
         OnnxRuntimeSession,
         OpenVINOSession,
         Session,
-        input_shape,
+        feed_list,
+        n_samples,
         open_session,
+        output_order,
+        plain_name,
         stderr_filtered,
+        take,
     )
-else:  # run as a script (on a device): runner_sessions.py and runner_metrics.py sit next to this file
+else:  # run as a script (on a device): its runner_*.py modules sit next to this file
     import runner_metrics  # type: ignore[no-redef]
+    from runner_arrays import npz_members, read_member  # type: ignore[no-redef]
     from runner_sessions import (  # type: ignore[no-redef]
         LiteRTSession,
         OnnxRuntimeSession,
         OpenVINOSession,
         Session,
-        input_shape,
+        feed_list,
+        n_samples,
         open_session,
+        output_order,
+        plain_name,
         stderr_filtered,
+        take,
     )
 
-__all__ = ["LiteRTSession", "OnnxRuntimeSession", "OpenVINOSession", "Session", "input_shape", "open_session",
-           "stderr_filtered"]
+__all__ = ["LiteRTSession", "OnnxRuntimeSession", "OpenVINOSession", "Session", "feed_list", "n_samples",
+           "open_session", "output_order", "read_member", "stderr_filtered", "take"]
 
 
 def latency_stats(samples_ms: list[float], warmup: int, threads: int) -> dict:
@@ -70,7 +80,7 @@ def latency_stats(samples_ms: list[float], warmup: int, threads: int) -> dict:
 
 def measure(
     session: Session,
-    x: np.ndarray,
+    x: Any,
     warmup: int = 10,
     iterations: int = 100,
     threads: int = 1,
@@ -93,7 +103,7 @@ def measure(
     return latency_stats(samples, warmup, threads), samples
 
 
-def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.ndarray | None = None) -> float:
+def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: Any = None) -> float:
     """The one evaluation function: the task's metric (runner_metrics spec, default top-1 accuracy) of
     outputs (N, ...) against y. Every value edgepipe reports (Keras models, each runtime, sensitivity,
     search) is computed here."""
@@ -123,6 +133,17 @@ def outputs_of(session: Session, x: np.ndarray, batch: int = EVAL_BATCH) -> np.n
     return _one_at_a_time(session, x) if x.shape[0] else np.zeros((0, 1))
 
 
+def outputs_all(session: Session, x: Any) -> list:
+    """Every output of the session (model order), each (N, -1): x is an array, or {input name: array} for a model
+    with several inputs. One output and one input: outputs_of (batched, spot-checked); else one sample at a time."""
+    if not isinstance(x, dict) and (x.shape[0] == 0 or len(session.run_all(x[:1])) == 1):
+        return [outputs_of(session, x)]
+    rows = [session.run_all(take(x, slice(i, i + 1))) for i in range(n_samples(x))]
+    if not rows:
+        return []
+    return [np.concatenate([r[k].reshape(1, -1) for r in rows]) for k in range(len(rows[0]))]
+
+
 def _one_at_a_time(session: Session, x: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run(x[i : i + 1]).reshape(1, -1) for i in range(x.shape[0])])
 
@@ -142,9 +163,77 @@ def top1(outputs: np.ndarray) -> list:
     return [int(i) for i in outputs.reshape(outputs.shape[0], -1).argmax(axis=1)] if outputs.size else []
 
 
-def evaluate(session: Session, x: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:
-    """score() of the session's outputs (outputs_of, in batches where the artifact allows), in its exact() twin."""
-    return score(outputs_of(session.exact(), x), y, metric, x)
+def read_eval(eval_path: Path) -> tuple:
+    """An eval.npz's (x, y): x read a batch at a time as evaluation asks for it (np.savez files are
+    uncompressed), y whole."""
+    return read_member(eval_path, "x"), np.asarray(read_member(eval_path, "y"))
+
+
+def evaluate(session: Session, x: Any, y: np.ndarray, metric: str = "accuracy", output: int = 0) -> float:
+    """score() of the session's output number `output` (outputs_all, in batches where the artifact allows), in
+    its exact() twin; x is an array, or {input name: array} for several inputs."""
+    outputs = outputs_all(session.exact(), x)[output]
+    return score(outputs, y, metric, None if isinstance(x, dict) else x)
+
+
+class EvalSet:
+    """OUT/data/eval.npz: `x` and `y` for a model with one input and one output; with several, `x.<input name>`
+    per input, `outputs` (the output names, model order), `output` (the one `y` labels, the metric's)."""
+
+    def __init__(self, path: Path) -> None:
+        keys = list(npz_members(path))
+        inputs = [k[2:] for k in keys if k.startswith("x.")]  # x read a batch at a time (runner_arrays), y whole
+        self.x: Any = {k: read_member(path, "x." + k) for k in inputs} if inputs else read_member(path, "x")
+        self.y = np.asarray(read_member(path, "y"))
+        names: dict = {}
+        if "outputs" in keys:  # small: read whole
+            with np.load(str(path)) as data:
+                names = {k: data[k] for k in ("outputs", "output")}
+        self.outputs = [str(n) for n in names.get("outputs", [])]
+        self.output = str(names["output"]) if "output" in names else (self.outputs[0] if self.outputs else "")
+
+    @property
+    def output_index(self) -> int:
+        return self.outputs.index(self.output) if self.outputs else 0
+
+    @property
+    def samples(self) -> int:
+        return n_samples(self.x)
+
+
+def input_shape(artifact: Path) -> tuple:
+    """The first input's shape with a batch of one."""
+    return list(input_shapes(artifact).values())[0]
+
+
+def input_shapes(artifact: Path) -> dict:
+    """{input name (plain_name): shape with a batch of one}, in the runtime's order."""
+    suffix = artifact.suffix.lower()
+    if suffix == ".tflite":
+        session = LiteRTSession(artifact, 1)
+        found = [(plain_name(str(d["name"])), list(d["shape"])) for d in session.inps]
+    elif suffix == ".xml":
+        import openvino as ov
+
+        found = [(plain_name(p.get_any_name()), [d.get_length() if d.is_static else 1 for d in p.partial_shape])
+                 for p in ov.Core().read_model(str(artifact)).inputs]
+    else:
+        import onnxruntime as ort
+
+        found = [(plain_name(i.name), list(i.shape))
+                 for i in ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"]).get_inputs()]
+    out = {}
+    for name, s in found:
+        dims = [d if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in s]
+        out[name] = tuple([1] + [int(d) for d in dims[1:]])
+    return out
+
+
+def zeros_feed(artifact: Path) -> Any:
+    """Generated (zero) input for latency alone: an array, or {input name: array} for several inputs."""
+    shapes = input_shapes(artifact)
+    feed = {k: np.zeros(v, dtype=np.float32) for k, v in shapes.items()}
+    return feed if len(feed) > 1 else list(feed.values())[0]
 
 
 # /proc/cpuinfo flag -> the feature name edgepipe reports: what int8 kernels depend on.
@@ -177,6 +266,13 @@ def cpu_info(cpuinfo: str | None = None) -> dict:
 
 
 def peak_memory_kb() -> int | None:
+    """This process's peak resident set: VmHWM (it counts file-backed pages, which ru_maxrss may miss), else
+    ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+    except Exception:
+        pass
     try:
         import resource
 
@@ -202,20 +298,20 @@ def run(
     session = open_session(artifact, threads)
     result: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0}
     if eval_path is not None:
-        with np.load(str(eval_path)) as data:
-            x, y = data["x"].astype(np.float32), data["y"]
+        ev = EvalSet(eval_path)
+        x, y = ev.x, ev.y
         exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever the CPU's ISA
         with progress(f"accuracy on {len(y)} samples"):
-            outputs = outputs_of(exact, x)
-        result["accuracy"] = score(outputs, y, metric, x)
+            outputs = outputs_all(exact, x)[ev.output_index]
+        result["accuracy"] = score(outputs, y, metric, None if isinstance(x, dict) else x)
         if metric.split(":")[0] in ("accuracy", "top_k") or metric == "agreement:top1":  # classes: top-1 per sample,
             # for host-versus-device agreement
             result["predictions"] = top1(outputs)
-        result["samples"] = int(x.shape[0])
+        result["samples"] = ev.samples
         result["evaluation"] = exact.evaluation()
-        probe = x[:1]
+        probe = take(x, slice(0, 1))
     else:
-        probe = np.zeros(input_shape(artifact), dtype=np.float32)
+        probe = zeros_feed(artifact)
     with progress(f"latency, {iterations} runs", total=iterations) as advance:
         stats, samples = measure(session, probe, warmup, iterations, threads, tick=advance)
     result["latency_ms"] = stats

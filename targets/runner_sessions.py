@@ -28,6 +28,10 @@ class Session:
     def run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def run_all(self, x: Any) -> list:
+        """Every output (float32, model order) for x: an array, or {input name: array} for several inputs."""
+        return [self.run(x)]
+
     def prepare(self, x: np.ndarray) -> np.ndarray:
         """The input in the artifact's own format (an int8 model gets int8), made once before timing."""
         return x
@@ -50,6 +54,16 @@ class Session:
         None when it runs one sample at a time (the caller then loops over run()). The session itself keeps
         its batch of one, which latency is measured with."""
         return None
+
+
+def n_samples(x: Any) -> int:
+    """Samples in x: an array, or {input name: array}."""
+    return int(list(x.values())[0].shape[0]) if isinstance(x, dict) else int(x.shape[0])
+
+
+def take(x: Any, index: Any) -> Any:
+    """x[index] of an array, or of each array of {input name: array}."""
+    return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
 
 
 def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
@@ -76,6 +90,39 @@ def _version(dist: str) -> str:
         return version(dist)
     except Exception:
         return "unknown"
+
+
+def plain_name(name: str) -> str:
+    """A runtime's tensor name as the Keras model names it (the one mapping for every runtime): LiteRT's
+    'serving_default_image:0' and tf2onnx's 'image:0' -> 'image'; OpenVINO and Keras' ONNX export keep 'image'."""
+    head, sep, tail = name.rpartition(":")
+    if sep and tail.isdigit():
+        name = head
+    prefix = "serving_default_"
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def output_order(names: list) -> list:
+    """Positions of a runtime's outputs in the model's order: the SavedModel signature's 'output_<i>' names sort
+    by i (LiteRT, OpenVINO, tf2onnx); other names (Keras' ONNX export) keep the runtime's order, which is the model's."""
+    keys = [plain_name(str(n)) for n in names]
+    if all(k.startswith("output_") and k[7:].isdigit() for k in keys):
+        return sorted(range(len(keys)), key=lambda i: int(keys[i][7:]))
+    return list(range(len(keys)))
+
+
+def feed_list(x: Any, names: list) -> list:
+    """x (an array for a one-input model, or {input name: array}) as one array per runtime input, in the order
+    of `names` (the runtime's input names, matched by plain_name)."""
+    if not isinstance(x, dict):
+        if len(names) != 1:
+            shown = ", ".join(plain_name(str(n)) for n in names)
+            raise ValueError(f"the model has {len(names)} inputs ({shown}): feed {{input name: array}}")
+        return [x]
+    missing = [plain_name(str(n)) for n in names if plain_name(str(n)) not in x]
+    if missing:
+        raise ValueError("no data for the model input(s) " + ", ".join(missing) + " (given: " + ", ".join(x) + ")")
+    return [x[plain_name(str(n))] for n in names]
 
 
 _LITERT_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
@@ -124,28 +171,56 @@ class LiteRTSession(Session):
         with stderr_filtered():
             self.interp = self._new()
             self.interp.allocate_tensors()
-        self.inp = self.interp.get_input_details()[0]
-        self.out = self.interp.get_output_details()[0]
+        self.inps, self.outs = self._io()
+        self.inp, self.out = self.inps[0], self.outs[0]
+        self.input_names = [plain_name(str(d["name"])) for d in self.inps]
 
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        d = self.inp
+    def _io(self) -> tuple:
+        """Input and output details, outputs in the model's order (the serving signature's output_<i>)."""
+        inps, outs = self.interp.get_input_details(), self.interp.get_output_details()
+        try:
+            sig = self.interp.get_signature_runner("serving_default")
+            named = sig.get_output_details()
+            by_index = {int(d["index"]): d for d in outs}
+            keys = list(named)
+            outs = [by_index[int(named[keys[i]]["index"])] for i in output_order(keys)]
+            in_named = sig.get_input_details()
+            in_index = {int(d["index"]): d for d in inps}
+            inps = [dict(in_index[int(v["index"])], name=k) for k, v in in_named.items()]
+        except Exception:  # no signature (an old converter): the interpreter's order
+            pass
+        return inps, outs
+
+    @staticmethod
+    def _quantized(d: dict, x: np.ndarray) -> np.ndarray:
         if d["dtype"] == np.float32:
             return x
         scale, zero = d["quantization"]
         info = np.iinfo(d["dtype"])
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
 
-    def invoke(self, native: np.ndarray) -> np.ndarray:
-        self.interp.set_tensor(self.inp["index"], native)
+    def prepare(self, x: Any) -> Any:
+        if isinstance(x, dict) or len(self.inps) > 1:
+            return [self._quantized(d, a) for d, a in zip(self.inps, feed_list(x, self.input_names))]  # noqa: B905
+        return self._quantized(self.inp, x)
+
+    def invoke(self, native: Any) -> np.ndarray:
+        for d, a in zip(self.inps, native if isinstance(native, list) else [native]):  # noqa: B905
+            self.interp.set_tensor(d["index"], a)
         self.interp.invoke()
         return self.interp.get_tensor(self.out["index"])
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: Any) -> np.ndarray:
         return self._dequantized(self.invoke(self.prepare(x)))
 
-    def _dequantized(self, y: np.ndarray) -> np.ndarray:
-        if self.out["dtype"] != np.float32:
-            scale, zero = self.out["quantization"]
+    def run_all(self, x: Any) -> list:
+        self.invoke(self.prepare(x))
+        return [self._dequantized(self.interp.get_tensor(d["index"]), d) for d in self.outs]
+
+    def _dequantized(self, y: np.ndarray, out: Any = None) -> np.ndarray:
+        out = self.out if out is None else out
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
         return y
 
@@ -153,7 +228,7 @@ class LiteRTSession(Session):
         """A second interpreter resized to a batch of n (resize_tensor_input + allocate_tensors), when the
         model declares a dynamic batch (shape_signature -1); the last, shorter batch is padded."""
         signature = list(self.inp.get("shape_signature", []))
-        if n <= 1 or not signature or signature[0] != -1:
+        if n <= 1 or not signature or signature[0] != -1 or len(self.inps) > 1 or len(self.outs) > 1:
             return None
         try:
             with stderr_filtered():
@@ -185,30 +260,38 @@ class OpenVINOSession(Session):
         self._source, self._core, self._cfg = path, core, cfg
         self.compiled = core.compile_model(str(path) if isinstance(path, (str, Path)) else path, "CPU", cfg)
         self.request = self.compiled.create_infer_request()
+        self.input_names = [plain_name(p.get_any_name()) for p in self.compiled.inputs]
+        self.order = output_order([p.get_any_name() for p in self.compiled.outputs])
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        self.request.infer([x])
-        return np.asarray(self.request.get_output_tensor(0).data, dtype=np.float32).copy()
+    def run(self, x: Any) -> np.ndarray:
+        self.request.infer(feed_list(x, self.input_names))
+        return np.asarray(self.request.get_output_tensor(self.order[0]).data, dtype=np.float32).copy()
+
+    def run_all(self, x: Any) -> list:
+        self.request.infer(feed_list(x, self.input_names))
+        return [np.asarray(self.request.get_output_tensor(i).data, dtype=np.float32).copy() for i in self.order]
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
         """Bind the input tensor once (shared memory): the timed call is then the inference alone, as in
         OpenVINO's own benchmark_app."""
         import openvino as ov
 
+        if isinstance(x, dict) or len(self.input_names) > 1:
+            return x  # several inputs: bound by name in each call
         self._bound = np.ascontiguousarray(x, dtype=np.float32)
         self.request.set_input_tensor(ov.Tensor(self._bound, shared_memory=True))
         return self._bound
 
-    def invoke(self, native: np.ndarray) -> np.ndarray:
+    def invoke(self, native: Any) -> np.ndarray:
         if native is not getattr(self, "_bound", None):
             return self.run(native)
         self.request.infer()
-        return self.request.get_output_tensor(0).data
+        return self.request.get_output_tensor(self.order[0]).data
 
     def batch_runner(self, n: int) -> BatchRunner | None:
         """The model reshaped to a batch of n and compiled again (this session keeps its batch of one); the
         last, shorter batch is padded. None when the reshape fails or the other dimensions are not static."""
-        if n <= 1:
+        if n <= 1 or len(self.input_names) > 1 or len(self.order) > 1:
             return None
         try:
             source = self._source
@@ -249,14 +332,24 @@ class OnnxRuntimeSession(Session):
             opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.AS_WRITTEN)
         self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.name = self.sess.get_inputs()[0].name
+        self.names = [i.name for i in self.sess.get_inputs()]
+        self.input_names = [plain_name(n) for n in self.names]
+        self.order = output_order([o.name for o in self.sess.get_outputs()])
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.sess.run(None, {self.name: x})[0], dtype=np.float32)
+    def _feed(self, x: Any) -> dict:
+        return dict(zip(self.names, feed_list(x, self.input_names)))  # noqa: B905
+
+    def run(self, x: Any) -> np.ndarray:
+        return np.asarray(self.sess.run(None, self._feed(x))[self.order[0]], dtype=np.float32)
+
+    def run_all(self, x: Any) -> list:
+        outs = self.sess.run(None, self._feed(x))
+        return [np.asarray(outs[i], dtype=np.float32) for i in self.order]
 
     def batch_runner(self, n: int) -> BatchRunner | None:
         """This session itself, when the graph's batch axis is dynamic (a name such as "N", or unset)."""
         batch = self.sess.get_inputs()[0].shape[0] if self.sess.get_inputs()[0].shape else 1
-        if n <= 1 or (isinstance(batch, int) and batch > 0):
+        if n <= 1 or (isinstance(batch, int) and batch > 0) or len(self.names) > 1 or len(self.order) > 1:
             return None
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in self.sess.get_inputs()[0].shape[1:]]
         return _checked(self.run, n, np.zeros([1] + shape, np.float32))
@@ -286,19 +379,3 @@ def open_session(path: Path, threads: int = 1, exact: bool = False) -> Session:
         return OnnxRuntimeSession(Path(path), threads, as_written=True)
     session = cls(Path(path), threads)
     return session.exact() if exact else session
-
-
-def input_shape(artifact: Path) -> tuple:
-    suffix = artifact.suffix.lower()
-    if suffix == ".tflite":
-        s = LiteRTSession(artifact, 1).inp["shape"]
-    elif suffix == ".xml":
-        import openvino as ov
-
-        s = [d.get_length() if d.is_static else 1 for d in ov.Core().read_model(str(artifact)).inputs[0].partial_shape]
-    else:
-        import onnxruntime as ort
-
-        s = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
-    dims = [d if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in list(s)]
-    return tuple([1] + [int(d) for d in dims[1:]])

@@ -57,14 +57,29 @@ def to_onnx(model: FloatModel, path: Path) -> None:
         import keras
 
         km = keras.saving.load_model(model.keras_path, compile=False)
-        km(np.zeros((1, *model.input_shape), np.float32))  # Keras exports only models that were called
+        km(model.zeros())  # Keras exports only models that were called
         km.export(str(path), format="onnx", verbose=False)
+        if model.inputs:
+            _one_batch_axis(path)
         return
     cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(model.saved_model_dir),
            "--output", str(path), "--opset", "17"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError("tf2onnx failed: " + (done.stderr.strip().splitlines() or ["?"])[-1])
+
+
+def _one_batch_axis(path: Path) -> None:
+    """Name every input's and output's batch axis "N": the exporter gives each its own unknown symbol, and
+    ONNX Runtime's symbolic shape inference (quant_pre_process) cannot join two of them (several inputs)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for value in [*m.graph.input, *m.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "N"
+    onnx.save(m, str(path))
 
 
 def prepared(model: FloatModel) -> Path:
@@ -85,21 +100,27 @@ def prepared(model: FloatModel) -> Path:
     return _prepared[key]
 
 
-def _input_name(path: Path) -> str:
+def _input_names(path: Path) -> list[str]:
+    """The graph's inputs (initializers listed as inputs by old exporters left out)."""
     import onnx
 
-    return str(onnx.load(str(path)).graph.input[0].name)
+    graph = onnx.load(str(path)).graph
+    weights = {i.name for i in graph.initializer}
+    return [str(i.name) for i in graph.input if i.name not in weights]
 
 
-def _feeds(calib: CalibrationSet, name: str) -> list[dict[str, np.ndarray]]:
-    return [{name: b.astype(np.float32)} for b in calib.batches(1)]
+def _feeds(calib: CalibrationSet, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """Each calibration sample as an ONNX feed: every input by its ONNX name (runner.feed_list matches the
+    Keras input names)."""
+    return [dict(zip(names, (a.astype(np.float32) for a in runner.feed_list(b, names)), strict=True))
+            for b in calib.batches(1)]
 
 
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol over a CalibrationSet."""
 
-    def __init__(self, calib: CalibrationSet, input_name: str) -> None:
-        self._it = iter(_feeds(calib, input_name))
+    def __init__(self, calib: CalibrationSet, input_names: list[str]) -> None:
+        self._it = iter(_feeds(calib, input_names))
 
     def get_next(self) -> dict | None:
         return next(self._it, None)
@@ -114,10 +135,11 @@ def _mse_overrides(pre: Path, calib: CalibrationSet, work: Path) -> dict[str, li
     modify_model_output_intermediate_tensors(str(pre), str(aug))
     sess = ort.InferenceSession(str(aug), providers=["CPUExecutionProvider"])
     outs = [o.name for o in sess.get_outputs()]
-    name = sess.get_inputs()[0].name
+    names = [i.name for i in sess.get_inputs()]
     values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
-    for feed in _feeds(calib, name):
-        values.add(name, feed[name])
+    for feed in _feeds(calib, names):
+        for name in names:
+            values.add(name, feed[name])
         for out, v in zip(outs, sess.run(None, feed), strict=True):
             if out.endswith("_ReshapedSavedOutput"):
                 values.add(out.removesuffix("_ReshapedSavedOutput"), v)
@@ -136,7 +158,7 @@ def quantize_qdq(pre: Path, dest: Path, calib: CalibrationSet, method: str, excl
     if method == "mse":
         extra["TensorQuantOverrides"] = _mse_overrides(pre, calib, dest.parent)
     quantize_static(
-        str(pre), str(dest), _Reader(calib, _input_name(pre)), quant_format=QuantFormat.QDQ,
+        str(pre), str(dest), _Reader(calib, _input_names(pre)), quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
         calibrate_method=CalibrationMethod[ORT_METHOD[method]], nodes_to_exclude=list(exclude) or None,
         nodes_to_quantize=only, extra_options=extra,
@@ -243,7 +265,7 @@ class TensorRTTarget:
         the float model on the calibration samples (qdq_loss_debug collectors), and eval accuracy."""
         opts = opts or ExportOptions()
         out_dir.mkdir(parents=True, exist_ok=True)
-        small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
+        small = calib.head(SAMPLES)
         probe = _Probe(prepared(model) / "model_pre.onnx", small, opts, out_dir, eval_x, eval_y, metric)
         return sensitivity_table(probe, higher_is_better=higher_is_better)
 
@@ -257,7 +279,7 @@ class _Probe:
 
         self.pre, self.small, self.opts, self.work, self.x, self.y = pre, small, opts, work, x, y
         self.metric = metric
-        self.feeds = _feeds(small, _input_name(pre))
+        self.feeds = _feeds(small, _input_names(pre))
         self.nodes = {n.name: n for n in onnx.load(str(pre)).graph.node if n.op_type in COMPUTE_OPS}
 
     def candidates(self) -> list[str]:

@@ -29,10 +29,11 @@ _DEBUG_PREFIX = "NumericVerify/"
 _memo: dict[tuple[str, str, str], bytes] = {}  # (saved model, calibration fingerprint, method) -> calibrated
 
 
-def _representative(calib: CalibrationSet) -> Callable[[], Iterator[list[np.ndarray]]]:
-    def gen() -> Iterator[list[np.ndarray]]:
+def _representative(calib: CalibrationSet) -> Callable[[], Iterator[Any]]:
+    def gen() -> Iterator[Any]:  # several inputs: {signature input name: array}
         for batch in calib.batches(1):
-            yield [batch.astype(np.float32)]
+            yield {k: v.astype(np.float32) for k, v in batch.items()} if isinstance(batch, dict) \
+                else [batch.astype(np.float32)]
 
     return gen
 
@@ -57,7 +58,7 @@ def _override_ranges(calibrated: bytes, calib: CalibrationSet, method: str) -> b
     session = LiteRTSession(calibrated, 1, preserve=True)
     values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
     for batch in calib.batches(1):
-        session.run(batch.astype(np.float32))
+        session.run(batch)
         for i in idx:
             values.add(str(i), session.interp.get_tensor(i))
     for key, (lo, hi) in values.ranges(method).items():
@@ -228,7 +229,7 @@ class TFLiteTarget:
                     higher_is_better: bool = True) -> list[dict[str, Any]]:
         opts = opts or ExportOptions()
         calibrated = calibrated_model(model, calib, opts.calibration_method)
-        small = CalibrationSet(calib.samples[:SAMPLES], calib.source, calib.sampling, calib.seed)
+        small = calib.head(SAMPLES)
         probe = _Probe(calibrated, _debugger_sqnr(calibrated, small), eval_x, eval_y, metric)
         return sensitivity_table(probe, higher_is_better=higher_is_better)
 

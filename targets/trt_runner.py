@@ -40,9 +40,10 @@ def _cudart() -> ctypes.CDLL:
 class TensorRTSession:
     """A serialized engine run with the TensorRT Python API; device buffers through libcudart (ctypes)."""
 
-    def __init__(self, engine_path: Path) -> None:
+    def __init__(self, engine_path: Path, base: Any) -> None:
         import tensorrt as trt
 
+        self.base = base  # runner.py: feed_list and output_order map the engine's tensor names
         self.trt, self.runtime, self.cuda = trt, "tensorrt " + trt.__version__, _cudart()
         runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -63,14 +64,25 @@ class TensorRTSession:
         if self.cuda.cudaMemcpy(dst, src, nbytes, kind) != 0:
             raise RuntimeError("cudaMemcpy failed")
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        trt, first_in = self.trt, self.names[self.inputs.index(True)]
-        x = np.ascontiguousarray(x, dtype=trt.nptype(self.engine.get_tensor_dtype(first_in)))
-        self.ctx.set_input_shape(first_in, x.shape)
+    def run(self, x: Any) -> np.ndarray:
+        return self.run_all(x)[0]
+
+    def exact(self) -> TensorRTSession:
+        return self
+
+    def run_all(self, x: Any) -> list:
+        """Every output, in the model's order (runner_sessions.output_order); x an array or {input name: array}."""
+        sessions, trt = self.base, self.trt
+        in_names = [n for n, i in zip(self.names, self.inputs) if i]  # noqa: B905 (Python 3.8 on devices)
+        fed = dict(zip(in_names, sessions.feed_list(x, in_names)))  # noqa: B905
+        feeds = {}
+        for name in in_names:
+            feeds[name] = np.ascontiguousarray(fed[name], dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+            self.ctx.set_input_shape(name, feeds[name].shape)
         outs, bindings = [], []
         for name, is_input in zip(self.names, self.inputs):  # noqa: B905 (Python 3.8 on devices)
             dtype = trt.nptype(self.engine.get_tensor_dtype(name))
-            arr = x if is_input else np.empty(tuple(self.ctx.get_tensor_shape(name)), dtype=dtype)
+            arr = feeds[name] if is_input else np.empty(tuple(self.ctx.get_tensor_shape(name)), dtype=dtype)
             bindings.append(self._ptr(name, arr.nbytes))
             if is_input:
                 self._copy(bindings[-1], arr.ctypes.data, arr.nbytes, 1)
@@ -80,7 +92,9 @@ class TensorRTSession:
             raise RuntimeError("TensorRT execute_v2 failed")
         for arr, ptr in outs:
             self._copy(arr.ctypes.data, ptr, arr.nbytes, 2)
-        return outs[0][0].astype(np.float32)
+        out_names = [n for n, i in zip(self.names, self.inputs) if not i]  # noqa: B905
+        return [outs[i][0].astype(np.float32) for i in sessions.output_order(out_names)]
+
 
 
 def _call(cmd: list[str], cwd: Path, children: list) -> str:
@@ -169,11 +183,10 @@ def run_tensorrt(
     result["latency_ms"] = base.latency_stats(samples, warmup, 1) if samples else trtexec_latency(out, warmup)
     result["latency_samples_ms"] = samples
     if eval_path is not None:
-        with np.load(str(eval_path)) as data:
-            x, y = data["x"].astype(np.float32), data["y"]
+        ev = base.EvalSet(eval_path)
         try:
-            result["accuracy"] = base.evaluate(TensorRTSession(engine), x, y, metric)
-            result["samples"] = int(x.shape[0])
+            result["accuracy"] = base.evaluate(TensorRTSession(engine, base), ev.x, ev.y, metric, ev.output_index)
+            result["samples"] = ev.samples
         except Exception as err:  # no tensorrt module / libcudart: latency still counts
             result["notes"].append(
                 f"accuracy not measured: TensorRT Python API unusable ({type(err).__name__}: {err})"

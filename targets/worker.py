@@ -19,14 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def _calibration(job: dict[str, Any]) -> Any:
     from calibration import CalibrationSet, SamplingMethod
 
-    with np.load(job["calibration"]) as data:
-        samples = data["x"]
+    samples = CalibrationSet.load_samples(Path(job["calibration"]))
     return CalibrationSet(samples, job["calib_source"], SamplingMethod(job["calib_sampling"]), job["calib_seed"])
 
 
@@ -38,6 +35,7 @@ def _model(job: dict[str, Any]) -> Any:
         Path(job["keras_path"]) if job.get("keras_path") else None,
         tuple(job["input_shape"]),
         Path(job["converted"]) if job.get("converted") else None,
+        tuple((str(n), tuple(int(d) for d in shape)) for n, shape in job.get("inputs", [])),
     )
 
 
@@ -62,8 +60,10 @@ def run_sensitivity(job: dict[str, Any]) -> None:
     from .base import float_layer_variants
 
     target, calib, model = get_target(job["target"]), _calibration(job), _model(job)
-    with np.load(job["eval"]) as data:
-        x, y = data["x"].astype(np.float32), data["y"]
+    from .runner import EvalSet
+
+    ev = EvalSet(Path(job["eval"]))
+    x, y = ev.x, ev.y
     opts = ExportOptions.from_dict(job.get("options", {}))
     table = target.sensitivity(model, calib, Path(job["out_dir"]), x, y, opts, metric=job.get("metric", "accuracy"),
                                higher_is_better=bool(job.get("higher_is_better", True)))

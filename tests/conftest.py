@@ -106,3 +106,12 @@ def built_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.Temp
     rc = main(["--quiet", "build", str(cfg), "--out", str(work / "run")])
     assert rc == 0, f"build failed with exit {rc}"
     return work / "run"
+
+
+@pytest.fixture(scope="session")
+def twoio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A trained model with two inputs (image, feats) and two outputs (digit, ink), and its npz with named keys
+    (tests/multiio.py)."""
+    from multiio import write
+
+    return write(tmp_path_factory.mktemp("twoio"))

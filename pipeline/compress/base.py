@@ -15,17 +15,26 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
+    from pipeline.inputs.arrays import Samples
+
 
 @dataclass(frozen=True)
 class TrainData:
     """Preprocessed training and test splits in the model's input layout; labels as the metric needs them (int64
-    class ids for a classifier)."""
+    class ids for a classifier). x: {input name: array} for a model with several inputs (pipeline.inputs.named)."""
 
-    x_train: np.ndarray
+    x_train: Samples | dict[str, np.ndarray]  # an ndarray, or a lazy array read a batch at a time (pipeline.inputs.arrays)
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Samples | dict[str, np.ndarray]
     y_test: np.ndarray
     num_classes: int
+
+
+def one_input(x: Samples | dict[str, np.ndarray]) -> Samples:
+    """x of a model with one input: what the compression stages train (the build refuses the others)."""
+    if isinstance(x, dict):
+        raise TypeError("the compression stages train models with one input")
+    return x
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 
-from pipeline.compress.base import StageContext, StageResult
+from pipeline.compress.base import StageContext, StageResult, one_input
 from pipeline.compress.training import (
     fit_classifier,
     fit_regression,
@@ -79,7 +79,7 @@ class DistillStage:
             )
         if ctx.labels != "classes":
             return self._regress(model, student, ctx)
-        teacher_logits = predict_logits(model, ctx.data.x_train, batch_size=max(cfg.batch_size, 256))
+        teacher_logits = predict_logits(model, one_input(ctx.data.x_train), batch_size=max(cfg.batch_size, 256))
         trained, history = fit_classifier(
             student,
             ctx.data,

@@ -17,7 +17,8 @@ from pipeline.compress.base import StageContext, TrainData
 from pipeline.compress.cost import count_macs, count_params, float_size_bytes
 from pipeline.config import Config
 from pipeline.errors import UsageError
-from pipeline.inputs.models import metric_value
+from pipeline.inputs.arrays import predict_batches
+from pipeline.inputs.models import metric_value, predict_named
 from pipeline.ui import UI
 from targets import runner
 
@@ -33,14 +34,22 @@ class _KerasSession(runner.Session):
 
         self.fn = tf.function(lambda x: model(x, training=False))
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(x))
+    def run(self, x: Any) -> np.ndarray:
+        out = self.fn(x)
+        return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
 
 
-def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy") -> dict[str, Any]:
-    """params, MACs, float32 weight bytes, the metric on the test split ("accuracy"), float latency here."""
-    pred = model.predict(data.x_test, batch_size=256, verbose=0)
-    stats, _ = runner.measure(_KerasSession(model), data.x_test[:1], warmup=5, iterations=30)
+def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy", output: int = 0) -> dict[str, Any]:
+    """params, MACs, float32 weight bytes, the metric on the test split ("accuracy") of output number `output`
+    (models with several), float latency here."""
+    def predict(b: Any) -> np.ndarray:
+        pred = model.predict(b, batch_size=256, verbose=0)
+        return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
+
+    x = data.x_test
+    pred = predict_named(predict, x) if isinstance(x, dict) else predict_batches(predict, x)
+    first = {k: np.asarray(v[:1]) for k, v in x.items()} if isinstance(x, dict) else np.asarray(x[:1])
+    stats, _ = runner.measure(_KerasSession(model), first, warmup=5, iterations=30)
     value = metric_value(pred, data.y_test, metric, data.x_test)
     return {"accuracy": value, "params": count_params(model), "macs": count_macs(model),
             "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}

@@ -73,6 +73,9 @@ def calibration_set(config: Config, data: TrainData, pre: Preprocess, shape: tup
         return make_calibration_set(data.x_train, data.y_train if class_labels else None, q.calibration_samples,
                                     seed=q.seed, source="train split", sampling=sampling)
     path = config.resolve(q.calibration_data)
+    if isinstance(data.x_train, dict):
+        raise DataError(f"{path}: [quantize] calibration_data with several model inputs: calibrate from the training "
+                        "split (remove calibration_data), which covers every input")
     if sampling is SamplingMethod.STRATIFIED:
         raise DataError(f"{path}: unlabeled calibration data cannot be sampled stratified; use sampling = \"random\"")
     x = load_unlabeled(path, pre, shape)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import UsageError
+from pipeline.inputs import example_twohead
 from pipeline.inputs.data import Preprocess, RawData
 from targets import target_names
 
@@ -27,6 +28,9 @@ class Example:
     build_teacher: Callable[[], keras.Model]
     epochs: int
     reconstructs: bool = False  # the teacher learns to reproduce its input (an autoencoder), not labels
+    # Several outputs: trains the teacher (model, preprocessed x_train, y_train by output name, epochs, seed,
+    # callbacks) with a loss per output; None: pipeline.inputs.teacher.train_teacher on the one output.
+    train: Callable[[keras.Model, Any, Any, int, int, list[Any]], None] | None = None
 
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -163,6 +167,25 @@ EXAMPLES: dict[str, Example] = {
         build_teacher=_digits_autoencoder,
         epochs=60,
         reconstructs=True,
+    ),
+    "digits-twohead": Example(
+        name="digits-twohead",
+        description="two inputs (image, halves) and two outputs (digit: accuracy, ink: regression); every output "
+                    "checked in every runtime -> int8",
+        version="1",
+        config={
+            "model": {"example": "digits-twohead"},
+            "quantize": {"calibration_samples": 300, "calibration": "minmax"},
+            "metric": {"name": "accuracy", "output": "digit"},
+            "budget": {"max_accuracy_drop": 0.01},
+            # dense layers: OpenVINO verified with two threads (README: one-thread int8 FC on AVX-512 VNNI)
+            "targets": {"tflite": {}, "openvino": {"threads": 2}, "tensorrt": {}},
+        },
+        preprocess=Preprocess(scale=16.0),
+        load=example_twohead.load,
+        build_teacher=example_twohead.build,
+        epochs=30,
+        train=example_twohead.train,
     ),
 }
 

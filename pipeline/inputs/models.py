@@ -9,7 +9,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.cache import content_hash as hash_of
 from pipeline.errors import ModelLoadError
 from pipeline.inputs import legacy_h5, savedmodel_v1
+from pipeline.inputs.arrays import predict_batches
 
 if TYPE_CHECKING:
     import keras
@@ -46,8 +47,26 @@ class LoadedModel:
     content_hash: str
     notes: tuple[str, ...] = ()
     revived: Path | None = None  # a SavedModel TF 2 cannot load: its TF1-loader re-export, used in its place
-    output_shape: tuple[int | None, ...] = ()  # one sample's output, without batch
+    output_shape: tuple[int | None, ...] = ()  # one sample's output, without batch (the metric's, with several)
     output_names: tuple[str, ...] = ()
+    input_names: tuple[str, ...] = ()  # model order; npz keys x_train.<name> when there are several
+    input_shapes: tuple[tuple[int | None, ...], ...] = ()
+    output_shapes: tuple[tuple[int | None, ...], ...] = ()
+
+    @property
+    def several_inputs(self) -> bool:
+        return len(self.input_names) > 1
+
+    @property
+    def several_outputs(self) -> bool:
+        return len(self.output_names) > 1
+
+    def for_output(self, index: int) -> LoadedModel:
+        """This model judged on its output number `index`: output_shape and num_classes are that output's."""
+        if not self.output_shapes:
+            return self
+        shape = self.output_shapes[index]
+        return replace(self, output_shape=shape, num_classes=int(shape[-1] or 0) if shape else 1)
 
     @property
     def saved_model_dir(self) -> Path:
@@ -204,6 +223,9 @@ def _load_saved_model(path: Path, work_dir: Path | None) -> LoadedModel:
     except Exception as err:
         raise ModelLoadError(f"{path}: cannot read the SavedModel's serving_default signature ({err})") from None
     classes = int(out_shape[-1] or 0) if out_shape else 1
+    if len(out_names) > 1 or len(loaded.signatures["serving_default"].structured_input_signature[1]) > 1:
+        raise ModelLoadError(f"{path}: a SavedModel with several inputs or outputs: edgepipe reads those from a "
+                             ".keras or .h5 model (save the Keras model with model.save('model.keras'))")
     return LoadedModel(ModelFormat.SAVED_MODEL, path, None, shape, classes, hash_of(path), notes, revived, out_shape,
                        out_names)
 
@@ -238,31 +260,52 @@ def load_model(path: Path, *, allow_unsafe: bool = False, work_dir: Path | None 
 
 def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: str,
                notes: tuple[str, ...] = ()) -> LoadedModel:
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelLoadError(f"{path}: edgepipe handles models with one input and one output")
-    shape = tuple(model.inputs[0].shape[1:])
-    out_shape = tuple(model.outputs[0].shape[1:])
-    classes = int(out_shape[-1] or 0) if out_shape else 1
-    return LoadedModel(fmt, path, model, shape, classes, content_hash, notes, output_shape=out_shape,
-                       output_names=tuple(str(n) for n in (getattr(model, "output_names", None) or [model.layers[-1].name])))
+    shapes = tuple(tuple(t.shape[1:]) for t in model.inputs)
+    out_shapes = tuple(tuple(t.shape[1:]) for t in model.outputs)
+    out_names = tuple(str(n) for n in (getattr(model, "output_names", None) or [model.layers[-1].name]))
+    in_names = tuple(str(t.name).split(":")[0] for t in model.inputs)
+    for kind, names in (("input", in_names), ("output", out_names)):
+        if len(names) > 1 and (len(set(names)) != len(names) or any(not n or "." in n for n in names)):
+            raise ModelLoadError(f"{path}: the model's {kind} names {', '.join(names)} must be distinct and "
+                                 "without '.' (npz keys x_train.<input>, y_train.<output> name them)")
+    if len(out_names) != len(out_shapes):
+        raise ModelLoadError(f"{path}: the model has {len(out_shapes)} outputs but names {len(out_names)}")
+    classes = int(out_shapes[0][-1] or 0) if out_shapes[0] else 1
+    return LoadedModel(fmt, path, model, shapes[0], classes, content_hash, notes, output_shape=out_shapes[0],
+                       output_names=out_names, input_names=in_names, input_shapes=shapes, output_shapes=out_shapes)
 
 
-def predict(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Float predictions of the reference model (Keras, or the SavedModel's serving signature)."""
+def predict_named(predict: Any, x: dict[str, Any], size: int = 256) -> np.ndarray:
+    """predict({input name: batch}) over x (several inputs, each an array or a lazy one) a batch at a time."""
+    n = len(next(iter(x.values())))
+    parts = [predict({k: np.asarray(v[i : i + size]) for k, v in x.items()}) for i in range(0, n, size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+
+def predict(loaded: LoadedModel, x: Any, batch_size: int = 256, output: int = 0) -> np.ndarray:
+    """Float predictions of the reference model (Keras, or the SavedModel's serving signature): its output
+    number `output`; a lazy x is read a batch at a time; {input name: array} (several inputs) is in memory."""
     if loaded.keras_model is not None:
-        return np.asarray(loaded.keras_model.predict(x, batch_size=batch_size, verbose=0))
+        keras_model = loaded.keras_model
+
+        def one(b: Any) -> np.ndarray:
+            pred = keras_model.predict(b, batch_size=batch_size, verbose=0)
+            return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
+
+        return predict_named(one, x, batch_size) if isinstance(x, dict) else predict_batches(one, x)
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(loaded.saved_model_dir)).signatures["serving_default"]
     outs = []
     for i in range(0, x.shape[0], batch_size):
-        res: dict[str, Any] = fn(tf.constant(x[i : i + batch_size]))
+        res: dict[str, Any] = fn(tf.constant(np.asarray(x[i : i + batch_size])))
         outs.append(np.asarray(list(res.values())[0]))
     return np.concatenate(outs)
 
 
-def metric_value(pred: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.ndarray | None = None) -> float:
-    """The Keras/SavedModel predictions scored by the runtimes' one evaluation function (a metric spec)."""
+def metric_value(pred: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: Any = None) -> float:
+    """The Keras/SavedModel predictions scored by the runtimes' one evaluation function (a metric spec); x only
+    for a model with one input (several: {input name: array}, which no built-in metric reads)."""
     from targets.runner import score
 
-    return score(pred, y, metric, x)
+    return score(pred, y, metric, None if isinstance(x, dict) else x)

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.cache import Cache, cache_key
-from pipeline.compress.base import TrainData
-from pipeline.config import Config
-from pipeline.errors import DataError, ModelLoadError
-from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_image_folder, read_npz
+from pipeline.compress.base import TrainData, one_input
+from pipeline.config import Config, MetricSection
+from pipeline.errors import ConfigError, DataError, ModelLoadError
+from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_data, read_image_folder
 from pipeline.inputs.examples import get_example
 from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model, metric_value, predict
+from pipeline.inputs.named import output_labels, prepare_named
 from pipeline.inputs.teacher import train_teacher
 from pipeline.measure.metric import ACCURACY, Labels, Metric, resolve_metric
 from pipeline.ui import UI
@@ -40,10 +41,14 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
     if hit is None:
         keras.utils.set_random_seed(seed)
         model = ex.build_teacher()
-        target = data.x_train if ex.reconstructs else data.y_train  # an autoencoder learns its input
-        train_teacher(model, data.x_train, target, epochs=ex.epochs, learning_rate=2e-3, seed=seed,
-                      callbacks=ui.keras_callbacks(f"training the {name} teacher", ex.epochs),
-                      reconstruct=ex.reconstructs)
+        callbacks = ui.keras_callbacks(f"training the {name} teacher", ex.epochs)
+        if ex.train is not None:  # several outputs: the example's own losses, on every output's labels
+            ex.train(model, data.x_train, raw.y_train, ex.epochs, seed, callbacks)
+        else:
+            x = np.asarray(one_input(data.x_train))
+            target = x if ex.reconstructs else data.y_train  # an autoencoder learns its input
+            train_teacher(model, x, np.asarray(target), epochs=ex.epochs, learning_rate=2e-3, seed=seed,
+                          callbacks=callbacks, reconstruct=ex.reconstructs)
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp) / "model.keras")
             hit = cache.put(key, Path(tmp))
@@ -54,6 +59,27 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
     return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, ex.preprocess, metric)
 
 
+def data_and_metric(raw: RawData, pre: Preprocess, ref: LoadedModel, section: MetricSection | None,
+                    where: str) -> tuple[TrainData, Metric]:
+    """The metric (on `[metric] output`, default the first output) and the data checked against the model: plain
+    npz keys for one input and one output, `x_train.<input>` / `y_train.<output>` for several."""
+    names = ref.output_names
+    output = section.output if section is not None and section.output is not None else (names[0] if names else None)
+    if output is not None and names and output not in names:
+        raise ConfigError(f"{where}: [metric] output {output!r} is not an output of the model "
+                          f"(outputs: {', '.join(names)})")
+    index = names.index(output) if output is not None and output in names else 0
+    judged = ref.for_output(index)
+    labels = output_labels(raw.y_test, output) if output is not None else raw.y_test
+    metric = resolve_metric(section, judged.input_shape, judged.output_shape, where, names, labels=labels)
+    if not (ref.several_inputs or ref.several_outputs or raw.named):
+        return prepare(raw, pre, judged.input_shape, judged.num_classes, metric.labels, judged.output_shape), metric
+    assert output is not None
+    if ref.several_outputs:
+        metric = replace(metric, output=output, output_index=index)
+    return prepare_named(raw, pre, judged, output, metric.labels), metric
+
+
 def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, work_dir: Path | None = None) -> Source:
     """Load (or, for a built-in example, train) the reference model and load the data it is judged on.
     `work_dir` holds what loading writes for the build (a SavedModel revived through the TF1 loader)."""
@@ -62,10 +88,8 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         ex = get_example(config.model.example)
         if config.data is None:
             raw, pre = ex.load(), ex.preprocess
-            probe = ex.build_teacher()
-            shape, out_shape = tuple(probe.inputs[0].shape[1:]), tuple(probe.outputs[0].shape[1:])
-            metric = resolve_metric(config.metric, shape, out_shape, f"example {ex.name}", labels=raw.y_test)
-            data = prepare(raw, pre, shape, int(out_shape[-1] or 1), metric.labels, out_shape)
+            probe = from_keras(ex.build_teacher(), ModelFormat.KERAS, Path(f"example:{ex.name}"), "")
+            data, metric = data_and_metric(raw, pre, probe, config.metric, f"example {ex.name}")
             return _example_teacher(ex.name, raw, data, seed, cache, ui, metric)
         raise DataError("a built-in example brings its own data: remove the [data] section or use model.path")
     assert config.model.path is not None and config.data is not None
@@ -79,15 +103,13 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         ui.info(note)
     section = config.data
     if section.path is not None:
-        raw = read_npz(config.resolve(section.path))
+        raw = read_data(config.resolve(section.path))
     else:
         assert section.images is not None and section.image_size is not None
         channels = ref.input_shape[-1] or 3
         raw = read_image_folder(config.resolve(section.images), section.image_size, int(channels), seed)
     pre = preprocess_from(section)
-    metric = resolve_metric(config.metric, ref.input_shape, ref.output_shape, str(ref.path), ref.output_names,
-                            labels=raw.y_test)
-    data = prepare(raw, pre, ref.input_shape, ref.num_classes, metric.labels, ref.output_shape)
+    data, metric = data_and_metric(raw, pre, ref, config.metric, str(ref.path))
     if config.metric is not None:
         data = _metric_checked(ref, data, metric, ui)
     return Source(ref, data, raw.source + "|" + pre.key() + "|" + metric.spec, ref.content_hash, pre, metric)
@@ -97,7 +119,7 @@ def _metric_checked(ref: LoadedModel, data: TrainData, metric: Metric, ui: UI) -
     """The test split as the metric needs it (sqnr / agreement: the reference model's own outputs), and the
     metric computed once on the reference model: an error there is bad input (one line, exit 2)."""
     with ui.task(f"reference model: {metric.name} on the test split"):
-        pred = predict(ref, data.x_test)
+        pred = predict(ref, data.x_test, output=metric.output_index)
         if metric.labels is Labels.REFERENCE:
             data = replace(data, y_test=pred.astype(np.float32))
         try:

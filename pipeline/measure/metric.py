@@ -34,6 +34,8 @@ class Metric:
     spec: str  # targets.runner_metrics spec string, what every runtime computes
     higher_is_better: bool
     labels: Labels
+    output: str | None = None  # the output it reads, for a model with several (`[metric] output`, default the first)
+    output_index: int = 0  # that output's position in the model's outputs
 
     @property
     def is_accuracy(self) -> bool:
@@ -44,16 +46,21 @@ class Metric:
         return round((reference - value) if self.higher_is_better else (value - reference), 6)
 
     def to_report(self) -> dict[str, Any]:
-        return {"name": self.name, "higher_is_better": self.higher_is_better, "spec": self.spec,
-                "labels": self.labels.value}
+        entry = {"name": self.name, "higher_is_better": self.higher_is_better, "spec": self.spec,
+                 "labels": self.labels.value}
+        if self.output is not None:
+            entry.update(output=self.output, output_index=self.output_index)
+        return entry
 
     @classmethod
     def from_report(cls, entry: dict[str, Any] | None) -> Metric:
         """The metric a report was built with (accuracy when it has none)."""
         if not entry:
             return ACCURACY
+        output = entry.get("output")
         return cls(str(entry["name"]), str(entry.get("spec", entry["name"])), bool(entry["higher_is_better"]),
-                   Labels(entry.get("labels", Labels.ANY.value)))
+                   Labels(entry.get("labels", Labels.ANY.value)), None if output is None else str(output),
+                   int(entry.get("output_index", 0)))
 
 
 ACCURACY = Metric("accuracy", "accuracy", True, Labels.CLASSES)

@@ -100,8 +100,25 @@ def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_r
         if speedup <= 1.0:
             entry["notes"].append(f"{precision} is not faster than float on {m['device']} "
                                   f"({m['latency_ms']['median']:.3f} vs {fm['latency_ms']['median']:.3f} ms)")
+    if rel_float is not None:
+        check_outputs(entry, run_dir / rel_artifact, run_dir / rel_float, eval_path, bench, ui, label)
     judge(entry, budget)
     return entry
+
+
+def check_outputs(entry: dict[str, Any], artifact: Path, float_artifact: Path, eval_path: Path, bench: Bench,
+                   ui: UI, label: str) -> None:
+    """Models with several outputs: entry["outputs"], each output against the float twin (outputs_check)."""
+    from pipeline.measure import outputs_check
+
+    try:
+        with ui.task(f"{label}: every output against the float twin"):
+            checks = outputs_check.output_checks(artifact, float_artifact, eval_path, bench.threads)
+    except Exception as err:  # the runtime failed on this artifact: that target fails, the others go on
+        raise TargetError(f"{label}: checking every output failed: {type(err).__name__}: {err}") from err
+    if checks is not None:
+        entry["outputs"] = checks
+        entry["notes"].append(outputs_check.note(checks))
 
 
 def record_where(entry: dict[str, Any], m: dict[str, Any], device: Any, ui: UI, label: str) -> None:

@@ -92,8 +92,7 @@ class Outcome:
 def measure(job: Job, exported: Exported, opts: ExportOptions, equalized: EqualizedModel | None = None) -> Attempt:
     """Top-1 of the artifact on the eval set, in its own runtime on this host."""
     session = runner.open_session(exported.folder / exported.result.artifact, job.threads, exact=True)
-    with np.load(job.eval_path) as data:
-        x, y = data["x"].astype(np.float32), data["y"]
+    x, y = runner.read_eval(job.eval_path)
     with job.ui.task(f"{job.name}: {job.metric.name} of {_describe(opts, equalized)}"):
         acc = runner.evaluate(session, x, y, job.metric.spec)
     drop = job.metric.drop(job.reference_accuracy, acc)
@@ -164,8 +163,8 @@ def _equalize(job: Job, out: Outcome) -> None:
 def _float_layers(job: Job, out: Outcome) -> None:
     """The sensitivity table and the 1, 2, ... most sensitive layers kept in float (one child process)."""
     base, equalized, job = out.best.opts, out.best.equalized, _on_best(job, out)
-    with np.load(job.eval_path) as data:
-        x, y = data["x"][:EVAL_SAMPLES].astype(np.float32), data["y"][:EVAL_SAMPLES]
+    x, y = runner.read_eval(job.eval_path)
+    x, y = np.asarray(x[:EVAL_SAMPLES]), y[:EVAL_SAMPLES]
     try:
         out.sensitivity, batch = target_sensitivity(job.name, job.model, job.model_id, job.calib, base, x, y,
                                                     job.cache, job.ui, float_variants=out.room(),

@@ -21,7 +21,7 @@ from pipeline.cache import Cache
 from pipeline.config import BudgetSection
 from pipeline.errors import TargetError
 from pipeline.measure.metric import Metric
-from pipeline.measure.verify import Bench, judge, run_measurement, target_entry
+from pipeline.measure.verify import Bench, check_outputs, judge, run_measurement, target_entry
 from pipeline.quantize import accuracy_aware
 from pipeline.quantize.export import Exported, export_batch, export_target
 from pipeline.ui import UI
@@ -29,6 +29,10 @@ from targets import ExportOptions, FloatModel, Precision, TargetName, get_target
 
 TIE = 0.02  # medians within 2% of the fastest passing one count as a tie: the smallest of them ships
 CANDIDATES_DIR = ".candidates"  # under OUT/<target>/ while measuring; removed once the winner is copied out
+
+
+NO_LADDER_NO_BUDGET = "no accuracy budget (the ladder climbs to max_accuracy_drop / max_metric_drop)"
+NO_LADDER_SEVERAL_IO = "the accuracy-aware ladder is skipped for a model with several inputs or outputs"
 
 
 class CandidateKind(str, Enum):
@@ -64,6 +68,7 @@ class AutoJob:
     ui: UI
     metric: Metric
     device: Any = None  # None: this host; else a targets.ssh.SshDevice
+    no_ladder: str = NO_LADDER_NO_BUDGET  # why there is no ladder when max_drop is None
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ def int8_candidates(job: AutoJob) -> tuple[list[Candidate], accuracy_aware.Outco
     aware = _ladder(job, first, opts)
     full = Candidate(CandidateKind.INT8, f"full int8, {job.calibration_method}", first)
     if aware is None:
-        why = "not tried: no accuracy budget (the ladder climbs to max_accuracy_drop / max_metric_drop)"
+        why = f"not tried: {job.no_ladder}"
         return [full, Candidate(CandidateKind.INT8_RECOVERED, "", reason=why),
                 Candidate(CandidateKind.MIXED, "", reason=why)], None, first
     later = aware.attempts[1:]
@@ -320,6 +325,12 @@ def _ship(job: AutoJob, choice: Choice) -> dict[str, Any]:
         entry["float_latency_ms"] = flt.entry["latency_ms"] if flt.entry else None
         key = "int8_speedup" if entry["precision"] == Precision.INT8.value else "speedup_vs_float"
         entry[key] = round(flt.latency / max(win.latency, 1e-9), 3)
+    if rel_float is not None:  # models with several outputs: each output against the float twin
+        try:
+            check_outputs(entry, folder / win.exported.result.artifact, folder / rel_float, job.run_dir / job.eval_rel,
+                          job.bench, job.ui, job.name)
+        except TargetError as err:
+            entry["notes"] = [*entry.get("notes", []), str(err)]
     entry["precision_candidates"] = choice.rows()
     entry["precision_choice"] = choice.why
     if not win.passed:

@@ -40,6 +40,8 @@ def _write(model: FloatModel, calib: CalibrationSet, folder: Path) -> list[dict[
 
     assert model.keras_path is not None
     source = keras.saving.load_model(model.keras_path, compile=False)
+    if isinstance(calib.samples, dict):
+        raise TypeError("Keras equalization takes models with one input")
     equalized, done = equalize(source, calib.samples.astype("float32"))
     records = [d.to_dict() for d in done]
     if records:

@@ -85,6 +85,7 @@ def _job(name: str, model: FloatModel, calib: CalibrationSet, work: Path) -> dic
             "saved_model_dir": str(model.saved_model_dir),
             "keras_path": str(model.keras_path) if model.keras_path else None,
             "input_shape": list(model.input_shape),
+            "inputs": [[n, list(shape)] for n, shape in model.inputs],
             "converted": str(model.converted) if model.converted else None}
 
 

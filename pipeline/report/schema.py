@@ -103,11 +103,22 @@ class TargetEntry(_Entry):
     sensitivity: list[SensitivityRow] | None = None
     precision_candidates: list[PrecisionCandidate] = []  # precision = "auto" only
     precision_choice: str | None = None  # why the shipped candidate won, one line
+    outputs: dict[str, OutputCheck] | None = None  # models with several outputs: every output checked
 
 
 class MetricInfo(_Entry):
     name: str
     higher_is_better: bool
+    output: str | None = None  # the output it reads (models with several outputs)
+    output_index: int | None = None
+
+
+class OutputCheck(_Entry):
+    """One output of a target's artifact against its float twin, both in the target's runtime, on the eval set."""
+
+    sqnr_db: float
+    cosine: float
+    agreement_top1: float | None = None  # outputs of two or more scores: the same top-1 per sample
 
 
 class Report(_Entry):

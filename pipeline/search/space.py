@@ -160,7 +160,12 @@ def write_training_subset(config: Config, fraction: float, dest: Path, seed: int
     keep = np.sort(np.concatenate(picks))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.stem}-{os.getpid()}.npz")
-    np.savez(tmp, x_train=raw.x_train[keep], y_train=raw.y_train[keep], x_test=raw.x_test, y_test=raw.y_test)
+    arrays: dict[str, Any] = {}
+    for key, value, sub in (("x_train", raw.x_train, keep), ("y_train", raw.y_train, keep),
+                            ("x_test", raw.x_test, slice(None)), ("y_test", raw.y_test, slice(None))):
+        named = value if isinstance(value, dict) else {"": value}
+        arrays.update({f"{key}.{k}" if k else key: np.asarray(v)[sub] for k, v in named.items()})
+    np.savez(tmp, **arrays)
     os.replace(tmp, dest)
     return dest
 

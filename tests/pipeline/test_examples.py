@@ -48,3 +48,23 @@ def test_anomaly_example_is_judged_by_reconstruction_auc(tmp_path: Path, capsys:
         assert all(a["passed"] == (a is t["attempts"][-1]) for a in t["attempts"])  # attempts judged as verified
     main(["examples"])
     assert "digits-anomaly" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_twohead_example_checks_every_output_in_every_runtime(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """digits-twohead: two inputs, two outputs; accuracy on `digit`, and `digit` and `ink` each against the float
+    twin in every runtime."""
+    rc = main(["--quiet", "build", "digits-twohead", "--out", str(tmp_path / "run"), "--json"])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert rc == 0, err
+    assert report["metric"]["output"] == "digit" and report["eval_set"]["inputs"] == ["image", "halves"]
+    assert report["reference"]["accuracy"] >= 0.94
+    for name in ("tflite", "openvino", "tensorrt"):
+        t = report["targets"][name]
+        assert t["precision"] == "int8" and t["accuracy_drop"] <= 0.01, (name, t["accuracy"])
+        assert set(t["outputs"]) == {"digit", "ink"}
+        assert t["outputs"]["digit"]["agreement_top1"] >= 0.97 and t["outputs"]["ink"]["sqnr_db"] >= 8.0, t["outputs"]
+    main(["examples"])
+    assert "digits-twohead" in capsys.readouterr().out
