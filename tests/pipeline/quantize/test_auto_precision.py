@@ -225,3 +225,21 @@ def test_the_demo_with_auto_through_the_cli(tmp_path: Path, capsys: pytest.Captu
     assert "; ranked by this host's latency" in report["targets"]["tensorrt"]["precision_choice"]
     assert main(["--quiet", "report", str(tmp_path / "run")]) == 0
     assert "Precision candidates" in (tmp_path / "run" / "report.html").read_text()
+
+
+@pytest.mark.slow  # trains the two-input, two-output model (about 30 s)
+def test_several_inputs_and_outputs_skip_the_ladder_and_check_every_output(
+        twoio: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, npz = twoio
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[model]\npath = "{model}"\n[data]\npath = "{npz}"\nscale = 16.0\n[budget]\n'
+                   'max_accuracy_drop = 0.05\n[targets.tflite]\nprecision = "auto"\niterations = 10\nwarmup = 1\n')
+    rc, report, _ = _build(cfg, tmp_path / "run", capsys)
+    t = report["targets"]["tflite"]
+    _show("tflite", t)
+    rows = {c["candidate"]: c for c in t["precision_candidates"]}
+    assert rc == 0 and t["passed"]
+    assert {k for k, c in rows.items() if c["measured"]} == {"int8", "int16x8", "fp16", "float"}
+    assert "several inputs or outputs" in rows["mixed"]["why"] and "attempts" not in t
+    if t["precision"] != "float":  # a candidate with a float twin: each output checked against it
+        assert set(t["outputs"]) == set(report["eval_set"]["outputs"])
