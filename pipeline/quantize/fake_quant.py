@@ -1,0 +1,135 @@
+"""Fake quantization in Keras 3 for quantization-aware fine-tuning (QAT), matching the targets' int8 schemes:
+weights per-channel symmetric int8 on [-127, 127] (scale = max|w| / 127, what LiteRT, NNCF and ONNX Runtime's
+symmetric per-channel weights use), activations per tensor with a learned range, symmetric (zero point 0,
+TensorRT) or asymmetric (LiteRT, OpenVINO). Rounding passes gradients straight through (stop_gradient);
+the activation ranges learn through tf.quantization.fake_quant_with_min_max_vars' gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from pipeline.compress.graph import LayerEdit, layer_config, rebuild
+
+WEIGHT_LEVELS = 127.0
+
+
+def quantize_weights(w: Any) -> Any:
+    """Per-output-channel (last axis) symmetric int8 fake quantization with a straight-through gradient."""
+    axes = tuple(range(len(w.shape) - 1))
+    scale = ops.maximum(ops.max(ops.abs(w), axis=axes, keepdims=True), 1e-12) / WEIGHT_LEVELS
+    q = ops.clip(ops.round(w / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
+    return w + ops.stop_gradient(q - w)
+
+
+def snapped(w: np.ndarray) -> np.ndarray:
+    """The weights on their int8 grid, as numpy (what the export writes: every backend re-quantizes exactly)."""
+    return np.asarray(keras.ops.convert_to_numpy(quantize_weights(ops.convert_to_tensor(w))), np.float32)
+
+
+@keras.saving.register_keras_serializable("edgepipe")
+class QConv2D(keras.layers.Conv2D):
+    """Conv2D whose kernel is fake-quantized per output channel."""
+
+    def convolution_op(self, inputs: Any, kernel: Any) -> Any:
+        return super().convolution_op(inputs, quantize_weights(kernel))
+
+
+@keras.saving.register_keras_serializable("edgepipe")
+class QDense(keras.layers.Dense):
+    """Dense whose kernel is fake-quantized per output unit."""
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        x = ops.matmul(inputs, quantize_weights(self.kernel))
+        if self.use_bias:
+            x = ops.add(x, self.bias)
+        return self.activation(x) if self.activation is not None else x
+
+
+@keras.saving.register_keras_serializable("edgepipe")
+class ActQuant(keras.layers.Layer):
+    """Per-tensor int8 fake quantization of an activation with a learned [lo, hi] (symmetric: [-a, a])."""
+
+    def __init__(self, lo: float = -1.0, hi: float = 1.0, symmetric: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.init_lo, self.init_hi, self.symmetric = float(lo), float(hi), bool(symmetric)
+
+    def build(self, input_shape: Any) -> None:
+        self.lo = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.init_lo), name="lo")
+        self.hi = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.init_hi), name="hi")
+
+    def range(self) -> tuple[float, float]:
+        lo, hi = float(ops.convert_to_numpy(self.lo)), float(ops.convert_to_numpy(self.hi))
+        if self.symmetric:
+            a = max(abs(lo), abs(hi))
+            return -a, a
+        return min(lo, 0.0), max(hi, 0.0)
+
+    def call(self, x: Any) -> Any:
+        import tensorflow as tf
+
+        lo, hi = ops.minimum(self.lo, 0.0), ops.maximum(self.hi, 0.0)
+        if self.symmetric:
+            a = ops.maximum(ops.abs(self.lo), ops.abs(self.hi))
+            return tf.quantization.fake_quant_with_min_max_vars(x, -a, a, num_bits=8, narrow_range=True)
+        return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "lo": self.init_lo, "hi": self.init_hi, "symmetric": self.symmetric}
+
+
+def _activation_name(layer: keras.layers.Layer) -> str:
+    fn = getattr(layer, "activation", None)
+    return str(getattr(fn, "__name__", "linear")) if fn is not None else "linear"
+
+
+def quantized_outputs(layer: keras.layers.Layer, final: str) -> bool:
+    """Where the backends put an activation quantizer we can learn: after a non-linearity (conv/dense with a
+    fused one, ReLU/Activation layers), and the logits (`final`)."""
+    if layer.name == final:
+        return True
+    if isinstance(layer, keras.layers.ReLU):
+        return True
+    if isinstance(layer, keras.layers.Activation | keras.layers.Conv2D | keras.layers.Dense):
+        return _activation_name(layer) not in ("linear", "softmax")
+    return False
+
+
+def qat_model(logits: keras.Model, ranges: dict[str, tuple[float, float]], symmetric: bool) -> keras.Model:
+    """A fake-quantized copy of a logits model: Q layers for Conv2D/Dense, an ActQuant after every layer that
+    `ranges` names (initial range), BatchNormalization frozen (the backends fold it into the conv)."""
+    def transform(layer: keras.layers.Layer) -> list[LayerEdit] | None:
+        cls = {keras.layers.Conv2D: QConv2D, keras.layers.Dense: QDense}.get(type(layer))
+        if cls is None and layer.name not in ranges:
+            return None
+        base = LayerEdit(cls or type(layer), layer_config(layer), layer.get_weights())
+        if layer.name not in ranges:
+            return [base]
+        lo, hi = ranges[layer.name]
+        return [base, LayerEdit(ActQuant, {"lo": lo, "hi": hi, "symmetric": symmetric, "name": f"{layer.name}_aq"})]
+
+    model = rebuild(logits, transform)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return model
+
+
+def learned(model: keras.Model) -> tuple[keras.Model, dict[str, tuple[float, float]]]:
+    """The plain float model of a fine-tuned QAT model (weights snapped to their int8 grid, ActQuant removed)
+    and the learned activation range of every layer that had one."""
+    ranges = {layer.name.removesuffix("_aq"): layer.range() for layer in model.layers if isinstance(layer, ActQuant)}
+    plain = {QConv2D: keras.layers.Conv2D, QDense: keras.layers.Dense}
+
+    def transform(layer: keras.layers.Layer) -> list[LayerEdit] | None:
+        if isinstance(layer, ActQuant):
+            return []
+        if type(layer) in plain:
+            w = layer.get_weights()
+            return [LayerEdit(plain[type(layer)], layer_config(layer), [snapped(w[0]), *w[1:]])]
+        return None
+
+    return rebuild(model, transform), ranges
