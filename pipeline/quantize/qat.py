@@ -3,27 +3,28 @@
 The float model's logits copy gets fake quantization (pipeline.quantize.fake_quant) in one target's scheme,
 its activation ranges start at the calibration set's min/max, and it fine-tunes a few epochs with the float
 model as the distilling teacher (pipeline.compress.training's distillation loss). The result is a plain float
-model whose weights sit on their per-channel int8 grid; every target then quantizes it with its own
-calibration. The learned activation ranges are kept in qat.json (what the export can use later); today the
-backends calibrate their activation ranges themselves on the fine-tuned model."""
+model whose weights sit on their per-channel int8 grid, and the learned activation ranges
+(calibration.learned.LearnedRange, each with its tensor's statistics on the calibration set): the export
+(ExportOptions.activation_ranges) quantizes every tensor they match with them, the rest as calibrated."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from calibration import CalibrationSet
+from calibration.learned import LearnedRange, Signatures
 from pipeline.cache import Cache, cache_key
 from pipeline.ui import UI
 from targets import FloatModel
 
-VERSION = "1"
+VERSION = "2"  # 2: learned ranges with their signatures
 RESULT = "qat.json"
 SYMMETRIC = {"tensorrt": True}  # activation scheme per target; the others use asymmetric ranges
 
@@ -39,14 +40,24 @@ class QatConfig:
 
 
 @dataclass(frozen=True)
+class QatInputs:
+    """What the accuracy-aware ladder needs for QAT: x_train, y_train (class labels), x_eval, y_eval."""
+
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    config: QatConfig = QatConfig()
+    first: bool = False  # [quantize] qat = true: right after the first export, preferred when it passes
+
+
+@dataclass(frozen=True)
 class QatModel:
     """The fine-tuned float model, its id for export cache keys, the learned ranges, Keras accuracy before/after."""
 
     model: FloatModel
     model_id: str
-    ranges: dict[str, tuple[float, float]]
+    ranges: tuple[LearnedRange, ...]
     fake_quant_accuracy_before: float
     fake_quant_accuracy_after: float
+    epochs: int
 
     def summary(self) -> str:
         return (f"quantization-aware fine-tuning (Keras): fake-quantized accuracy {self.fake_quant_accuracy_before:.4f}"
@@ -64,6 +75,22 @@ def initial_ranges(logits: Any, samples: np.ndarray) -> dict[str, tuple[float, f
     outs = keras.Model(logits.inputs, [logits.get_layer(n).output for n in names]).predict(samples, verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
     return {n: (float(v.min()), float(v.max())) for n, v in zip(names, outs, strict=True)}
+
+
+def learned_ranges(plain: Any, ranges: dict[str, tuple[float, float]], calib: np.ndarray,
+                   symmetric: bool) -> list[LearnedRange]:
+    """Each learned range with the signature of its layer's output in the plain (logits) model on `calib`."""
+    import keras
+
+    names = list(ranges)
+    outs = keras.Model(plain.inputs, [plain.get_layer(n).output for n in names]).predict(calib, verbose=0)
+    outs = outs if isinstance(outs, list) else [outs]
+    signatures = Signatures()
+    for name, values in zip(names, outs, strict=True):
+        for v in values:
+            signatures.add(name, v)
+    found = signatures.values()
+    return [LearnedRange(n, *ranges[n], symmetric, found[n]) for n in names if n in found]
 
 
 def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
@@ -90,7 +117,8 @@ def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, y_ev
     q.fit(x, packed, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0)
     after = _accuracy(q, x_eval, y_eval)
     plain, ranges = learned(q)
-    record = {"ranges": ranges, "fake_quant_accuracy_before": before, "fake_quant_accuracy_after": after,
+    found = [asdict(r) for r in learned_ranges(plain, ranges, calib, symmetric)]
+    record = {"ranges": found, "fake_quant_accuracy_before": before, "fake_quant_accuracy_after": after,
               "symmetric": symmetric, "epochs": cfg.epochs}
     return with_output_convention(plain, is_softmax_output(model)), record
 
@@ -105,6 +133,8 @@ def _write(model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSe
 
     assert model.keras_path is not None
     source = keras.saving.load_model(model.keras_path, compile=False)
+    if any(isinstance(layer, keras.layers.RNN) for layer in source.layers):
+        raise ValueError("recurrent layers: the fake quantization covers Conv2D and Dense only")
     x, y, x_eval, y_eval = data
     tuned, record = fine_tune(source, x, y, x_eval, y_eval, calib.samples.astype(np.float32), symmetric, cfg)
     tuned.save(folder / "model.keras")
@@ -132,6 +162,6 @@ def qat_model_for(target: str, model: FloatModel, model_id: str, data: tuple[np.
                 return None, f"quantization-aware fine-tuning skipped ({type(err).__name__}: {err})"
             hit = cache.put(key, Path(tmp))
     rec = json.loads((hit / RESULT).read_text())
-    ranges = {k: (float(v[0]), float(v[1])) for k, v in rec["ranges"].items()}
+    ranges = tuple(LearnedRange.from_dict(r) for r in rec["ranges"])
     return QatModel(FloatModel(hit / "saved_model", hit / "model.keras", model.input_shape), key, ranges,
-                    rec["fake_quant_accuracy_before"], rec["fake_quant_accuracy_after"]), None
+                    rec["fake_quant_accuracy_before"], rec["fake_quant_accuracy_after"], int(rec["epochs"])), None

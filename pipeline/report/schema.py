@@ -40,6 +40,19 @@ class Attempt(_Entry):
     accuracy: float | None = None
     accuracy_drop: float | None = None
     passed: bool = False
+    qat: bool = False  # exported from the quantization-aware fine-tuned model with its learned ranges
+
+
+class QatEntry(_Entry):
+    """Quantization-aware fine-tuning in the accuracy-aware ladder: the artifact's metric in its runtime
+    before (the attempt it started from) and after, and the fake-quantized Keras model's accuracy."""
+
+    accuracy_before: float
+    accuracy_after: float
+    epochs: int
+    fake_quant_accuracy_before: float | None = None
+    fake_quant_accuracy_after: float | None = None
+    learned_ranges: int = 0
 
 
 class SensitivityRow(_Entry):
@@ -84,6 +97,7 @@ class TargetEntry(_Entry):
     passed: bool = False
     error: str | None = None
     attempts: list[Attempt] = []
+    qat: QatEntry | None = None
     sensitivity: list[SensitivityRow] | None = None
 
 
