@@ -135,11 +135,17 @@ def _mse_overrides(pre: Path, calib: CalibrationSet, work: Path) -> dict[str, li
 def learned_overrides(pre: Path, calib: CalibrationSet, work: Path, ranges: tuple[LearnedRange, ...],
                       ) -> dict[str, list[dict[str, Any]]]:
     """TensorQuantOverrides fixing the scale (zero point 0) of every activation that matches a learned range
-    (calibration.learned): max|range| / 127, the grid the symmetric fake quantization trained on."""
+    (calibration.learned): max|range| / 127, the grid the symmetric fake quantization trained on. A Relu's
+    input takes its output's scale (zero point 0: clipping then Relu equals Relu then clipping)."""
+    import onnx
+
     signatures = Signatures()
     _collect(pre, calib, work, signatures)
     found = match(ranges, signatures.values())
-    return {t: [{"scale": np.float32(r.scale()), "zero_point": np.int8(0)}] for t, r in found.items()}
+    for node in onnx.load(str(pre)).graph.node:  # TensorRT fuses Conv+Relu: one scale, as in training
+        if node.op_type == "Relu" and node.output[0] in found:
+            found.setdefault(node.input[0], found[node.output[0]])
+    return {t: [{"scale": np.array(r.scale(), np.float32), "zero_point": np.array(0, np.int8)}] for t, r in found.items()}
 
 
 def quantize_qdq(pre: Path, dest: Path, calib: CalibrationSet, method: str, exclude: tuple[str, ...] | list[str] = (),
