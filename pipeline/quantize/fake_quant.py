@@ -15,6 +15,9 @@ from keras import ops
 from pipeline.compress.graph import LayerEdit, layer_config, rebuild
 
 WEIGHT_LEVELS = 127.0
+AVERAGING = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+             keras.layers.GlobalAveragePooling3D, keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
+             keras.layers.AveragePooling3D, keras.layers.Add)
 
 
 def quantize_weights(w: Any) -> Any:
@@ -88,10 +91,11 @@ def _activation_name(layer: keras.layers.Layer) -> str:
 
 def quantized_outputs(layer: keras.layers.Layer, final: str) -> bool:
     """Where the backends put an activation quantizer we can learn: after a non-linearity (conv/dense with a
-    fused one, ReLU/Activation layers), and the logits (`final`)."""
+    fused one, ReLU/Activation layers), after averaging and adding layers (a new range: int8 pooling and Add
+    requantize), and the logits (`final`)."""
     if layer.name == final:
         return True
-    if isinstance(layer, keras.layers.ReLU):
+    if isinstance(layer, (keras.layers.ReLU, *AVERAGING)):
         return True
     if isinstance(layer, keras.layers.Activation | keras.layers.Conv2D | keras.layers.Dense):
         return _activation_name(layer) not in ("linear", "softmax")

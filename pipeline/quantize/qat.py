@@ -24,7 +24,7 @@ from pipeline.cache import Cache, cache_key
 from pipeline.ui import UI
 from targets import FloatModel
 
-VERSION = "2"  # 2: learned ranges with their signatures
+VERSION = "3"  # 3: averaging and Add outputs quantized; 2: learned ranges with their signatures
 RESULT = "qat.json"
 SYMMETRIC = {"tensorrt": True}  # activation scheme per target; the others use asymmetric ranges
 
