@@ -170,7 +170,7 @@ def test_qat_config_keys_are_validated(tmp_path: Path, text: str, expected: str)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert expected in str(info.value) and "\n" not in str(info.value)
-    path.write_text(f'[model]\npath = "m.keras"\n[data]\npath = "d.npz"\n[quantize]\nqat = true\nqat_epochs = 3\n'
+    path.write_text('[model]\npath = "m.keras"\n[data]\npath = "d.npz"\n[quantize]\nqat = true\nqat_epochs = 3\n'
                     "[targets.tflite]\n")
     cfg = load_config(path)
     assert cfg.quantize.qat is True and cfg.quantize.qat_epochs == 3
