@@ -148,7 +148,8 @@ def qat_model_for(target: str, model: FloatModel, model_id: str, data: tuple[np.
     """(the fine-tuned model for `target`'s scheme, None) or (None, why not). `data`: x_train, y_train (class
     labels), x_eval, y_eval. Cached by the model's id, the data, the calibration set, the scheme and cfg."""
     if model.keras_path is None:
-        return None, "no Keras model (a SavedModel input): quantization-aware fine-tuning skipped"
+        return None, ("quantization-aware fine-tuning skipped: no Keras model file (a SavedModel input, or a "
+                      "recurrent model unrolled for export)")
     symmetric = SYMMETRIC.get(target, False)
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in data)).hexdigest()
     key = cache_key("qat", VERSION, model_id, calib.fingerprint(), digest, str(symmetric), repr(cfg))

@@ -196,6 +196,8 @@ def test_nothing_meets_the_budget_keeps_the_best_and_exits_1(
     assert t["accuracy"] == max(a["accuracy"] for a in t["attempts"])
     assert any("no attempt met max_accuracy_drop" in n for n in t["notes"])
     _fallback_order_holds("tensorrt", t)
+    qat = [a for a in t["attempts"] if a["qat"] and not a["float_layers"]]  # QAT before any float layer
+    assert len(qat) == 1 and t["qat"]["accuracy_after"] == qat[0]["accuracy"] and t["qat"]["epochs"] == 5
     assert all(r["sqnr_db"] is not None for r in t["sensitivity"])
 
 

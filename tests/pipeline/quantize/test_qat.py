@@ -161,6 +161,24 @@ def test_learned_ranges_are_the_ones_in_each_artifact(heavy: FloatModel, digits_
         assert any("quantization-aware" in n for n in learned.notes)
 
 
+def test_models_qat_cannot_take_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    """No .keras file, or recurrent layers: (None, one line), nothing cached, no exception."""
+    import keras
+
+    x = np.random.default_rng(0).random((16, 4, 3), np.float32)
+    inp = keras.Input((4, 3))
+    rnn = keras.Model(inp, keras.layers.Dense(2)(keras.layers.SimpleRNN(4)(inp)))
+    rnn.save(tmp_path / "rnn.keras")
+    calib = CalibrationSet(x[:8], "test", SamplingMethod.RANDOM, 0)
+    data = (x, np.zeros(16, np.int64), x, np.zeros(16, np.int64))
+    cache = Cache(tmp_path / "cache")
+    for model, expected in ((FloatModel(tmp_path / "sm", None, (4, 3)), "no Keras model file"),
+                            (FloatModel(tmp_path / "sm", tmp_path / "rnn.keras", (4, 3)), "recurrent layers")):
+        qat, why = qat_model_for("tflite", model, "m", data, calib, cache, UI(quiet=True), QatConfig(epochs=1))
+        assert qat is None and why is not None and expected in why and "\n" not in why
+    assert not any((tmp_path / "cache").rglob("qat.json"))
+
+
 @pytest.mark.parametrize(("text", "expected"), [("qat = 1", "quantize.qat"), ('qat = "yes"', "quantize.qat"),
                                                 ("qat_epochs = 0", "quantize.qat_epochs"),
                                                 ("qat_epoch = 3", "quantize.qat_epoch: unknown key")])
