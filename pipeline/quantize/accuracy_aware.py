@@ -76,6 +76,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     qat: dict[str, Any] | None = None  # the report's target `qat` entry, once fine-tuning was measured
     prefer_qat: bool = False  # [quantize] qat = true
+    qat_tried: bool = False
 
     @property
     def passed(self) -> bool:
@@ -182,8 +183,9 @@ def _equalize(job: Job, out: Outcome) -> None:
 def _qat(job: Job, out: Outcome) -> None:
     """The best attempt's model fine-tuned with fake quantization in the target's scheme, exported with the
     learned activation ranges and the best attempt's options (once per search)."""
-    if out.qat is not None or any(a.qat is not None for a in out.attempts):
+    if out.qat_tried:
         return
+    out.qat_tried = True
     if job.qat is None:
         out.notes.append("accuracy-aware: quantization-aware fine-tuning skipped (it trains a classifier: "
                          "it needs class labels and a Keras model)")
