@@ -1,8 +1,9 @@
 """Fake quantization in Keras 3 for quantization-aware fine-tuning (QAT), matching the targets' int8 schemes:
-weights per-channel symmetric int8 on [-127, 127] (scale = max|w| / 127, what LiteRT, NNCF and ONNX Runtime's
-symmetric per-channel weights use), activations per tensor with a learned range, symmetric (zero point 0,
+weights per-channel symmetric int8 on [-127, 127] (scale = max|w| / 127, what LiteRT and ONNX Runtime's
+symmetric per-channel weights use; 127 levels, [-63, 63], for OpenVINO, whose NNCF overflow fix quantizes
+weights to 7 bits), activations per tensor with a learned range, symmetric (zero point 0,
 TensorRT) or asymmetric (LiteRT, OpenVINO). Rounding passes gradients straight through (stop_gradient);
-the activation ranges learn through tf.quantization.fake_quant_with_min_max_vars' gradients."""
+the activation ranges learn from the rounding and the clipping error alike (fake_quant, LSQ-style)."""
 
 from __future__ import annotations
 
@@ -14,43 +15,73 @@ from keras import ops
 
 from pipeline.compress.graph import LayerEdit, layer_config, rebuild
 
-WEIGHT_LEVELS = 127.0
+WEIGHT_LEVELS = 127.0  # symmetric int8 activations: [-127, 127]
+INT8_LEVELS = 255  # weights
 RANGE_UNIT = 10.0  # see ActQuant
 AVERAGING = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
              keras.layers.GlobalAveragePooling3D, keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
              keras.layers.AveragePooling3D, keras.layers.Add)
 
 
-def quantize_weights(w: Any) -> Any:
-    """Per-output-channel (last axis) symmetric int8 fake quantization with a straight-through gradient."""
+def quantize_weights(w: Any, levels: int = INT8_LEVELS) -> Any:
+    """Per-output-channel (last axis) symmetric fake quantization with a straight-through gradient: integer
+    multiples of max|w| / ((levels - 1) / 2) (255: int8 on [-127, 127]; 127: NNCF's overflow fix, 7 bits on
+    [-63, 63], the grid the OpenVINO IR's int8 weight constants were measured on)."""
     axes = tuple(range(len(w.shape) - 1))
-    scale = ops.maximum(ops.max(ops.abs(w), axis=axes, keepdims=True), 1e-12) / WEIGHT_LEVELS
-    q = ops.clip(ops.round(w / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
+    half = (levels - 1) / 2.0
+    step = ops.maximum(ops.max(ops.abs(w), axis=axes, keepdims=True), 1e-12) / half
+    q = ops.clip(ops.round(w / step), -np.ceil(half), np.ceil(half)) * step
     return w + ops.stop_gradient(q - w)
 
 
-def snapped(w: np.ndarray) -> np.ndarray:
-    """The weights on their int8 grid, as numpy (what the export writes: every backend re-quantizes exactly)."""
-    return np.asarray(keras.ops.convert_to_numpy(quantize_weights(ops.convert_to_tensor(w))), np.float32)
+def snapped(w: np.ndarray, levels: int = INT8_LEVELS) -> np.ndarray:
+    """The weights on their grid, as numpy (what the export writes: the backend re-quantizes them exactly)."""
+    return np.asarray(keras.ops.convert_to_numpy(quantize_weights(ops.convert_to_tensor(w), levels)), np.float32)
+
+
+def _round_ste(v: Any) -> Any:
+    return v + ops.stop_gradient(ops.round(v) - v)
+
+
+def fake_quant(x: Any, step: Any, zero: Any, qmin: float, qmax: float) -> Any:
+    """x on the int8 grid of `step` and `zero` (an integer), clipped to [qmin, qmax]. Rounding is straight
+    through; the step learns from both the rounding and the clipping error (LSQ, Esser et al. 2020), so a
+    range can shrink as well as grow."""
+    q = ops.clip(x / step + zero, qmin, qmax)
+    return (_round_ste(q) - zero) * step
 
 
 @keras.saving.register_keras_serializable("edgepipe")
 class QConv2D(keras.layers.Conv2D):
     """Conv2D whose kernel is fake-quantized per output channel."""
 
+    def __init__(self, *args: Any, weight_levels: int = INT8_LEVELS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.weight_levels = int(weight_levels)
+
     def convolution_op(self, inputs: Any, kernel: Any) -> Any:
-        return super().convolution_op(inputs, quantize_weights(kernel))
+        return super().convolution_op(inputs, quantize_weights(kernel, self.weight_levels))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weight_levels": self.weight_levels}
 
 
 @keras.saving.register_keras_serializable("edgepipe")
 class QDense(keras.layers.Dense):
     """Dense whose kernel is fake-quantized per output unit."""
 
+    def __init__(self, *args: Any, weight_levels: int = INT8_LEVELS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.weight_levels = int(weight_levels)
+
     def call(self, inputs: Any, training: Any = None) -> Any:
-        x = ops.matmul(inputs, quantize_weights(self.kernel))
+        x = ops.matmul(inputs, quantize_weights(self.kernel, self.weight_levels))
         if self.use_bias:
             x = ops.add(x, self.bias)
         return self.activation(x) if self.activation is not None else x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weight_levels": self.weight_levels}
 
 
 @keras.saving.register_keras_serializable("edgepipe")
@@ -79,13 +110,12 @@ class ActQuant(keras.layers.Layer):
         return min(lo, 0.0), max(hi, 0.0)
 
     def call(self, x: Any) -> Any:
-        import tensorflow as tf
-
         lo, hi = ops.minimum(self.lo * self.unit, 0.0), ops.maximum(self.hi * self.unit, 0.0)
         if self.symmetric:
-            a = ops.maximum(ops.abs(lo), ops.abs(hi))
-            return tf.quantization.fake_quant_with_min_max_vars(x, -a, a, num_bits=8, narrow_range=True)
-        return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
+            a = ops.maximum(ops.maximum(ops.abs(lo), ops.abs(hi)), 1e-6)
+            return fake_quant(x, a / WEIGHT_LEVELS, ops.zeros(()), -WEIGHT_LEVELS, WEIGHT_LEVELS)
+        step = ops.maximum(hi - lo, 1e-6) / 255.0
+        return fake_quant(x, step, _round_ste(-lo / step), 0.0, 255.0)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "lo": self.init_lo, "hi": self.init_hi, "symmetric": self.symmetric}
@@ -109,14 +139,16 @@ def quantized_outputs(layer: keras.layers.Layer, final: str) -> bool:
     return False
 
 
-def qat_model(logits: keras.Model, ranges: dict[str, tuple[float, float]], symmetric: bool) -> keras.Model:
+def qat_model(logits: keras.Model, ranges: dict[str, tuple[float, float]], symmetric: bool,
+              weight_levels: int = INT8_LEVELS) -> keras.Model:
     """A fake-quantized copy of a logits model: Q layers for Conv2D/Dense, an ActQuant after every layer that
     `ranges` names (initial range), BatchNormalization frozen (the backends fold it into the conv)."""
     def transform(layer: keras.layers.Layer) -> list[LayerEdit] | None:
         cls = {keras.layers.Conv2D: QConv2D, keras.layers.Dense: QDense}.get(type(layer))
         if cls is None and layer.name not in ranges:
             return None
-        base = LayerEdit(cls or type(layer), layer_config(layer), layer.get_weights())
+        config = layer_config(layer) if cls is None else layer_config(layer, weight_levels=weight_levels)
+        base = LayerEdit(cls or type(layer), config, layer.get_weights())
         if layer.name not in ranges:
             return [base]
         lo, hi = ranges[layer.name]
@@ -139,8 +171,9 @@ def learned(model: keras.Model) -> tuple[keras.Model, dict[str, tuple[float, flo
         if isinstance(layer, ActQuant):
             return []
         if type(layer) in plain:
-            w = layer.get_weights()
-            return [LayerEdit(plain[type(layer)], layer_config(layer), [snapped(w[0]), *w[1:]])]
+            w, config = layer.get_weights(), layer_config(layer)
+            levels = int(config.pop("weight_levels"))
+            return [LayerEdit(plain[type(layer)], config, [snapped(w[0], levels), *w[1:]])]
         return None
 
     return rebuild(model, transform), ranges

@@ -24,9 +24,10 @@ from pipeline.cache import Cache, cache_key
 from pipeline.ui import UI
 from targets import FloatModel
 
-VERSION = "3"  # 3: averaging and Add outputs quantized; 2: learned ranges with their signatures
+VERSION = "4"  # 4: LSQ-style range gradients; 3: averaging and Add outputs quantized; 2: learned ranges with their signatures
 RESULT = "qat.json"
 SYMMETRIC = {"tensorrt": True}  # activation scheme per target; the others use asymmetric ranges
+WEIGHT_LEVELS = {"openvino": 127}  # NNCF's overflow fix (targets/openvino.py): 7-bit weights; the others int8
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def learned_ranges(plain: Any, ranges: dict[str, tuple[float, float]], calib: np
 
 
 def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
-              calib: np.ndarray, symmetric: bool, cfg: QatConfig) -> tuple[Any, dict[str, Any]]:
+              calib: np.ndarray, symmetric: bool, cfg: QatConfig, levels: int = 255) -> tuple[Any, dict[str, Any]]:
     """QAT of a Keras classifier: (the plain fine-tuned model in the input's output convention, a record)."""
     import keras
 
@@ -109,7 +110,7 @@ def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, y_ev
 
     keras.utils.set_random_seed(cfg.seed)
     logits = logits_model(model)
-    q = qat_model(logits, initial_ranges(logits, calib), symmetric)
+    q = qat_model(logits, initial_ranges(logits, calib), symmetric, levels)
     packed = np.concatenate([y.reshape(-1, 1).astype(np.float32), logits.predict(x, verbose=0)], axis=1)
     q.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
               loss=distillation_loss(cfg.temperature, cfg.alpha), metrics=[label_accuracy], jit_compile=False)
@@ -128,7 +129,7 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _write(model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSet, symmetric: bool,
-           cfg: QatConfig, folder: Path) -> None:
+           levels: int, cfg: QatConfig, folder: Path) -> None:
     import keras
 
     assert model.keras_path is not None
@@ -136,7 +137,7 @@ def _write(model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSe
     if any(isinstance(layer, keras.layers.RNN) for layer in source.layers):
         raise ValueError("recurrent layers: the fake quantization covers Conv2D and Dense only")
     x, y, x_eval, y_eval = data
-    tuned, record = fine_tune(source, x, y, x_eval, y_eval, calib.samples.astype(np.float32), symmetric, cfg)
+    tuned, record = fine_tune(source, x, y, x_eval, y_eval, calib.samples.astype(np.float32), symmetric, cfg, levels)
     tuned.save(folder / "model.keras")
     tuned.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
     (folder / RESULT).write_text(json.dumps(record))
@@ -150,15 +151,15 @@ def qat_model_for(target: str, model: FloatModel, model_id: str, data: tuple[np.
     if model.keras_path is None:
         return None, ("quantization-aware fine-tuning skipped: no Keras model file (a SavedModel input, or a "
                       "recurrent model unrolled for export)")
-    symmetric = SYMMETRIC.get(target, False)
+    symmetric, levels = SYMMETRIC.get(target, False), WEIGHT_LEVELS.get(target, 255)
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in data)).hexdigest()
-    key = cache_key("qat", VERSION, model_id, calib.fingerprint(), digest, str(symmetric), repr(cfg))
+    key = cache_key("qat", VERSION, model_id, calib.fingerprint(), digest, str(symmetric), levels, repr(cfg))
     hit = cache.get(key)
     if hit is None:
         with tempfile.TemporaryDirectory(prefix="edgepipe-qat-") as tmp, \
                 ui.task(f"quantization-aware fine-tuning (Keras, {'symmetric' if symmetric else 'asymmetric'})"):
             try:
-                _write(model, data, calib, symmetric, cfg, Path(tmp))
+                _write(model, data, calib, symmetric, levels, cfg, Path(tmp))
             except Exception as err:  # a layer the fake quantization or the loader cannot take
                 return None, f"quantization-aware fine-tuning skipped ({type(err).__name__}: {err})"
             hit = cache.put(key, Path(tmp))
