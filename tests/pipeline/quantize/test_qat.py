@@ -133,6 +133,21 @@ def _uses(target: str, values: list, r: LearnedRange) -> bool:
     return any(np.isclose(s, r.scale(), rtol=1e-5) for s in values)
 
 
+def _openvino_weights_on_their_grid(ir: Path, keras_path: Path) -> bool:
+    """The IR's int8 constants of the logits MatMul are the QAT model's snapped kernel / (max|w| / 63):
+    the fine-tuned weights already sit on NNCF's 7-bit grid (NNCF may put a channel's largest weight one
+    step further, 64: the end of its grid is not exactly ours)."""
+    import keras
+    import openvino as ov
+
+    kernel = keras.saving.load_model(keras_path, compile=False).get_layer("dense").get_weights()[0]
+    ints = [op.get_data() for op in ov.Core().read_model(str(ir)).get_ordered_ops()
+            if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() == "i8"][-1]
+    steps = kernel / (np.abs(kernel).max(axis=0, keepdims=True) / 63.0)
+    off = np.abs(np.round(steps).T - ints)
+    return np.allclose(steps, np.round(steps), atol=1e-3) and off.max() <= 1 and (off > 0).sum() <= ints.shape[0]
+
+
 def _qat(target: str, model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSet, cache: Cache) -> QatModel:
     qat, why = qat_model_for(target, model, "heavy", data, calib, cache, UI(quiet=True), QatConfig(epochs=1))
     assert qat is not None, why
@@ -159,6 +174,9 @@ def test_learned_ranges_are_the_ones_in_each_artifact(heavy: FloatModel, digits_
             assert _uses(t, got, r), f"{t}: {r.layer} learned range {r.lo:.4f}..{r.hi:.4f} not in the artifact"
             assert not _uses(t, calibrated, r), f"{t}: {r.layer}: calibration alone gives the same range"
         assert any("quantization-aware" in n for n in learned.notes)
+        if t == "openvino":
+            assert qat.model.keras_path is not None
+            assert _openvino_weights_on_their_grid(tmp_path / t / learned.artifact, qat.model.keras_path)
 
 
 def test_models_qat_cannot_take_are_skipped_with_a_reason(tmp_path: Path) -> None:
