@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def _stratified_indices(labels: np.ndarray, size: int, rng: np.random.Generator)
 
 
 def make_calibration_set(
-    x: np.ndarray,
+    x: Any,
     labels: np.ndarray | None,
     size: int,
     *,
@@ -65,7 +66,8 @@ def make_calibration_set(
     source: str = "train",
     sampling: SamplingMethod | None = None,
 ) -> CalibrationSet:
-    """Pick `size` samples from `x` (the training split): stratified by label when labels are given."""
+    """Pick `size` samples from `x` (the training split: an array, or a lazy one that reads the rows an index array
+    asks for): stratified by label when labels are given."""
     if size < 1:
         raise ValueError("calibration size must be at least 1")
     rng = np.random.default_rng(seed)

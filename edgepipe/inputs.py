@@ -1,5 +1,7 @@
 """What `edgepipe.build` is handed, made into what the pipeline reads: an in-memory Keras model becomes a
-.keras file, arrays or `tf.data.Dataset`s become an .npz (x_train, y_train, x_test, y_test), and a config
+.keras file; arrays become an .npz (x_train, y_train, x_test, y_test); memory-mapped .npy arrays
+(np.load(..., mmap_mode="r")) and `tf.data.Dataset`s become a data folder (the .npy files linked, the datasets
+written a batch at a time as .npy shards), which the pipeline reads a batch at a time; and a config
 (a TOML path, a dict of the TOML's sections, or a `pipeline.config.Config`) becomes a validated `Config`
 pointing at them. The files go to a temporary folder the caller owns."""
 
@@ -39,18 +41,22 @@ def model_path(model: ModelLike, tmp: Path) -> tuple[Path, str]:
 
 
 def data_path(data: DataLike, tmp: Path) -> Path:
-    """The data as an .npz file (a path is used as it is)."""
+    """The data as an .npz file or a data folder (a path, to either, is used as it is)."""
     if isinstance(data, (str, Path)):
         path = Path(data).expanduser().resolve()
-        if not path.is_file():
+        if not path.exists():
             raise InputError(f"{path}: data file not found")
         return path
     if isinstance(data, Mapping):
         arrays = {str(k): _array(k, v) for k, v in data.items()}
+        if any(_npy_file(a) for a in arrays.values()):
+            return _linked_folder(arrays, tmp / "data")
     elif isinstance(data, Sequence) and len(data) == 2 and all(_is_dataset(d) for d in data):
-        arrays = {}
+        folder = tmp / "data"
+        folder.mkdir()
         for split, ds in zip(SPLITS, data, strict=True):
-            arrays[f"x_{split}"], arrays[f"y_{split}"] = _materialize(ds, split)
+            _stream_to_shards(ds, split, folder)
+        return folder
     else:
         raise InputError("data: expected an .npz path, a mapping of arrays (x_train, y_train, x_test, y_test) "
                          f"or a (train, test) pair of tf.data.Datasets, got {type(data).__name__}")
@@ -60,6 +66,8 @@ def data_path(data: DataLike, tmp: Path) -> Path:
 
 
 def _array(key: object, value: Any) -> np.ndarray:
+    if isinstance(value, np.memmap):  # kept as it is: linked, not read (np.asarray would drop the file)
+        return value
     try:
         arr = np.asarray(value)
     except Exception as err:
@@ -73,20 +81,60 @@ def _is_dataset(obj: Any) -> bool:
     return type(obj).__module__.startswith("tensorflow") and hasattr(obj, "element_spec")
 
 
-def _materialize(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """A dataset of (x, y) elements, batched or not, read batch by batch into two arrays."""
+def _npy_file(a: np.ndarray) -> Path | None:
+    """The .npy file a memory-mapped array is the whole of (np.load(path, mmap_mode=...)), else None."""
+    if not isinstance(a, np.memmap) or a.filename is None or not str(a.filename).endswith(".npy"):
+        return None
+    path = Path(a.filename)
+    try:
+        whole = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    same = whole.shape == a.shape and whole.dtype == a.dtype and whole.offset == a.offset
+    return path if same and a.flags.c_contiguous else None
+
+
+def _linked_folder(arrays: dict[str, np.ndarray], folder: Path) -> Path:
+    """A data folder: memory-mapped .npy arrays linked (never read here), the others saved."""
+    folder.mkdir()
+    for key, a in arrays.items():
+        source = _npy_file(a)
+        if source is not None:
+            (folder / f"{key}.npy").symlink_to(source)
+        else:
+            np.save(folder / f"{key}.npy", a)
+    return folder
+
+
+def _stream_to_shards(ds: Any, split: str, folder: Path, shard_bytes: int = 64 << 20) -> None:
+    """A dataset of (x, y) elements, batched or not, written batch by batch: x as .npy shards of about
+    `shard_bytes` in folder/x_<split>/, y (small) as folder/y_<split>.npy."""
     spec = ds.element_spec
     if not isinstance(spec, tuple) or len(spec) != 2:
         raise InputError(f"data: the {split} dataset must yield (x, y) pairs")
     batched = len(spec[0].shape) > 0 and spec[0].shape[0] is None
-    xs: list[np.ndarray] = []
+    shards = folder / f"x_{split}"
+    shards.mkdir()
+    pending: list[np.ndarray] = []
     ys: list[np.ndarray] = []
+    written = [0, 0]  # shards, bytes pending
+
+    def flush() -> None:
+        if pending:
+            np.save(shards / f"{written[0]:06d}.npy", np.concatenate(pending))
+            pending.clear()
+            written[:] = [written[0] + 1, 0]
+
     for x, y in ds.as_numpy_iterator():
-        xs.append(np.asarray(x) if batched else np.asarray(x)[None])
+        pending.append(np.asarray(x) if batched else np.asarray(x)[None])
         ys.append(np.asarray(y) if batched else np.asarray(y)[None])
-    if not xs:
+        written[1] += pending[-1].nbytes
+        if written[1] >= shard_bytes:
+            flush()
+    flush()
+    if not ys:
         raise InputError(f"data: the {split} dataset is empty")
-    return np.concatenate(xs), np.concatenate(ys)
+    np.save(folder / f"y_{split}.npy", np.concatenate(ys))
 
 
 def _config_dict(config: ConfigLike) -> tuple[dict[str, Any], str | None, Path]:

@@ -139,9 +139,15 @@ def _qat_inputs(cfg: Config, src: Source) -> QatInputs | None:
     """The training data for quantization-aware fine-tuning, when the task is a classifier's."""
     if src.metric.labels is not Labels.CLASSES:
         return None
-    d = src.data
-    return QatInputs((d.x_train, d.y_train, d.x_test, d.y_test), QatConfig(epochs=cfg.quantize.qat_epochs),
-                     first=cfg.quantize.qat)
+    from pipeline.inputs.arrays import is_lazy
+
+    d, settings = src.data, QatConfig(epochs=cfg.quantize.qat_epochs)
+    if is_lazy(d.x_train) or is_lazy(d.x_test):
+        return QatInputs((), settings, cfg.quantize.qat, "data read a batch at a time: QAT trains in memory")
+    import numpy as np
+
+    arrays = tuple(np.asarray(a) for a in (d.x_train, d.y_train, d.x_test, d.y_test))  # in memory already
+    return QatInputs(arrays, settings, first=cfg.quantize.qat)
 
 
 def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_dir: Path, ref_acc: float,

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.config import TARGET_NAMES, Config, config_from_dict, load_config
 from pipeline.errors import DataError, ModelLoadError, UsageError
+from pipeline.inputs.arrays import split_path
 from pipeline.inputs.examples import EXAMPLES, get_example
 from pipeline.measure.verify import Bench
 from pipeline.report.metric_keys import to_document
@@ -100,8 +101,9 @@ def check_inputs(config: Config) -> None:
         data = config.resolve(config.data.path)
         if not _exists(data):
             raise DataError(f"{data}: data file not found")
-        if data.is_dir():
-            raise DataError(f"{data}: a directory, not an .npz file")
+        if data.is_dir() and not any(split_path(data, k) for k in ("x_train", "x_test")):
+            raise DataError(f"{data}: a directory without x_train.npy / x_test.npy (a data folder holds one .npy "
+                            "file, or a folder of .npy shards, per split)")
     if config.data is not None and config.data.images is not None:
         images = config.resolve(config.data.images)
         if not _exists(images) or not images.is_dir():

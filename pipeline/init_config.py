@@ -78,12 +78,13 @@ def inspect_model(path: Path, allow_unsafe: bool = False) -> ModelFacts:
 
 
 def inspect_data(path: Path) -> DataFacts:
-    from pipeline.inputs.data import read_npz
+    from pipeline.inputs.arrays import max_value
+    from pipeline.inputs.data import read_data
 
-    raw = read_npz(path)
+    raw = read_data(path)
     y_tr, y_te = np.asarray(raw.y_train), np.asarray(raw.y_test)
     class_ids = y_tr.size > 0 and y_tr.dtype.kind in "biuf" and bool(np.all(np.mod(y_tr.astype(np.float64), 1) == 0))
-    return DataFacts(float(np.max(raw.x_train)) if raw.x_train.size else 1.0,
+    return DataFacts(max_value(raw.x_train) if len(raw.x_train) else 1.0,
                      y_te.size > 0 and bool(np.all(np.isin(y_te, (0, 1)))), class_ids and y_tr.ndim == 1)
 
 

@@ -1,4 +1,5 @@
-"""Terminal output: progress bars and tables on stderr (stdout stays clean for --json), and a log file."""
+"""Terminal output: progress bars and tables on stderr (stdout stays clean for --json), and a log file. In a
+Jupyter notebook rich draws the same bars as a live widget (with ipywidgets; lines without) and the tables as HTML."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class UI:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.console = Console(stderr=True, quiet=quiet)
-        if not self.console.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
+        self.live = self.console.is_terminal or (self.console.is_jupyter and _has_widgets())
+        if not self.console.is_terminal and not self.console.is_jupyter:  # logs and CI: do not squeeze tables
             self.console.width = max(self.console.width, 140)
         self._log_handler: logging.Handler | None = None
         self._log_path: Path | None = None
@@ -83,7 +85,7 @@ class UI:
     def task(self, label: str, total: int | None = None) -> Iterator[Any]:
         """A progress bar (or a spinner when total is None); yields advance(n=1)."""
         log.info("start: %s", label)
-        if not self.console.is_terminal:  # a log or CI: lines, not a bar's blank remains
+        if not self.live:  # a log, CI or a notebook without ipywidgets: lines, not a bar's blank remains
             self.console.print(f"{label} ...", highlight=False, markup=False)
             yield self._count_lines(label, total)
             log.info("done: %s", label)
@@ -125,6 +127,15 @@ class UI:
                 self._cm.__exit__(None, None, None)
 
         return [_Epochs()]
+
+
+def _has_widgets() -> bool:
+    """Whether a notebook can show rich's live progress (it draws into an ipywidgets Output)."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def print_json(obj: Any) -> None:

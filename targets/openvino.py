@@ -6,6 +6,7 @@ FakeQuantize's range to the TensorRT-style KL threshold computed here (numpy) fr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,27 +70,43 @@ def _nncf_quantize(ov_model: Any, calib: CalibrationSet, method: str, ignored: l
                          fast_bias_correction=not equalize, ignored_scope=scope, advanced_parameters=advanced)
 
 
-def _outputs_of(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationSet) -> dict[tuple[str, int], list]:
-    """Values of the named (op, port) outputs of `ov_model` (left unchanged) on each calibration sample;
+def _each_output(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationSet
+                 ) -> Iterator[dict[tuple[str, int], np.ndarray]]:
+    """Per calibration sample, the values of the named (op, port) outputs of `ov_model` (left unchanged);
     a Parameter's values are the inputs themselves."""
     import openvino as ov
 
     m = ov_model.clone()
     ops = {op.get_friendly_name(): op for op in m.get_ops()}
     wanted = [(n, p) for n, p in names if n in ops and ops[n].get_type_name() != "Parameter"]
+    params = [(n, p) for n, p in names if n in ops and ops[n].get_type_name() == "Parameter"]
     added = m.add_outputs([ops[n].output(p) for n, p in wanted]) if wanted else []
     results = [o.get_node().get_friendly_name() for o in m.outputs]
     index = [results.index(o.get_node().get_friendly_name()) for o in added]
     request = ov.Core().compile_model(m, "CPU").create_infer_request()
-    values: dict[tuple[str, int], list] = {k: [] for k in names}
     for batch in calib.batches(1):
         result = request.infer([batch.astype(np.float32)])
-        for key, i in zip(wanted, index, strict=True):
-            values[key].append(np.array(result[i]))
-        for n, p in names:
-            if n in ops and ops[n].get_type_name() == "Parameter":
-                values[(n, p)].append(batch)
-    return {k: v for k, v in values.items() if v}
+        got = {key: np.array(result[i]) for key, i in zip(wanted, index, strict=True)}
+        yield {**got, **{key: batch for key in params}}
+
+
+def _outputs_of(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationSet) -> dict[tuple[str, int], list]:
+    """Every value of the named outputs on each sample (small sets: the sensitivity probe's)."""
+    values: dict[tuple[str, int], list] = {}
+    for sample in _each_output(ov_model, names, calib):
+        for key, v in sample.items():
+            values.setdefault(key, []).append(v)
+    return values
+
+
+def collected_values(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationSet) -> ValueCollector:
+    """A bounded subsample of each named output's values over the calibration set (as the other backends
+    collect theirs), keyed by "op:port"; never every activation of every sample."""
+    values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
+    for sample in _each_output(ov_model, names, calib):
+        for (n, p), v in sample.items():
+            values.add(f"{n}:{p}", v)
+    return values
 
 
 def _activation_fqs(q_model: Any) -> list[tuple[Any, tuple[str, int]]]:
@@ -112,14 +129,12 @@ def _apply_entropy(q_model: Any, ov_float: Any, calib: CalibrationSet) -> None:
     from calibration.ranges import estimate_range
 
     fqs = _activation_fqs(q_model)
-    values = _outputs_of(ov_float, [key for _, key in fqs], calib)
-    for fq, key in fqs:
-        if key not in values:
+    values = collected_values(ov_float, [key for _, key in fqs], calib)
+    collected = set(values.names())
+    for fq, (name, port) in fqs:
+        if f"{name}:{port}" not in collected:
             continue
-        collector = ValueCollector()
-        for v in values[key]:
-            collector.add("t", v)
-        lo, hi = estimate_range(collector.values("t"), "entropy")
+        lo, hi = estimate_range(values.values(f"{name}:{port}"), "entropy")
         bounds = [fq.input(i).get_source_output().get_node().get_data() for i in range(1, 5)]
         current = max(float(np.abs(bounds[0]).max()), float(np.abs(bounds[1]).max()))
         threshold = max(abs(lo), abs(hi))
@@ -137,8 +152,8 @@ def _apply_learned(q_model: Any, ov_float: Any, calib: CalibrationSet, ranges: t
 
     fqs = _activation_fqs(q_model)
     signatures = Signatures()
-    for key, values in _outputs_of(ov_float, [key for _, key in fqs], calib).items():
-        for v in values:
+    for sample in _each_output(ov_float, [key for _, key in fqs], calib):
+        for key, v in sample.items():
             signatures.add(key, v)
     found = match(ranges, signatures.values())
     for fq, key in fqs:

@@ -28,6 +28,7 @@ import numpy as np
 
 if __package__:
     from . import runner_metrics
+    from .runner_arrays import read_member
     from .runner_sessions import (
         LiteRTSession,
         OnnxRuntimeSession,
@@ -37,8 +38,9 @@ if __package__:
         open_session,
         stderr_filtered,
     )
-else:  # run as a script (on a device): runner_sessions.py and runner_metrics.py sit next to this file
+else:  # run as a script (on a device): its runner_*.py modules sit next to this file
     import runner_metrics  # type: ignore[no-redef]
+    from runner_arrays import read_member  # type: ignore[no-redef]
     from runner_sessions import (  # type: ignore[no-redef]
         LiteRTSession,
         OnnxRuntimeSession,
@@ -50,7 +52,7 @@ else:  # run as a script (on a device): runner_sessions.py and runner_metrics.py
     )
 
 __all__ = ["LiteRTSession", "OnnxRuntimeSession", "OpenVINOSession", "Session", "input_shape", "open_session",
-           "stderr_filtered"]
+           "read_member", "stderr_filtered"]
 
 
 def latency_stats(samples_ms: list[float], warmup: int, threads: int) -> dict:
@@ -93,7 +95,7 @@ def measure(
     return latency_stats(samples, warmup, threads), samples
 
 
-def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.ndarray | None = None) -> float:
+def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: Any = None) -> float:
     """The one evaluation function: the task's metric (runner_metrics spec, default top-1 accuracy) of
     outputs (N, ...) against y. Every value edgepipe reports (Keras models, each runtime, sensitivity,
     search) is computed here."""
@@ -142,6 +144,12 @@ def top1(outputs: np.ndarray) -> list:
     return [int(i) for i in outputs.reshape(outputs.shape[0], -1).argmax(axis=1)] if outputs.size else []
 
 
+def read_eval(eval_path: Path) -> tuple:
+    """An eval.npz's (x, y): x read a batch at a time as evaluation asks for it (np.savez files are
+    uncompressed), y whole."""
+    return read_member(eval_path, "x"), np.asarray(read_member(eval_path, "y"))
+
+
 def evaluate(session: Session, x: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:
     """score() of the session's outputs (outputs_of, in batches where the artifact allows), in its exact() twin."""
     return score(outputs_of(session.exact(), x), y, metric, x)
@@ -177,6 +185,13 @@ def cpu_info(cpuinfo: str | None = None) -> dict:
 
 
 def peak_memory_kb() -> int | None:
+    """This process's peak resident set: VmHWM (it counts file-backed pages, which ru_maxrss may miss), else
+    ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+    except Exception:
+        pass
     try:
         import resource
 
@@ -202,8 +217,7 @@ def run(
     session = open_session(artifact, threads)
     result: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0}
     if eval_path is not None:
-        with np.load(str(eval_path)) as data:
-            x, y = data["x"].astype(np.float32), data["y"]
+        x, y = read_eval(eval_path)
         exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever the CPU's ISA
         with progress(f"accuracy on {len(y)} samples"):
             outputs = outputs_of(exact, x)

@@ -66,7 +66,10 @@ def reconstruction_auc(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> flo
     """ROC AUC of each sample's reconstruction error (mean squared, input vs output); y: 1 = anomalous."""
     if x is None:
         raise ValueError("reconstruction_auc needs the inputs")
-    return roc_auc(y, np.mean((_flat(x) - _flat(outputs)) ** 2, axis=1))
+    out = _flat(outputs)
+    step = 1024  # x may be read lazily (runner_arrays): a batch of inputs at a time
+    errors = [np.mean((_flat(x[i : i + step]) - out[i : i + step]) ** 2, axis=1) for i in range(0, len(out), step)]
+    return roc_auc(y, np.concatenate(errors) if errors else np.zeros(0))
 
 
 def sqnr(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:

@@ -2,7 +2,7 @@
 
 The user's ~/.ssh/config (Host aliases, IdentityFile, Port, ProxyJump) and known_hosts apply, because
 this is plain `ssh`. It never prompts (BatchMode) and never weakens host key checking. One run is three
-connections: make a temp dir and unpack runner.py, runner_sessions.py, trt_runner.py, the artifact (+ .bin) and eval.npz into
+connections: make a temp dir and unpack runner.py, runner_sessions.py, runner_metrics.py, runner_arrays.py, trt_runner.py, the artifact (+ .bin) and eval.npz into
 it from a tar stream; run `<python> runner.py ...` (every argument quoted); remove the temp dir (always).
 A dropped connection (ssh exit 255 after connecting) is retried once; errors are one line.
 """
@@ -36,7 +36,8 @@ REMOTE_DIR_PREFIX = "edgepipe-run-"  # remote temp dirs: ${TMPDIR:-/tmp}/edgepip
 RETRY_BACKOFF_S = 2.0
 CLEANUP_TIMEOUT_S = 60.0
 _HERE = Path(__file__).resolve().parent
-_RUNNER_FILES = (_HERE / "runner.py", _HERE / "runner_sessions.py", _HERE / "runner_metrics.py", _HERE / "trt_runner.py")
+_RUNNER_FILES = tuple(_HERE / f for f in ("runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py",
+                                          "trt_runner.py"))
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a host name, address or ssh config alias
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _SPEC_HELP = "expected ssh://USER@HOST[:PORT] or an ssh config Host alias ([USER@]ALIAS)"

@@ -169,8 +169,7 @@ def run_tensorrt(
     result["latency_ms"] = base.latency_stats(samples, warmup, 1) if samples else trtexec_latency(out, warmup)
     result["latency_samples_ms"] = samples
     if eval_path is not None:
-        with np.load(str(eval_path)) as data:
-            x, y = data["x"].astype(np.float32), data["y"]
+        x, y = base.read_eval(eval_path)
         try:
             result["accuracy"] = base.evaluate(TensorRTSession(engine), x, y, metric)
             result["samples"] = int(x.shape[0])

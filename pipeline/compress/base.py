@@ -15,15 +15,17 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
+    from pipeline.inputs.arrays import Samples
+
 
 @dataclass(frozen=True)
 class TrainData:
     """Preprocessed training and test splits in the model's input layout; labels as the metric needs them (int64
     class ids for a classifier)."""
 
-    x_train: np.ndarray
+    x_train: Samples  # an ndarray, or a lazy array read a batch at a time (pipeline.inputs.arrays)
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Samples
     y_test: np.ndarray
     num_classes: int
 

@@ -17,6 +17,7 @@ from pipeline.compress.base import StageContext, TrainData
 from pipeline.compress.cost import count_macs, count_params, float_size_bytes
 from pipeline.config import Config
 from pipeline.errors import UsageError
+from pipeline.inputs.arrays import predict_batches
 from pipeline.inputs.models import metric_value
 from pipeline.ui import UI
 from targets import runner
@@ -39,8 +40,8 @@ class _KerasSession(runner.Session):
 
 def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy") -> dict[str, Any]:
     """params, MACs, float32 weight bytes, the metric on the test split ("accuracy"), float latency here."""
-    pred = model.predict(data.x_test, batch_size=256, verbose=0)
-    stats, _ = runner.measure(_KerasSession(model), data.x_test[:1], warmup=5, iterations=30)
+    pred = predict_batches(lambda b: model.predict(b, batch_size=256, verbose=0), data.x_test)
+    stats, _ = runner.measure(_KerasSession(model), np.asarray(data.x_test[:1]), warmup=5, iterations=30)
     value = metric_value(pred, data.y_test, metric, data.x_test)
     return {"accuracy": value, "params": count_params(model), "macs": count_macs(model),
             "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}

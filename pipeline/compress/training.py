@@ -21,6 +21,7 @@ from keras import ops
 
 from pipeline.compress.base import TrainData
 from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild
+from pipeline.inputs.arrays import Samples, fit_data, predict_batches, take, validation_data
 
 L = keras.layers
 
@@ -82,9 +83,10 @@ def with_output_convention(model: keras.Model, softmax: bool) -> keras.Model:
     return rebuild(keras.Model(logits.inputs, out, name=model.name))
 
 
-def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict_logits(model: keras.Model, x: Samples, batch_size: int = 256) -> np.ndarray:
     """The model's logits on `x` (exact pre-softmax values for a softmax model)."""
-    return np.asarray(logits_model(model).predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+    logits = logits_model(model)
+    return predict_batches(lambda b: logits.predict(b, batch_size=batch_size, verbose=0), x).astype(np.float32)
 
 
 def distillation_loss(temperature: float, alpha: float) -> Callable[[Any, Any], Any]:
@@ -116,18 +118,18 @@ def label_accuracy(y_true: Any, y_pred: Any) -> Any:
     return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), labels), "float32")
 
 
-def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, max_samples: int = 1024) -> None:
+def recalibrate_batchnorm(model: keras.Model, x: Samples, max_samples: int = 1024) -> None:
     """Set every BatchNorm's moving mean/variance to the exact statistics of its input on `x`.
 
     A freshly built or pruned student trains for a few hundred steps only; with momentum 0.99 its moving
     statistics are still far from the truth, and inference-mode accuracy collapses. BN recalibration
     (as after channel pruning) fixes that; layers are done in graph order since each depends on the last.
     """
-    x = x[:max_samples]
+    head = np.asarray(x[:max_samples])
     for layer in model.layers:
         if not isinstance(layer, L.BatchNormalization):
             continue
-        act = np.asarray(keras.Model(model.inputs, layer.input).predict(x, batch_size=256, verbose=0))
+        act = np.asarray(keras.Model(model.inputs, layer.input).predict(head, batch_size=256, verbose=0))
         axes = tuple(i for i in range(act.ndim) if i != (layer.axis % act.ndim))
         gamma_beta = layer.get_weights()[: len(layer.get_weights()) - 2]
         layer.set_weights([*gamma_beta, act.mean(axis=axes), act.var(axis=axes)])
@@ -136,7 +138,7 @@ def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, max_samples: int = 
 class _RecalibrateBN(keras.callbacks.Callback):
     """Recalibrates BatchNorm statistics before each validation pass, so early stopping sees real accuracy."""
 
-    def __init__(self, x: np.ndarray) -> None:
+    def __init__(self, x: Samples) -> None:
         super().__init__()
         self.x = x
 
@@ -183,16 +185,17 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
-              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-    """(x, y) for training and the seeded validation split (None when `fraction` is 0)."""
+def _hold_out(x: Samples, y: np.ndarray, fraction: float, seed: int
+              ) -> tuple[Samples, np.ndarray, tuple[Samples, np.ndarray] | None]:
+    """(x, y) for training and the seeded validation split (None when `fraction` is 0); views for a lazy x."""
     if fraction <= 0.0 or len(x) <= 1:
         return x, y, None
     tr, va = split_indices(len(x), fraction, seed)
-    return x[tr], y[tr], (x[va], y[va])
+    tr, va = np.sort(tr), np.sort(va)
+    return take(x, tr), y[tr], (take(x, va), y[va])
 
 
-def _fit_callbacks(user: Sequence[Any], x: np.ndarray, has_bn: bool, validating: bool, patience: int | None,
+def _fit_callbacks(user: Sequence[Any], x: Samples, has_bn: bool, validating: bool, patience: int | None,
                    epochs: int, monitor: str = "val_label_accuracy") -> list[Any]:
     """The user's callbacks, BatchNorm recalibration, and early stopping on validation accuracy (or `monitor`,
     minimised when it is a loss)."""
@@ -243,7 +246,8 @@ def fit_classifier(
     has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
     train.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=distillation_loss(temperature, alpha),
                   metrics=[label_accuracy], jit_compile=False)
-    history = train.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation, shuffle=True,
+    history = train.fit(**fit_data(x, y, batch_size), epochs=epochs,
+                        validation_data=validation_data(validation, batch_size), shuffle=True,
                         verbose=0, callbacks=_fit_callbacks(callbacks, x, has_bn, validation is not None,
                                                             patience, epochs))
     if has_bn and validation is None:
@@ -252,12 +256,12 @@ def fit_classifier(
     return trained, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
-def predict_outputs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict_outputs(model: keras.Model, x: Samples, batch_size: int = 256) -> np.ndarray:
     """The model's outputs on `x`, as they are (no softmax removed): what a non-classifier is judged on."""
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+    return predict_batches(lambda b: model.predict(b, batch_size=batch_size, verbose=0), x).astype(np.float32)
 
 
-def task_targets(data: TrainData, labels: str, reference: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+def task_targets(data: TrainData, labels: str, reference: keras.Model) -> tuple[Samples, Samples]:
     """(x, target) a model that is not a classifier trains on, by what its metric's labels are (`Labels` values):
     "targets" (mse, mae, rmse): y; "binary" (reconstruction_auc, an autoencoder): its own input, unlabeled, from
     the normal samples (y == 0) when there are any; "reference" (sqnr, agreement): the reference model's outputs."""
@@ -266,7 +270,7 @@ def task_targets(data: TrainData, labels: str, reference: keras.Model) -> tuple[
         return x, np.asarray(data.y_train, dtype=np.float32)
     if labels == "binary":
         normal = np.asarray(data.y_train).reshape(-1) == 0
-        x = x[normal] if normal.any() else x
+        x = take(x, np.flatnonzero(normal)) if normal.any() else x
         return x, x
     if labels == "reference":
         return x, predict_outputs(reference, x)
@@ -289,7 +293,7 @@ def regression_loss(alpha: float, width: int) -> Callable[[Any, Any], Any]:
     return regress_loss
 
 
-def fit_regression(model: keras.Model, x: np.ndarray, target: np.ndarray, *, epochs: int, learning_rate: float,
+def fit_regression(model: keras.Model, x: Samples, target: Samples, *, epochs: int, learning_rate: float,
                    batch_size: int, seed: int = 0, teacher_outputs: np.ndarray | None = None, alpha: float = 0.0,
                    validation_split: float = 0.0, patience: int | None = None,
                    callbacks: Sequence[Any] = ()) -> tuple[keras.Model, dict[str, list[float]]]:
@@ -311,7 +315,8 @@ def fit_regression(model: keras.Model, x: np.ndarray, target: np.ndarray, *, epo
     has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
     flat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=regression_loss(alpha, width),
                  jit_compile=False)
-    history = flat.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation, shuffle=True,
+    history = flat.fit(**fit_data(x, y, batch_size), epochs=epochs,
+                       validation_data=validation_data(validation, batch_size), shuffle=True,
                        verbose=0, callbacks=_fit_callbacks(callbacks, x, has_bn, validation is not None, patience,
                                                            epochs, monitor="val_loss"))
     if has_bn and validation is None:

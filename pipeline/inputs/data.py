@@ -7,6 +7,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,9 +15,13 @@ from pipeline.cache import file_digest
 from pipeline.compress.base import TrainData
 from pipeline.config import DataSection
 from pipeline.errors import DataError
+from pipeline.inputs.arrays import Preprocessed, Samples, is_lazy, open_split, split_path
+from pipeline.inputs.images import ImageFiles, check_readable
 from pipeline.measure.metric import Labels
+from targets.runner_arrays import write_npz
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IN_MEMORY_BYTES = 256 << 20  # an image folder decodes to at most this much: held in memory, else read lazily
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
@@ -43,11 +48,39 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class RawData:
-    x_train: np.ndarray
+    x_train: Samples  # lazy (read a batch at a time) for a folder of .npy splits
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Samples
     y_test: np.ndarray
     source: str  # a content hash or an example's name, for cache keys
+
+
+def read_data(path: Path) -> RawData:
+    """`[data] path`: an .npz, or a folder of per-split .npy files / shard folders (data larger than memory)."""
+    return read_npy_folder(path) if path.is_dir() else read_npz(path)
+
+
+def read_npy_folder(folder: Path) -> RawData:
+    """x_train.npy, y_train.npy, x_test.npy, y_test.npy in `folder` (each may instead be a folder of .npy shards,
+    read in name order): the x splits are read lazily, a batch at a time; the labels whole."""
+    found = {k: split_path(folder, k) for k in NPZ_KEYS}
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise DataError(f"{folder}: a data folder needs {', '.join(f'{k}.npy' for k in NPZ_KEYS)} (or a folder of "
+                        f".npy shards per split); missing {', '.join(missing)}")
+    arrays, digests = {}, []
+    for key, path in found.items():
+        assert path is not None
+        try:
+            arrays[key] = open_split(path) if key.startswith("x") else np.asarray(open_split(path))
+            files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
+            digests += [f"{f.name}:{file_digest(f)}" for f in files]
+        except (OSError, ValueError, EOFError) as err:
+            msg = " ".join(str(err).split())[:200]
+            raise DataError(f"{path}: not a readable .npy array ({type(err).__name__}: {msg})") from None
+    h = hashlib.sha256("|".join(digests).encode()).hexdigest()
+    return RawData(arrays["x_train"], np.asarray(arrays["y_train"]), arrays["x_test"], np.asarray(arrays["y_test"]),
+                   source=f"npy:{h}")
 
 
 def read_npz(path: Path) -> RawData:
@@ -81,40 +114,35 @@ def read_npz(path: Path) -> RawData:
 
 
 def read_image_folder(folder: Path, size: tuple[int, int], channels: int, seed: int = 0) -> RawData:
-    """One sub-folder per class (sorted names are class ids); a stratified 80/20 train/test split."""
-    from PIL import Image
-
+    """One sub-folder per class (sorted names are class ids); a stratified 80/20 train/test split. The images
+    are decoded a batch at a time when a stage reads them (pipeline.inputs.images); their headers now."""
     try:
         if not folder.is_dir():
             raise DataError(f"{folder}: image folder not found")
         classes = sorted(p for p in folder.iterdir() if p.is_dir())
+        files = [(label, f) for label, cls in enumerate(classes) for f in sorted(cls.iterdir())
+                 if f.suffix.lower() in IMAGE_SUFFIXES]
     except OSError as err:
         raise DataError(f"{folder}: cannot read the image folder ({err.strerror or err})") from None
     if len(classes) < 2:
         raise DataError(f"{folder}: needs at least two class sub-folders")
-    xs, ys = [], []
-    for label, cls in enumerate(classes):
-        for f in sorted(cls.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(f) as im:
-                    pixels = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]))
-                    xs.append(np.asarray(pixels, np.float32).reshape(size[0], size[1], channels))
-            except (OSError, ValueError, Image.DecompressionBombError) as err:
-                raise DataError(f"{f}: not a readable image ({err})") from None
-            ys.append(label)
-    y = np.asarray(ys, np.int64)
-    if len(xs) < 4:
-        raise DataError(f"{folder}: too few images ({len(xs)})")
+    if len(files) < 4:
+        raise DataError(f"{folder}: too few images ({len(files)})")
+    check_readable([f for _, f in files])
+    y = np.asarray([label for label, _ in files], np.int64)
     rng = np.random.default_rng(seed)
     test = np.zeros(len(y), bool)
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         test[idx[: max(1, len(idx) // 5)]] = True
-    x = np.stack(xs)
-    h = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-    return RawData(x[~test], y[~test], x[test], y[test], source=f"images:{h}")
+    images = ImageFiles([f for _, f in files], size, channels)
+    h = hashlib.sha256(f"{size}|{channels}|".encode())
+    for label, f in files:
+        h.update(f"{label}|{f.relative_to(folder)}|{file_digest(f)}|".encode())
+    train, held = images.subset(np.flatnonzero(~test)), images.subset(np.flatnonzero(test))
+    if images.size_bytes() <= IN_MEMORY_BYTES:  # small: decoded once, not every epoch
+        return RawData(np.asarray(train), y[~test], np.asarray(held), y[test], source=f"images:{h.hexdigest()}")
+    return RawData(train, y[~test], held, y[test], source=f"images:{h.hexdigest()}")
 
 
 def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> np.ndarray:
@@ -163,7 +191,7 @@ def _check_targets(name: str, y: np.ndarray, labels: Labels, output_shape: tuple
 def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], num_classes: int,
             labels: Labels = Labels.CLASSES, output_shape: tuple[int | None, ...] = ()) -> TrainData:
     """Validate against the model's input shape and output width, then preprocess."""
-    splits = {}
+    splits: dict[str, Any] = {}
     for xk, yk in (("x_train", "y_train"), ("x_test", "y_test")):
         x, y = getattr(raw, xk), getattr(raw, yk)
         if x.dtype.kind not in "fiub":
@@ -172,26 +200,35 @@ def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], 
             raise DataError(f"{xk if x.ndim == 0 else yk}: a single value, not an array of samples")
         if x.shape[0] == 0:
             raise DataError(f"{xk}: no samples")
-        if x.ndim == len(input_shape):  # e.g. grayscale images without a channel axis
-            x = x[..., None]
+        add_channel = x.ndim == len(input_shape)  # e.g. grayscale images without a channel axis
+        shape = (*x.shape, 1) if add_channel else tuple(x.shape)
         want = tuple(input_shape)
-        if x.ndim != len(want) + 1 or any(w is not None and w != g for w, g in zip(want, x.shape[1:], strict=True)):
+        if len(shape) != len(want) + 1 or any(w is not None and w != g for w, g in zip(want, shape[1:], strict=True)):
             shown = "x".join("?" if d is None else str(d) for d in want)
-            raise DataError(f"{xk}: shape {x.shape[1:]} does not fit the model input {shown}")
+            raise DataError(f"{xk}: shape {shape[1:]} does not fit the model input {shown}")
         if x.shape[0] != np.asarray(y).shape[0]:
             raise DataError(f"{xk} has {x.shape[0]} samples but {yk} has {np.asarray(y).shape[0]}")
-        channels = x.shape[-1]
+        channels = shape[-1]
         if pre.mean is not None and len(pre.mean) not in (1, channels):
             raise DataError(f"data.mean has {len(pre.mean)} values but the data has {channels} channels")
         ys = _check_targets(yk, y, labels, output_shape, num_classes)
-        xf = pre(x)
+        xf = _preprocessed(x, pre, add_channel)
         if not _all_finite(xf):
             raise DataError(f"{xk}: contains NaN or inf")
         splits[xk], splits[yk] = xf, ys
-    return TrainData(num_classes=num_classes, **splits)
+    return TrainData(splits["x_train"], splits["y_train"], splits["x_test"], splits["y_test"], num_classes)
 
 
-def _all_finite(x: np.ndarray, chunk: int = 4096) -> bool:
+def _preprocessed(x: Samples, pre: Preprocess, add_channel: bool) -> Samples:
+    """pre(x) now for an array in memory; a lazy view that preprocesses each batch as it is read otherwise."""
+    if is_lazy(x):
+        if add_channel:
+            return Preprocessed(x, lambda b: pre(b[..., None]), (*x.shape, 1))
+        return Preprocessed(x, pre)
+    return pre(np.asarray(x)[..., None] if add_channel else np.asarray(x))
+
+
+def _all_finite(x: Samples, chunk: int = 4096) -> bool:
     """np.isfinite in chunks of samples: no full-size boolean temporary."""
     return all(bool(np.isfinite(x[i : i + chunk]).all()) for i in range(0, x.shape[0], chunk))
 
@@ -205,7 +242,8 @@ def preprocess_from(section: DataSection | None, default_scale: float = 1.0) -> 
 
 
 def write_eval(path: Path, data: TrainData) -> None:
-    """OUT/data/eval.npz: x float32 preprocessed in the model's layout, y int64 labels."""
-    path.parent.mkdir(parents=True, exist_ok=True)  # asarray: no copy of arrays that already have the dtype
+    """OUT/data/eval.npz: x float32 preprocessed in the model's layout, y int64 labels. Written (and later read,
+    targets.runner_arrays) a batch at a time: an uncompressed .npz, as np.savez writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     y = np.asarray(data.y_test)
-    np.savez(path, x=np.asarray(data.x_test, np.float32), y=y.astype(np.int64) if y.dtype.kind in "biu" else y)
+    write_npz(path, {"x": data.x_test, "y": y.astype(np.int64) if y.dtype.kind in "biu" else y})

@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.cache import content_hash as hash_of
 from pipeline.errors import ModelLoadError
 from pipeline.inputs import legacy_h5, savedmodel_v1
+from pipeline.inputs.arrays import Samples, predict_batches
 
 if TYPE_CHECKING:
     import keras
@@ -247,21 +248,23 @@ def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: s
                        output_names=tuple(str(n) for n in (getattr(model, "output_names", None) or [model.layers[-1].name])))
 
 
-def predict(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Float predictions of the reference model (Keras, or the SavedModel's serving signature)."""
+def predict(loaded: LoadedModel, x: Samples, batch_size: int = 256) -> np.ndarray:
+    """Float predictions of the reference model (Keras, or the SavedModel's serving signature); a lazy x is
+    read a batch at a time."""
     if loaded.keras_model is not None:
-        return np.asarray(loaded.keras_model.predict(x, batch_size=batch_size, verbose=0))
+        keras_model = loaded.keras_model
+        return predict_batches(lambda b: keras_model.predict(b, batch_size=batch_size, verbose=0), x)
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(loaded.saved_model_dir)).signatures["serving_default"]
     outs = []
     for i in range(0, x.shape[0], batch_size):
-        res: dict[str, Any] = fn(tf.constant(x[i : i + batch_size]))
+        res: dict[str, Any] = fn(tf.constant(np.asarray(x[i : i + batch_size])))
         outs.append(np.asarray(list(res.values())[0]))
     return np.concatenate(outs)
 
 
-def metric_value(pred: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: np.ndarray | None = None) -> float:
+def metric_value(pred: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: Samples | None = None) -> float:
     """The Keras/SavedModel predictions scored by the runtimes' one evaluation function (a metric spec)."""
     from targets.runner import score
 

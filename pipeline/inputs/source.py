@@ -12,7 +12,7 @@ from pipeline.cache import Cache, cache_key
 from pipeline.compress.base import TrainData
 from pipeline.config import Config
 from pipeline.errors import DataError, ModelLoadError
-from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_image_folder, read_npz
+from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_data, read_image_folder
 from pipeline.inputs.examples import get_example
 from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model, metric_value, predict
 from pipeline.inputs.teacher import train_teacher
@@ -41,7 +41,7 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
         keras.utils.set_random_seed(seed)
         model = ex.build_teacher()
         target = data.x_train if ex.reconstructs else data.y_train  # an autoencoder learns its input
-        train_teacher(model, data.x_train, target, epochs=ex.epochs, learning_rate=2e-3, seed=seed,
+        train_teacher(model, np.asarray(data.x_train), np.asarray(target), epochs=ex.epochs, learning_rate=2e-3, seed=seed,
                       callbacks=ui.keras_callbacks(f"training the {name} teacher", ex.epochs),
                       reconstruct=ex.reconstructs)
         with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +79,7 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         ui.info(note)
     section = config.data
     if section.path is not None:
-        raw = read_npz(config.resolve(section.path))
+        raw = read_data(config.resolve(section.path))
     else:
         assert section.images is not None and section.image_size is not None
         channels = ref.input_shape[-1] or 3

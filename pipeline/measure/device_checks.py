@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.ui import UI
 from targets import runner
 
@@ -32,8 +30,7 @@ def mark_emulated(entry: dict[str, Any], device: Any) -> None:
 
 def host_predictions(artifact: Path, eval_path: Path) -> tuple[list[int], str]:
     """The host's top-1 per sample for the artifact in its own runtime (the exact() session, as on a device)."""
-    with np.load(str(eval_path)) as data:
-        x = data["x"].astype(np.float32)
+    x, _ = runner.read_eval(eval_path)
     session = runner.open_session(artifact, 1, exact=True)
     return runner.top1(runner.outputs_of(session, x)), session.evaluation()
 

@@ -106,8 +106,7 @@ def measure(job: Job, exported: Exported, opts: ExportOptions, equalized: Equali
             qat: QatModel | None = None) -> Attempt:
     """Top-1 of the artifact on the eval set, in its own runtime on this host."""
     session = runner.open_session(exported.folder / exported.result.artifact, job.threads, exact=True)
-    with np.load(job.eval_path) as data:
-        x, y = data["x"].astype(np.float32), data["y"]
+    x, y = runner.read_eval(job.eval_path)
     with job.ui.task(f"{job.name}: {job.metric.name} of {_describe(opts, equalized)}"):
         acc = runner.evaluate(session, x, y, job.metric.spec)
     drop = job.metric.drop(job.reference_accuracy, acc)
@@ -186,9 +185,9 @@ def _qat(job: Job, out: Outcome) -> None:
     if out.qat_tried:
         return
     out.qat_tried = True
-    if job.qat is None:
-        out.notes.append("accuracy-aware: quantization-aware fine-tuning skipped (it trains a classifier: "
-                         "it needs class labels and a Keras model)")
+    if job.qat is None or job.qat.unavailable:
+        why = job.qat.unavailable if job.qat is not None else "it trains a classifier: it needs class labels"
+        out.notes.append(f"accuracy-aware: quantization-aware fine-tuning skipped ({why})")
         return
     best, base = out.best, _on_best(job, out)
     qat, why = qat_model_for(job.name, replace(base.model, converted=None), base.model_id, job.qat.data, job.calib,
@@ -209,8 +208,8 @@ def _qat(job: Job, out: Outcome) -> None:
 def _float_layers(job: Job, out: Outcome) -> None:
     """The sensitivity table and the 1, 2, ... most sensitive layers kept in float (one child process)."""
     base, equalized, job = out.best.opts, out.best.equalized, _on_best(job, out)
-    with np.load(job.eval_path) as data:
-        x, y = data["x"][:EVAL_SAMPLES].astype(np.float32), data["y"][:EVAL_SAMPLES]
+    x, y = runner.read_eval(job.eval_path)
+    x, y = np.asarray(x[:EVAL_SAMPLES]), y[:EVAL_SAMPLES]
     try:
         out.sensitivity, batch = target_sensitivity(job.name, job.model, job.model_id, job.calib, base, x, y,
                                                     job.cache, job.ui, float_variants=out.room(),

@@ -44,9 +44,10 @@ class QatConfig:
 class QatInputs:
     """What the accuracy-aware ladder needs for QAT: x_train, y_train (class labels), x_eval, y_eval."""
 
-    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    data: tuple[np.ndarray, ...]
     config: QatConfig = QatConfig()
     first: bool = False  # [quantize] qat = true: right after the first export, preferred when it passes
+    unavailable: str | None = None  # why QAT cannot run on this task (then `data` is empty)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from pipeline.report.document import finalize, new_report, read_report, write_report
-from pipeline.search.objectives import DIRECTIONS, Metrics, SearchRequest, pareto_flags
+from pipeline.search.objectives import (
+    Metrics,
+    SearchRequest,
+    directions,
+    metric_higher_is_better,
+    metric_label,
+    pareto_flags,
+)
 from pipeline.search.space import Space, derive
 from pipeline.ui import UI
 
@@ -23,7 +30,7 @@ if TYPE_CHECKING:
     import optuna
 
 
-def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+def trial_rows(study: optuna.Study, higher_is_better: bool = True) -> list[dict[str, Any]]:
     """One row per trial; `pareto` marks the non-dominated COMPLETE full-fidelity trials."""
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -43,20 +50,22 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             if t.state.name == "FAIL" else None,
         })
     full = [r for r in rows if r["state"] == "COMPLETE" and r["fidelity"] == "full"]
-    for r, on_front in zip(full, pareto_flags([_metrics(r) for r in full]), strict=True):
+    for r, on_front in zip(full, pareto_flags([_metrics(r, higher_is_better) for r in full]), strict=True):
         r["pareto"] = on_front
     return rows
 
 
-def _metrics(row: dict[str, Any]) -> Metrics:
+def _metrics(row: dict[str, Any], higher_is_better: bool) -> Metrics:
     return Metrics(float(row["accuracy"]), float(row["latency_ms"]), int(row["size_bytes"]),
-                   row["accuracy_drop"])
+                   row["accuracy_drop"], higher_is_better)
 
 
-def pick_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The most accurate feasible full-fidelity trial; ties go to the lower latency, then the smaller one."""
+def pick_best(rows: list[dict[str, Any]], higher_is_better: bool = True) -> dict[str, Any] | None:
+    """The feasible full-fidelity trial with the best metric (in its direction); ties go to the lower
+    latency, then the smaller one."""
     ok = [r for r in rows if r["state"] == "COMPLETE" and r["fidelity"] == "full" and r["feasible"]]
-    return max(ok, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["size_bytes"]), default=None)
+    sign = 1.0 if higher_is_better else -1.0
+    return max(ok, key=lambda r: (sign * r["accuracy"], -r["latency_ms"], -r["size_bytes"]), default=None)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -68,11 +77,13 @@ def _write_json(path: Path, obj: Any) -> None:
 def finish(study: optuna.Study, space: Space, target: str, req: SearchRequest, out: Path, storage: str,
            ui: UI) -> int:
     """Write every output of this worker; 0 when a trial meets the budget, else 1."""
-    rows = trial_rows(study)
-    best = pick_best(rows)
+    higher, label = metric_higher_is_better(req.config), metric_label(req.config)
+    rows = trial_rows(study, higher)
+    best = pick_best(rows, higher)
     states = [r["state"] for r in rows]
     summary = {"study": req.study, "storage": storage, "target": target,
-               "objectives": dict(zip(("accuracy", "latency_ms", "size_bytes"), DIRECTIONS, strict=True)),
+               "metric": {"name": label, "higher_is_better": higher},
+               "objectives": dict(zip(("accuracy", "latency_ms", "size_bytes"), directions(higher), strict=True)),
                "knobs": list(space.knobs), "requested": req.trials, "complete": states.count("COMPLETE"),
                "failed": states.count("FAIL"), "running": states.count("RUNNING"),
                "best": None if best is None else best["number"], "best_dir": None, "trials": rows}
@@ -86,20 +97,20 @@ def finish(study: optuna.Study, space: Space, target: str, req: SearchRequest, o
     from pipeline.report.html import render_html
 
     render_html(report, out)
-    ui.console.print(pareto_table(rows, target))
+    ui.console.print(pareto_table(rows, target, label))
     if best is None:
         ui.warn(f"no full-fidelity trial meets the budget ({summary['complete']} complete, "
                 f"{summary['failed']} failed)")
     else:
-        ui.info(f"best: trial {best['number']} accuracy {best['accuracy']:.4f}, {best['latency_ms']:.3f} ms, "
+        ui.info(f"best: trial {best['number']} {label} {best['accuracy']:.4f}, {best['latency_ms']:.3f} ms, "
                 f"{best['size_bytes'] / 1024:.1f} KB -> {summary['best_dir']}")
     ui.info(f"search: {out / 'search.json'}  {out / 'report.json'}  {out / 'report.html'}")
     return 0 if best is not None else 1
 
 
-def pareto_table(rows: list[dict[str, Any]], target: str) -> Table:
+def pareto_table(rows: list[dict[str, Any]], target: str, metric: str = "accuracy") -> Table:
     table = Table(title=f"edgepipe search: Pareto front on {target} (full fidelity)")
-    for col in ("trial", "accuracy", "drop", "median ms", "size KB", "budget", "params"):
+    for col in ("trial", metric, "drop", "median ms", "size KB", "budget", "params"):
         table.add_column(col, justify="left" if col in ("budget", "params") else "right")
     for r in sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_ms"]):
         drop = r["accuracy_drop"]

@@ -1,6 +1,6 @@
 """`edgepipe search`: a seeded multi-objective Optuna study over the compression knobs of a config.
 
-Objectives: int8 accuracy (max), median latency on the verifying target (min), artifact size (min), each
+Objectives: the int8 artifact's task metric (accuracy unless [metric] says otherwise; max, or min for errors), median latency on the verifying target (min), artifact size (min), each
 measured by a normal build in the target's runtime; [budget] limits are constraints. The study lives in an
 Optuna RDB storage (SQLite in the run directory, or a shared PostgreSQL URL for many workers) and resumes:
 trials left RUNNING by a dead worker are failed (heartbeat grace period, or at once for a dead process on
@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import BudgetSection, Config
 from pipeline.errors import TargetError, UsageError
-from pipeline.search.objectives import Metrics, SearchRequest, dominates
+from pipeline.search.objectives import Metrics, SearchRequest, dominates, metric_higher_is_better
 from pipeline.search.space import Space, coarse, plan, sample, trial_budget, write_training_subset
 from pipeline.ui import UI
-from targets.runner_metrics import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:
     import optuna
@@ -40,16 +39,17 @@ def promote(current: Metrics, others: Sequence[Metrics], top: float) -> bool:
     ranks in the top `top` fraction of the coarse results so far (itself included)."""
     if not any(dominates(o, current) for o in others):
         return True
-    better = sum(o.accuracy > current.accuracy for o in others)
+    better = sum(o.metric_better(current) for o in others)
     return better < math.ceil(top * (len(others) + 1))
 
 
 def constraints(m: Metrics, budget: BudgetSection) -> dict[str, float]:
     """Optuna constraint values (<= 0 is feasible), one per limit the budget sets."""
     out = {}
-    if budget.max_accuracy_drop is not None:
-        drop = m.accuracy_drop if m.accuracy_drop is not None else 1.0
-        out["accuracy_drop"] = drop - budget.max_accuracy_drop
+    max_drop = budget.max_accuracy_drop if budget.max_accuracy_drop is not None else budget.max_metric_drop
+    if max_drop is not None:
+        drop = m.accuracy_drop if m.accuracy_drop is not None else max_drop + 1.0  # not measured: infeasible
+        out["accuracy_drop"] = drop - max_drop
     if budget.max_latency_ms is not None:
         out["latency_ms"] = m.latency_ms - budget.max_latency_ms
     if budget.max_size_kb is not None:
@@ -57,7 +57,7 @@ def constraints(m: Metrics, budget: BudgetSection) -> dict[str, float]:
     return out
 
 
-def measure_build(target: str) -> Measure:
+def measure_build(target: str, higher_is_better: bool = True) -> Measure:
     """A trial's measurement: a normal build for one target, quiet, into `out`."""
     def run(cfg: Config, out: Path) -> Metrics:
         import keras
@@ -79,7 +79,7 @@ def measure_build(target: str) -> Measure:
             raise TargetError(f"{target}: the artifact's accuracy was not measured")
         return Metrics(float(entry["accuracy"]), float(entry["latency_ms"]["median"]),
                        int(entry["size_bytes"]),
-                       entry.get("accuracy_drop"))
+                       entry.get("accuracy_drop"), higher_is_better)
     return run
 
 
@@ -177,11 +177,7 @@ def run_search(req: SearchRequest, ui: UI, measure: Measure | None = None) -> in
     from pipeline.search.report import finish
     from pipeline.search.study import open_storage, open_study, recover, redact
 
-    metric = req.config.metric
-    named = metric.name.value if metric is not None and metric.name is not None else "accuracy"
-    if metric is not None and not (metric.higher_is_better if metric.function else HIGHER_IS_BETTER[named]):
-        raise UsageError(f"{req.config.name}: edgepipe search maximizes its first objective; a [metric] where lower is "
-                         "better (mse, mae, rmse) is not searchable yet: use a score where higher is better")
+    higher = metric_higher_is_better(req.config)
     space = plan(req.config)
     out = check_search_out(req.out)
     target = target_of(req.config)
@@ -198,7 +194,7 @@ def run_search(req: SearchRequest, ui: UI, measure: Measure | None = None) -> in
     recover(study, out, ui)
     s = req.config.search
     subset = write_training_subset(space.base, s.coarse_fraction, out / "coarse" / "train_subset.npz", s.seed)
-    objective = Objective(space, out, subset, measure or measure_build(target), ui)
+    objective = Objective(space, out, subset, measure or measure_build(target, higher), ui)
     complete, running = _counts(study)
     ui.info(f"study '{req.study}' ({redact(storage.url)}): {complete} of {req.trials} trials complete; "
             f"knobs {', '.join(space.knobs)}; target {target}")

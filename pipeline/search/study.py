@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config import SearchSection
 from pipeline.errors import UsageError
-from pipeline.search.objectives import DIRECTIONS, METRICS, SearchRequest
+from pipeline.search.objectives import METRICS, SearchRequest, directions, metric_higher_is_better
 from pipeline.ui import UI
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def open_study(storage: Any, req: SearchRequest) -> optuna.Study:
     import optuna
 
     try:
-        study = optuna.create_study(study_name=req.study, storage=storage, directions=list(DIRECTIONS),
+        study = optuna.create_study(study_name=req.study, storage=storage, directions=list(directions(metric_higher_is_better(req.config))),
                                     load_if_exists=True)
     except ValueError as err:  # e.g. an existing study with other directions
         raise UsageError(f"study '{req.study}': {err}") from None

@@ -4,22 +4,13 @@ input, and the public error types."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from readme_example import readme_example
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def readme_example() -> str:
-    """The first python code block of the README's "From Python" section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## From Python", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README's From Python section has no python code block"
-    return match.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +110,27 @@ def test_build_from_tf_data_datasets(readme_run: tuple[dict, str], tmp_path: Pat
     with np.load(run.path / "data" / "eval.npz") as d:
         np.testing.assert_allclose(d["x"], ns["x_test"])
         np.testing.assert_array_equal(d["y"], ns["y_test"])
+    assert run.targets["tflite"].metric_value == pytest.approx(ns["run"].targets["tflite"].metric_value, abs=0.02)
+
+
+def test_build_from_memory_mapped_npy_splits(readme_run: tuple[dict, str], tmp_path: Path) -> None:
+    """Splits saved as .npy and opened memory-mapped are linked into a data folder, not read or copied, and
+    the build reads them a batch at a time: the same evaluation set and accuracy as the arrays."""
+    import edgepipe
+    from edgepipe.inputs import data_path
+
+    ns = readme_run[0]
+    splits = {}
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        np.save(tmp_path / f"{key}.npy", ns[key])
+        splits[key] = np.load(tmp_path / f"{key}.npy", mmap_mode="r")
+    (tmp_path / "linked").mkdir()
+    folder = data_path(splits, tmp_path / "linked")
+    assert all((folder / f"{k}.npy").resolve() == tmp_path / f"{k}.npy" for k in splits)
+    run = edgepipe.build(ns["model"], splits, targets=["tflite"], out=tmp_path / "run", quiet=True,
+                         config={"targets": {"tflite": {"iterations": 5, "warmup": 1}}})
+    with np.load(run.path / "data" / "eval.npz") as d:
+        np.testing.assert_allclose(d["x"], ns["x_test"])
     assert run.targets["tflite"].metric_value == pytest.approx(ns["run"].targets["tflite"].metric_value, abs=0.02)
 
 

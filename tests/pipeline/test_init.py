@@ -78,3 +78,55 @@ def test_recurrent_model_is_noted_and_refused_overwrite(tmp_path: Path, capsys: 
     assert out.read_text() == before
     rc, err = _init(capsys, str(tmp_path / "missing.keras"), "-o", str(tmp_path / "x.toml"))
     assert rc == 2 and "model not found" in err and not (tmp_path / "x.toml").exists()
+
+
+def _trained_autoencoder(folder: Path) -> tuple[Path, Path]:
+    import keras
+    from anomaly_data import write_anomaly_npz
+
+    write_anomaly_npz(folder / "ad.npz", dim=24, latent=3, n_train=600, n_test=100, shift=0.6)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((24,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(6), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(24)])
+    model.compile(keras.optimizers.Adam(3e-3), "mse")
+    with np.load(folder / "ad.npz") as d:
+        model.fit(d["x_train"], d["x_train"], epochs=20, batch_size=32, verbose=0)
+    model.save(folder / "ae.keras")
+    return folder / "ae.keras", folder / "ad.npz"
+
+
+def _trained_lstm(folder: Path, digits_npz: Path) -> tuple[Path, Path]:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8))
+    model = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.LSTM(24)(inp)))
+    with np.load(digits_npz) as d:
+        x, y = d["x_train"] / 16.0, d["y_train"]
+    model.compile(keras.optimizers.Adam(5e-3), "sparse_categorical_crossentropy")
+    model.fit(x.reshape(-1, 8, 8), y, epochs=15, batch_size=32, verbose=0)
+    model.save(folder / "lstm.keras")
+    return folder / "lstm.keras", digits_npz
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["autoencoder", "lstm"])
+def test_init_configs_build_on_every_installed_target(kind: str, digits_npz: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The config `edgepipe init` writes, built as written: every target it enables passes its budget."""
+    model, data = _trained_autoencoder(tmp_path) if kind == "autoencoder" else _trained_lstm(tmp_path, digits_npz)
+    cfg = tmp_path / f"{kind}.toml"
+    rc, err = _init(capsys, str(model), "--data", str(data), "-o", str(cfg))
+    assert rc == 0, err
+    rc = main(["--quiet", "build", str(cfg), "--out", str(tmp_path / "run"), "--json"])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert rc == 0, (err, {n: t.get("violations") for n, t in report["targets"].items()})
+    assert set(report["targets"]) == set(installed_backends())
+    if kind == "autoencoder":
+        assert report["metric"]["name"] == "reconstruction_auc" and report["reference"]["metric_value"] > 0.9
+    else:
+        assert "metric" not in report and report["reference"]["accuracy"] > 0.85
+    for name, t in report["targets"].items():
+        assert "error" not in t and t["passed"], (name, t.get("error"), t.get("violations"))

@@ -196,7 +196,7 @@ BAD_INPUTS: list[tuple[str, Case, str]] = [
      "not a readable .npz"),
     ("data-single-npy", lambda e: _build(e, e.config(data=_npy(e))), "a single .npy array"),
     ("data-truncated-npz", lambda e: _build(e, e.config(data=_truncated_npz(e))), "not a readable .npz"),
-    ("data-is-a-directory", lambda e: _build(e, e.config(data=e.tmp)), "a directory, not an .npz"),
+    ("data-is-a-directory", lambda e: _build(e, e.config(data=e.tmp)), "a directory without x_train.npy"),
     ("npz-missing-key", lambda e: _build(e, e.config(data=e.npz_with("k.npz", y_test=None))), "missing y_test"),
     ("data-shape-mismatch", lambda e: _build(e, e.config(data=e.npz_with(
         "s.npz", x_train=np.ones((20, 9, 9), np.float32), y_train=np.arange(20) % 10))),

@@ -88,3 +88,22 @@ def test_sensitivity_names_layers_the_backend_keeps_in_float(setup: tuple, targe
     assert _float_ops(target, batch.exported[0].folder / kept.artifact) > _float_ops(
         target, plain.folder / plain.result.artifact)
     assert _accuracy(batch.exported[0].folder / kept.artifact, x, y) > 0.5
+
+
+def test_openvino_entropy_collection_is_bounded() -> None:
+    """OpenVINO's entropy calibration keeps a bounded subsample of each activation, like the other backends
+    (it kept every value of every sample: 300 x 16,384 here), with each sample's exact extremes."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from targets.openvino import collected_values
+
+    param = ops.parameter([1, 64, 64, 4], np.float32, name="x")
+    relu = ops.relu(param)
+    relu.set_friendly_name("act")
+    model = ov.Model([ops.multiply(relu, np.float32(2.0))], [param])
+    x = np.random.default_rng(0).normal(size=(300, 64, 64, 4)).astype(np.float32)
+    calib = make_calibration_set(x, None, 300)
+    values = collected_values(model, [("act", 0)], calib).values("act:0")
+    assert values.size <= 300 * (1024 + 2) < x.size // 10
+    assert values.max() == np.maximum(x, 0).max() and values.min() == 0.0

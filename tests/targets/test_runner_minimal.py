@@ -11,7 +11,7 @@ import pytest
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
 RUNTIMES = {"numpy", "ai_edge_litert", "tflite_runtime", "openvino", "onnxruntime", "tensorrt"}
-SIBLINGS = {"runner_sessions", "runner_metrics", "trt_runner"}  # copied next to runner.py
+SIBLINGS = {"runner_sessions", "runner_metrics", "runner_arrays", "trt_runner"}  # copied next to runner.py
 
 
 def _imports(path: Path) -> set[str]:
@@ -26,14 +26,17 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("name", ["runner.py", "runner_sessions.py", "runner_metrics.py", "trt_runner.py"])
+DEVICE_FILES = ["runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py", "trt_runner.py"]
+
+
+@pytest.mark.parametrize("name", DEVICE_FILES)
 def test_device_files_import_only_stdlib_numpy_and_runtimes(name: str) -> None:
     allowed = set(sys.stdlib_module_names) | RUNTIMES | SIBLINGS | {"." + name for name in SIBLINGS}
     extra = sorted(_imports(TARGETS / name) - allowed)
     assert not extra, f"{name} imports {extra}: the device has only the standard library, numpy and the runtime"
 
 
-@pytest.mark.parametrize("name", ["runner.py", "runner_sessions.py", "runner_metrics.py", "trt_runner.py"])
+@pytest.mark.parametrize("name", DEVICE_FILES)
 def test_device_files_parse_as_python_3_8(name: str) -> None:
     """Devices run old Pythons (Raspberry Pi OS 11: 3.9; Jetson images: 3.8): no newer syntax."""
     source = (TARGETS / name).read_text()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from anomaly_data import write_anomaly_npz
+from regression_data import train_regressor
 
 from pipeline.cli import main
 
@@ -65,26 +66,8 @@ def test_autoencoder_distilled_and_pruned_keeps_its_auc(autoencoder: tuple[Path,
     assert t["metric_drop"] <= 0.03, t
 
 
-def _regression_data(path: Path, seed: int = 0) -> None:
-    """y = a smooth nonlinear function of 4 directions of x (3 targets from 16 features)."""
-    rng = np.random.default_rng(seed)
-    w1, w2 = rng.normal(size=(16, 4)) / 2, rng.normal(size=(4, 3))
-    x = rng.normal(size=(900, 16)).astype(np.float32)
-    y = (np.tanh(x @ w1) @ w2).astype(np.float32)
-    np.savez(path, x_train=x[:700], y_train=y[:700], x_test=x[700:], y_test=y[700:])
-
-
 def test_regressor_pruned_and_fine_tuned_on_its_targets(tmp_path: Path) -> None:
-    import keras
-
-    _regression_data(tmp_path / "reg.npz")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(64, activation="tanh"),
-                              keras.layers.Dense(64, activation="tanh"), keras.layers.Dense(3)])
-    model.compile(keras.optimizers.Adam(3e-3), "mse")
-    with np.load(tmp_path / "reg.npz") as d:
-        model.fit(d["x_train"], d["y_train"], epochs=30, batch_size=32, verbose=0)
-    model.save(tmp_path / "reg.keras")
+    train_regressor(tmp_path)
     r = _build(tmp_path, tmp_path / "reg.keras", tmp_path / "reg.npz",
                '[metric]\nname = "mse"\n[budget]\nmax_metric_drop = 0.02\n'
                '[prune]\nmethod = "channel"\nsparsity = 0.25\nepochs = 10\nbatch_size = 32\nlearning_rate = 2e-3')

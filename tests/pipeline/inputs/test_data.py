@@ -66,3 +66,25 @@ def test_image_folder_split_is_stratified(tmp_path: Path) -> None:
     raw = read_image_folder(tmp_path, (8, 8), 3)
     assert raw.x_train.shape == (16, 8, 8, 3) and raw.x_test.shape == (4, 8, 8, 3)
     assert sorted(raw.y_test.tolist()) == [0, 0, 1, 1]
+    assert isinstance(raw.x_train, np.ndarray)  # small: decoded once, in memory
+
+
+def test_large_image_folder_is_decoded_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above IN_MEMORY_BYTES the splits are lazy: a slice decodes its files only, with the same pixels."""
+    from PIL import Image
+
+    from pipeline.inputs import data as data_module
+    from pipeline.inputs.images import ImageFiles
+
+    for cls, value in (("a", 10), ("b", 90)):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((12, 10), value + i, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    eager = read_image_folder(tmp_path, (8, 8), 1)
+    monkeypatch.setattr(data_module, "IN_MEMORY_BYTES", 0)
+    lazy = read_image_folder(tmp_path, (8, 8), 1)
+    assert isinstance(lazy.x_train, ImageFiles) and lazy.source == eager.source
+    assert np.array_equal(lazy.x_train[2:5], eager.x_train[2:5]) and np.array_equal(np.asarray(lazy.x_test), eager.x_test)
+    (tmp_path / "b" / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="bad.png: not a readable image"):
+        read_image_folder(tmp_path, (8, 8), 1)

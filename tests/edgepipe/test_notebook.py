@@ -1,0 +1,31 @@
+"""The README's "From Python" example in a real Jupyter kernel (nbclient + ipykernel): progress is drawn as
+rich's live widget, as on a terminal, and the Run shows as an HTML table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from readme_example import readme_example
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_readme_example_in_a_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(readme_example()), nbformat.v4.new_code_cell("run")]
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the kernel (ipykernel's native spec: this interpreter)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # inherits this process's environment
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    build_out, run_out = nb.cells[0].outputs, nb.cells[1].outputs
+    kinds = {k for o in build_out for k in o.get("data", {})}
+    assert "application/vnd.jupyter.widget-view+json" in kinds, kinds  # rich's live progress widget
+    assert any("<Run " in "".join(o.get("text", "")) and "PASS" in "".join(o.get("text", "")) for o in build_out)
+    html = "".join(o["data"].get("text/html", "") for o in run_out if "data" in o)
+    assert "<table" in html and "tflite" in html, html[:500]
+    assert (tmp_path / "runs" / "digits-api" / "report.json").is_file()
