@@ -236,3 +236,18 @@ def test_build_ladder_recovers_with_qat(heavy: FloatModel, digits_npz: Path, tmp
     shipped = runner.evaluate(runner.open_session(run / t["artifact"], 1, exact=True), x_te, y_te)
     assert shipped == pytest.approx(qat["accuracy"], abs=1e-9)
     assert json.loads((run / "report.json").read_text())["targets"]["tensorrt"]["qat"] == t["qat"]
+
+
+@pytest.mark.slow
+def test_qat_without_a_budget_ships_the_qat_artifact(heavy: FloatModel, digits_npz: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`qat = true` and no accuracy budget: both artifacts are measured, the QAT one ships, exit 0."""
+    cfg = tmp_path / "qat.toml"
+    cfg.write_text(f'[model]\npath = "{heavy.keras_path}"\n\n[data]\npath = "{digits_npz}"\nscale = 16.0\n\n'
+                   '[quantize]\ncalibration_samples = 64\nqat = true\nqat_epochs = 2\n\n'
+                   "[targets.tflite]\niterations = 5\nwarmup = 1\n")
+    rc = main(["--quiet", "build", str(cfg), "--out", str(tmp_path / "run"), "--json"])
+    t = json.loads(capsys.readouterr().out)["targets"]["tflite"]
+    assert rc == 0 and [a["qat"] for a in t["attempts"]] == [False, True]
+    assert t["qat"]["epochs"] == 2 and t["accuracy"] == pytest.approx(t["qat"]["accuracy_after"], abs=1e-9)
+    assert any("quantization-aware:" in n for n in t["notes"])
