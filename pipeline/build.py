@@ -23,6 +23,7 @@ from pipeline.inputs.source import Source, load_source
 from pipeline.measure.metric import ACCURACY, Labels, Metric
 from pipeline.measure.verify import Bench, target_entry
 from pipeline.quantize.export import Exported, export_target
+from pipeline.quantize.qat import QatConfig, QatInputs
 from pipeline.quantize.unroll import unrolled
 from pipeline.report.document import finalize, new_report, summary_table, write_report
 from pipeline.ui import UI
@@ -144,10 +145,11 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
                              "fingerprint": calib.fingerprint()[:16]}
     report["versions"] = _versions()
     report["host"] = {"cpu": runner.cpu_info()}
+    qat = _qat_inputs(cfg, src)
     for name in req.targets:
         interrupts.check()
         report["targets"][name] = _one_target(name, fm, model_id, calib, req, run_dir, report, float_acc, cache, ui,
-                                              src.metric)
+                                              src.metric, qat)
     return finalize(report)
 
 
@@ -159,10 +161,26 @@ def _several_io(fm: FloatModel, metric: Metric) -> bool:
     return bool(fm.inputs) or metric.output is not None
 
 
+def _qat_inputs(cfg: Config, src: Source) -> QatInputs | None:
+    """The training data for quantization-aware fine-tuning, when the task is a classifier's."""
+    if src.metric.labels is not Labels.CLASSES:
+        return None
+    from pipeline.inputs.arrays import is_lazy
+
+    d, settings = src.data, QatConfig(epochs=cfg.quantize.qat_epochs)
+    if is_lazy(d.x_train) or is_lazy(d.x_test):
+        return QatInputs((), settings, cfg.quantize.qat, "data read a batch at a time: QAT trains in memory")
+    import numpy as np
+
+    arrays = tuple(np.asarray(a) for a in (d.x_train, d.y_train, d.x_test, d.y_test))  # in memory already
+    return QatInputs(arrays, settings, first=cfg.quantize.qat)
+
+
 def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_dir: Path, ref_acc: float,
-            cache: Cache, ui: UI, metric: Metric, threads: int = 1) -> tuple[Exported, Any]:
-    """The target's artifact in its configured precision; int8 under a budget goes up the accuracy-aware
-    ladder (its Outcome is returned too), the other precisions are exported once."""
+            cache: Cache, ui: UI, metric: Metric, threads: int = 1,
+            qat: QatInputs | None = None) -> tuple[Exported, Any]:
+    """The target's artifact in its configured precision; int8 under a budget, or with [quantize] qat, goes
+    up the accuracy-aware ladder (its Outcome is returned too), the other precisions are exported once."""
     from pipeline.quantize import accuracy_aware
 
     precision = cfg.targets.settings(name).precision.fixed or Precision.INT8  # auto goes through _auto
@@ -170,16 +188,19 @@ def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_
     exp = export_target(name, fm, model_id, calib, opts, cache, ui)
     max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
         else cfg.budget.max_metric_drop
+    if cfg.quantize.qat and max_drop is None:
+        max_drop = float("inf")  # no budget: QAT ships whatever it measures
     if max_drop is None or precision is not Precision.INT8 or _several_io(fm, metric):
         return exp, None
     job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc, max_drop, cache, ui, metric,
-                             threads)  # attempts run with the threads that verification will use
+                             threads, qat)  # attempts run with the threads that verification will use
     aware = accuracy_aware.search(job, exp, opts)
     return aware.best.exported, aware
 
 
 def _auto(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path, ref_acc: float,
-          float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench) -> tuple[Exported, Any, dict[str, Any]]:
+          float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench,
+          qat: QatInputs | None = None) -> tuple[Exported, Any, dict[str, Any]]:
     """precision = "auto": every candidate measured, the fastest that meets the budget ships."""
     from pipeline.quantize.auto_precision import NO_LADDER_SEVERAL_IO, AutoJob, run_auto
 
@@ -188,14 +209,16 @@ def _auto(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildReques
         else cfg.budget.max_metric_drop
     several = _several_io(fm, metric)
     job = AutoJob(name, fm, model_id, calib, run_dir, EVAL_REL, ref_acc, float_acc, cfg.budget,
-                  None if several else max_drop, cfg.quantize.calibration.value, bench, cache, ui, metric, req.device)
+                  None if several else max_drop, cfg.quantize.calibration.value, bench, cache, ui, metric, req.device,
+                  qat=qat)
     return run_auto(replace(job, no_ladder=NO_LADDER_SEVERAL_IO) if several else job)
 
 
 def _fixed(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path, ref_acc: float,
-           float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench) -> tuple[Exported, Any, dict[str, Any]]:
+           float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench,
+           qat: QatInputs | None = None) -> tuple[Exported, Any, dict[str, Any]]:
     """The configured precision: exported (int8 up the ladder under a budget), copied into OUT/<target>/, measured."""
-    exp, aware = _export(name, fm, model_id, calib, req.config, run_dir, ref_acc, cache, ui, metric, bench.threads)
+    exp, aware = _export(name, fm, model_id, calib, req.config, run_dir, ref_acc, cache, ui, metric, bench.threads, qat)
     folder = run_dir / name  # the run directory names each folder after its target
     folder.mkdir(parents=True, exist_ok=True)
     for f in exp.result.files:
@@ -219,7 +242,7 @@ class _Unmeasured(TargetError):
 
 def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
                 report: dict[str, Any], float_acc: float, cache: Cache, ui: UI,
-                metric: Metric = ACCURACY) -> dict[str, Any]:
+                metric: Metric = ACCURACY, qat: QatInputs | None = None) -> dict[str, Any]:
     from pipeline.measure.verify import ship_float_if_faster, warn_if_int8_slower
 
     cfg, ref_acc = req.config, report["reference"]["accuracy"]
@@ -227,7 +250,8 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
     bench = measurement_settings(s, req.bench)
     make = _auto if s.precision is PrecisionSetting.AUTO else _fixed
     try:
-        exp, aware, entry = make(name, fm, model_id, calib, req, run_dir, ref_acc, float_acc, cache, ui, metric, bench)
+        exp, aware, entry = make(name, fm, model_id, calib, req, run_dir, ref_acc, float_acc, cache, ui, metric, bench,
+                                 qat)
     except _Unmeasured as err:
         ui.warn(str(err))
         return {"artifact": err.rel, "error": str(err), "passed": False, "violations": [], "precision": err.precision,

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -139,6 +140,9 @@ class QuantizeSection(_Strict):
     calibration_data: str | None = None
     sampling: Sampling | None = None  # default: stratified by label on the training split, else random
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    # quantization-aware fine-tuning first for every int8 target (the accuracy-aware ladder tries it anyway)
+    qat: StrictBool = False
+    qat_epochs: Annotated[int, Field(ge=1, le=100)] = 5
 
 
 class MetricName(str, Enum):

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from calibration import CalibrationSet
+from calibration.learned import LearnedRange
 
 
 class TargetName(str, Enum):
@@ -62,13 +63,16 @@ class ExportOptions:
     float_layers: tuple[str, ...] = ()  # layers kept in float, named in the backend's own terms
     equalize: bool = False  # the backend's accuracy-recovery passes, where it has them (supports_equalize)
     precision: Precision = Precision.INT8  # one of the target's `precisions`
+    # quantization-aware fine-tuning's ranges: the tensors they match use them instead of the calibrated ones
+    activation_ranges: tuple[LearnedRange, ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExportOptions:
         return cls(calibration_method=str(d.get("calibration_method", "minmax")),
                    float_layers=tuple(str(n) for n in d.get("float_layers", ())),
                    equalize=bool(d.get("equalize", False)),
-                   precision=Precision(d.get("precision", Precision.INT8.value)))
+                   precision=Precision(d.get("precision", Precision.INT8.value)),
+                   activation_ranges=tuple(LearnedRange.from_dict(r) for r in d.get("activation_ranges", ())))
 
 
 @dataclass(frozen=True)

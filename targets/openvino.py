@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from calibration import CalibrationSet
+from calibration.learned import LearnedRange, Signatures, match, note
 from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
@@ -152,6 +153,26 @@ def _apply_entropy(q_model: Any, ov_float: Any, calib: CalibrationSet) -> None:
     q_model.validate_nodes_and_infer_types()
 
 
+def _apply_learned(q_model: Any, ov_float: Any, calib: CalibrationSet, ranges: tuple[LearnedRange, ...]) -> int:
+    """Set every activation FakeQuantize whose input matches a learned range (calibration.learned) to that
+    range (input and output limits alike, as NNCF writes them); how many were set."""
+    import openvino.opset13 as ops
+
+    fqs = _activation_fqs(q_model)
+    signatures = Signatures()
+    for sample in _each_output(ov_float, [key for _, key in fqs], calib):
+        for key, v in sample.items():
+            signatures.add(key, v)
+    found = match(ranges, signatures.values())
+    for fq, key in fqs:
+        if key in found:
+            for i, limit in ((1, found[key].lo), (2, found[key].hi), (3, found[key].lo), (4, found[key].hi)):
+                b = fq.input(i).get_source_output().get_node().get_data()
+                fq.input(i).replace_source_output(ops.constant(np.full_like(b, limit)).output(0))
+    q_model.validate_nodes_and_infer_types()
+    return sum(key in found for _, key in fqs)
+
+
 def _save(ov_model: Any, path: Path, fp16: bool = False) -> None:
     """Save the IR without the build's temporary input path in its rt_info (the same model and calibration
     then give the same bytes) and without NNCF's record of every quantization parameter: a 1.3 KB repr of
@@ -175,12 +196,15 @@ class OpenVINOTarget:
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
 
-    def quantized(self, model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> Any:
+    def quantized(self, model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[Any, list[str]]:
+        """The NNCF model, and a note when learned ranges replaced calibrated ones."""
         ov_float = float_model(model)
         q = _nncf_quantize(ov_float, calib, opts.calibration_method, list(opts.float_layers), opts.equalize)
         if opts.calibration_method == "entropy":
             _apply_entropy(q, ov_float, calib)
-        return q
+        if not opts.activation_ranges:
+            return q, []
+        return q, [note(_apply_learned(q, ov_float, calib, opts.activation_ranges), opts.activation_ranges)]
 
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         import nncf
@@ -192,8 +216,9 @@ class OpenVINOTarget:
         _save(float_model(model), out_dir / "model_float.xml")
         stem = {Precision.INT8: "model_int8", Precision.FP16: "model_fp16"}.get(opts.precision, "model_float")
         if opts.precision is Precision.INT8:
-            _save(self.quantized(model, calib, opts), out_dir / "model_int8.xml")
-            notes = self._int8_notes(opts)
+            q, learned = self.quantized(model, calib, opts)
+            _save(q, out_dir / "model_int8.xml")
+            notes = self._int8_notes(opts) + learned
         else:
             notes = [NOTE_FP16] if opts.precision is Precision.FP16 else []
             if opts.precision is Precision.FP16:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from calibration import CalibrationSet
+from calibration.learned import LearnedRange, Signatures, match, note
 from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
@@ -126,8 +127,8 @@ class _Reader:
         return next(self._it, None)
 
 
-def _mse_overrides(pre: Path, calib: CalibrationSet, work: Path) -> dict[str, list[dict[str, Any]]]:
-    """TensorQuantOverrides with the MSE-optimal symmetric range of every float activation."""
+def _collect(pre: Path, calib: CalibrationSet, work: Path, collector: Any) -> None:
+    """collector.add(tensor name, value) for the input and every float activation of `pre` on calib."""
     import onnxruntime as ort
     from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
 
@@ -136,27 +137,49 @@ def _mse_overrides(pre: Path, calib: CalibrationSet, work: Path) -> dict[str, li
     sess = ort.InferenceSession(str(aug), providers=["CPUExecutionProvider"])
     outs = [o.name for o in sess.get_outputs()]
     names = [i.name for i in sess.get_inputs()]
-    values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
     for feed in _feeds(calib, names):
         for name in names:
-            values.add(name, feed[name])
+            collector.add(name, feed[name])
         for out, v in zip(outs, sess.run(None, feed), strict=True):
             if out.endswith("_ReshapedSavedOutput"):
-                values.add(out.removesuffix("_ReshapedSavedOutput"), v)
+                collector.add(out.removesuffix("_ReshapedSavedOutput"), v)
     aug.unlink()
+
+
+def _mse_overrides(pre: Path, calib: CalibrationSet, work: Path) -> dict[str, list[dict[str, Any]]]:
+    """TensorQuantOverrides with the MSE-optimal symmetric range of every float activation."""
+    values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
+    _collect(pre, calib, work, values)
     ranges = values.ranges("mse", symmetric=True)
     return {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items()}
 
 
+def learned_overrides(pre: Path, calib: CalibrationSet, work: Path, ranges: tuple[LearnedRange, ...],
+                      ) -> dict[str, list[dict[str, Any]]]:
+    """TensorQuantOverrides fixing the scale (zero point 0) of every activation that matches a learned range
+    (calibration.learned): max|range| / 127, the grid the symmetric fake quantization trained on. A Relu's
+    input takes its output's scale (zero point 0: clipping then Relu equals Relu then clipping)."""
+    import onnx
+
+    signatures = Signatures()
+    _collect(pre, calib, work, signatures)
+    found = match(ranges, signatures.values())
+    for node in onnx.load(str(pre)).graph.node:  # TensorRT fuses Conv+Relu: one scale, as in training
+        if node.op_type == "Relu" and node.output[0] in found:
+            found.setdefault(node.input[0], found[node.output[0]])
+    return {t: [{"scale": np.array(r.scale(), np.float32), "zero_point": np.array(0, np.int8)}] for t, r in found.items()}
+
+
 def quantize_qdq(pre: Path, dest: Path, calib: CalibrationSet, method: str, exclude: tuple[str, ...] | list[str] = (),
-                 only: list[str] | None = None) -> None:
+                 only: list[str] | None = None, learned: dict[str, list[dict[str, Any]]] | None = None) -> None:
     """Symmetric int8 Q/DQ of `pre` into `dest`, calibrated by `method`; `exclude` nodes stay float,
-    `only` (when given) are the only nodes quantized."""
+    `only` (when given) are the only nodes quantized; `learned` (learned_overrides) fixes some scales."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     extra: dict[str, Any] = dict(QDQ_OPTIONS)
-    if method == "mse":
-        extra["TensorQuantOverrides"] = _mse_overrides(pre, calib, dest.parent)
+    overrides = {**(_mse_overrides(pre, calib, dest.parent) if method == "mse" else {}), **(learned or {})}
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
     quantize_static(
         str(pre), str(dest), _Reader(calib, _input_names(pre)), quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
@@ -227,8 +250,13 @@ class TensorRTTarget:
         shutil.copy2(src / "model_fp32.onnx", out_dir / "model_fp32.onnx")
         artifact = ENGINES[opts.precision][0]
         if opts.precision is Precision.INT8:
-            quantize_qdq(src / "model_pre.onnx", out_dir / artifact, calib, opts.calibration_method, opts.float_layers)
+            learned = learned_overrides(src / "model_pre.onnx", calib, out_dir, opts.activation_ranges) \
+                if opts.activation_ranges else None
+            quantize_qdq(src / "model_pre.onnx", out_dir / artifact, calib, opts.calibration_method, opts.float_layers,
+                         learned=learned)
             notes = self._int8_notes(opts)  # build adds host_latency_note for host runs
+            if learned is not None:
+                notes.append(note(len(learned), opts.activation_ranges))
         else:
             notes = [NOTE_FP16] if opts.precision is Precision.FP16 else []
             if opts.precision is Precision.FP16:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from calibration import CalibrationSet
+from calibration.learned import LearnedRange, Signatures, match, note
 from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
@@ -49,22 +50,42 @@ def _stats_tensors(content: bytes) -> tuple[Any, list[int]]:
     return obj, idx
 
 
+def _collect(calibrated: bytes, calib: CalibrationSet, idx: list[int], collector: Any) -> None:
+    """collector.add(str(tensor index), value) for each of `idx` as the calibrated (float) model runs calib."""
+    session = LiteRTSession(calibrated, 1, preserve=True)
+    for batch in calib.batches(1):
+        session.run(batch)
+        for i in idx:
+            collector.add(str(i), session.interp.get_tensor(i))
+
+
 def _override_ranges(calibrated: bytes, calib: CalibrationSet, method: str) -> bytes:
     """Replace the calibrator's min/max of every activation tensor with the `method` range, estimated from
     the values the tensor takes when the float model runs the calibration set."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     obj, idx = _stats_tensors(calibrated)
-    session = LiteRTSession(calibrated, 1, preserve=True)
     values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
-    for batch in calib.batches(1):
-        session.run(batch)
-        for i in idx:
-            values.add(str(i), session.interp.get_tensor(i))
+    _collect(calibrated, calib, idx, values)
     for key, (lo, hi) in values.ranges(method).items():
         q = obj.subgraphs[0].tensors[int(key)].quantization
         q.min, q.max = np.array([lo], np.float32), np.array([hi], np.float32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
+
+
+def with_learned(calibrated: bytes, calib: CalibrationSet, ranges: tuple[LearnedRange, ...]) -> tuple[bytes, int]:
+    """The calibrated model with the learned min/max on every tensor that matches one (calibration.learned),
+    and how many did; the MLIR quantizer then derives those tensors' scale and zero point from them."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj, idx = _stats_tensors(calibrated)
+    signatures = Signatures()
+    _collect(calibrated, calib, idx, signatures)
+    found = match(ranges, signatures.values())
+    for key, r in found.items():
+        q = obj.subgraphs[0].tensors[int(key)].quantization
+        q.min, q.max = np.array([r.lo], np.float32), np.array([r.hi], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj)), len(found)
 
 
 def calibrated_model(model: FloatModel, calib: CalibrationSet, method: str) -> bytes:
@@ -164,6 +185,9 @@ def convert_fp16(model: FloatModel) -> bytes:
 def _int8(model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[bytes, list[str]]:
     calibrated = calibrated_model(model, calib, opts.calibration_method)
     notes = [_method_note(opts.calibration_method)]
+    if opts.activation_ranges:
+        calibrated, found = with_learned(calibrated, calib, opts.activation_ranges)
+        notes.append(note(found, opts.activation_ranges))
     if opts.float_layers:
         notes.append(f"{len(opts.float_layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): "
                      "int8 input and output, float tensors inside, so not a full-integer model")

@@ -2,10 +2,13 @@
 1. cross-layer equalization of the Keras model (pipeline.quantize.equalize), the same for every target,
 2. the other calibration methods,
 3. the backend's recovery passes (ExportOptions.equalize: NNCF channel alignment + bias correction),
-4. keeping the most sensitive layers in float, one more at a time (from the target's sensitivity table),
+4. quantization-aware fine-tuning (pipeline.quantize.qat) exported with its learned activation ranges,
+5. keeping the most sensitive layers in float, one more at a time (from the target's sensitivity table),
 each step on the best attempt so far (its model, equalized or not, and its options),
 re-exporting (cached by options) and re-measuring accuracy in the artifact's runtime each time, until the
-budget holds or MAX_ATTEMPTS are spent; then the passing artifact, or else the most accurate one, ships."""
+budget holds or MAX_ATTEMPTS are spent; then the passing artifact, or else the most accurate one, ships.
+With `[quantize] qat = true` (QatInputs.first) step 4 runs right after the first export, even when that
+passed, and a passing QAT attempt is preferred."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pipeline.errors import TargetError
 from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.quantize.equalized_model import EqualizedModel, equalized_model
 from pipeline.quantize.export import Batch, Exported, export_batch, target_sensitivity
+from pipeline.quantize.qat import QatInputs, QatModel, qat_model_for
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target, runner
 from targets.base import float_layer_variants
@@ -45,6 +49,7 @@ class Job:
     ui: UI
     metric: Metric = ACCURACY
     threads: int = 1  # as verification measures the artifact
+    qat: QatInputs | None = None  # the training data for quantization-aware fine-tuning (classifiers)
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,13 @@ class Attempt:
     drop: float
     passed: bool
     equalized: EqualizedModel | None = None  # the Keras CLE model it was exported from, if any
+    qat: QatModel | None = None  # the fine-tuned model it was exported from (with its learned ranges), if any
 
     def record(self) -> dict[str, Any]:
         return {"calibration": self.opts.calibration_method, "equalize": self.opts.equalize,
                 "cross_layer_equalization": self.equalized is not None,
                 "float_layers": list(self.opts.float_layers), "accuracy": self.accuracy,
-                "accuracy_drop": self.drop, "passed": self.passed}
+                "accuracy_drop": self.drop, "passed": self.passed, "qat": self.qat is not None}
 
 
 @dataclass
@@ -68,6 +74,9 @@ class Outcome:
     attempts: list[Attempt]
     sensitivity: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
+    qat: dict[str, Any] | None = None  # the report's target `qat` entry, once fine-tuning was measured
+    prefer_qat: bool = False  # [quantize] qat = true
+    qat_tried: bool = False
 
     @property
     def passed(self) -> bool:
@@ -75,42 +84,48 @@ class Outcome:
 
     @property
     def best(self) -> Attempt:
-        """The first attempt that met the budget, else the most accurate (the earliest among equals)."""
+        """The first attempt that met the budget (a QAT one first when preferred), else the most accurate
+        (the earliest among equals)."""
         ok = [a for a in self.attempts if a.passed]
+        ok = ([a for a in ok if a.qat is not None] or ok) if self.prefer_qat else ok
         return ok[0] if ok else max(self.attempts, key=lambda a: (a.accuracy, -self.attempts.index(a)))
 
     def room(self) -> int:
         return 0 if self.passed else MAX_ATTEMPTS - len(self.attempts)
 
     def report_fields(self) -> dict[str, Any]:
-        fields = {"attempts": [a.record() for a in self.attempts], "sensitivity": self.sensitivity}
+        fields: dict[str, Any] = {"attempts": [a.record() for a in self.attempts], "sensitivity": self.sensitivity}
         if self.best.equalized is not None:
             fields["cross_layer_equalization"] = list(self.best.equalized.segments)
+        if self.qat is not None:
+            fields["qat"] = self.qat
         return fields
 
 
-def measure(job: Job, exported: Exported, opts: ExportOptions, equalized: EqualizedModel | None = None) -> Attempt:
+def measure(job: Job, exported: Exported, opts: ExportOptions, equalized: EqualizedModel | None = None,
+            qat: QatModel | None = None) -> Attempt:
     """Top-1 of the artifact on the eval set, in its own runtime on this host."""
     session = runner.open_session(exported.folder / exported.result.artifact, job.threads, exact=True)
     x, y = runner.read_eval(job.eval_path)
     with job.ui.task(f"{job.name}: {job.metric.name} of {_describe(opts, equalized)}"):
         acc = runner.evaluate(session, x, y, job.metric.spec)
     drop = job.metric.drop(job.reference_accuracy, acc)
-    return Attempt(opts, exported, acc, drop, drop <= job.max_drop + 1e-9, equalized)
+    return Attempt(opts, exported, acc, drop, drop <= job.max_drop + 1e-9, equalized, qat)
 
 
 def _describe(opts: ExportOptions, equalized: EqualizedModel | None = None) -> str:
-    parts = (["Keras CLE"] if equalized is not None else []) + [opts.calibration_method] + (["equalize"] if opts.equalize else [])
+    parts = (["Keras CLE"] if equalized is not None else []) + (["QAT"] if opts.activation_ranges else [])
+    parts += [opts.calibration_method] + (["equalize"] if opts.equalize else [])
     if opts.float_layers:
         parts.append(f"{len(opts.float_layers)} float layer(s)")
     return ", ".join(parts)
 
 
 def _measure_all(job: Job, out: Outcome, candidates: list[ExportOptions], batch: Batch,
-                 equalized: EqualizedModel | None) -> None:
+                 equalized: EqualizedModel | None, qat: QatModel | None = None) -> None:
     """Measure the exported candidates in order until one passes."""
     for opts, exported in zip(candidates, batch.exported, strict=False):
-        out.attempts.append(measure(job, exported, opts, equalized))
+        out.attempts.append(measure(job, exported, opts, equalized, qat))
         job.ui.info(f"{job.name}: {_describe(opts, equalized)}: accuracy drop {out.attempts[-1].drop:+.4f}")
         if out.passed:
             return
@@ -119,16 +134,20 @@ def _measure_all(job: Job, out: Outcome, candidates: list[ExportOptions], batch:
 
 
 def _on_best(job: Job, out: Outcome) -> Job:
-    """The job for the next step: the best attempt's model (the Keras CLE one when that attempt used it)."""
-    eq = out.best.equalized
-    if eq is None:
+    """The job for the next step: the best attempt's model (the QAT or Keras CLE one when that attempt used it)."""
+    best = out.best
+    if best.qat is not None:
+        return replace(job, model=replace(best.qat.model, converted=best.exported.folder), model_id=best.qat.model_id)
+    if best.equalized is None:
         return job
-    return replace(job, model=replace(eq.model, converted=out.best.exported.folder), model_id=eq.model_id)
+    eq = best.equalized
+    return replace(job, model=replace(eq.model, converted=best.exported.folder), model_id=eq.model_id)
 
 
-def _try(job: Job, out: Outcome, candidates: list[ExportOptions], equalized: EqualizedModel | None = None) -> None:
+def _try(job: Job, out: Outcome, candidates: list[ExportOptions], equalized: EqualizedModel | None = None,
+         qat: QatModel | None = None, room: int | None = None) -> None:
     """Export the candidates (one child process) and measure them in order until one passes."""
-    candidates = candidates[: out.room()]
+    candidates = candidates[: out.room() if room is None else room]
     if not candidates:
         return
     try:
@@ -136,7 +155,7 @@ def _try(job: Job, out: Outcome, candidates: list[ExportOptions], equalized: Equ
     except TargetError as err:  # a timeout: what was measured so far stands
         out.notes.append(f"accuracy-aware: variants not built ({err})")
         return
-    _measure_all(job, out, candidates, batch, equalized)
+    _measure_all(job, out, candidates, batch, equalized, qat)
 
 
 def _cross_layer(job: Job, out: Outcome) -> None:
@@ -146,7 +165,7 @@ def _cross_layer(job: Job, out: Outcome) -> None:
         out.notes.append(f"accuracy-aware: {why}")
         return
     out.notes.append(eq.summary())
-    _try(replace(job, model=eq.model, model_id=eq.model_id), out, [out.best.opts], eq)
+    _try(replace(job, model=eq.model, model_id=eq.model_id), out, [replace(out.best.opts, activation_ranges=())], eq)
 
 
 def _other_methods(job: Job, out: Outcome) -> None:
@@ -158,6 +177,32 @@ def _other_methods(job: Job, out: Outcome) -> None:
 def _equalize(job: Job, out: Outcome) -> None:
     if get_target(job.name).supports_equalize and not out.best.opts.equalize:
         _try(_on_best(job, out), out, [replace(out.best.opts, equalize=True)], out.best.equalized)
+
+
+def _qat(job: Job, out: Outcome) -> None:
+    """The best attempt's model fine-tuned with fake quantization in the target's scheme, exported with the
+    learned activation ranges and the best attempt's options (once per search)."""
+    if out.qat_tried:
+        return
+    out.qat_tried = True
+    if job.qat is None or job.qat.unavailable:
+        why = job.qat.unavailable if job.qat is not None else "it trains a classifier: it needs class labels"
+        out.notes.append(f"accuracy-aware: quantization-aware fine-tuning skipped ({why})")
+        return
+    best, base = out.best, _on_best(job, out)
+    qat, why = qat_model_for(job.name, replace(base.model, converted=None), base.model_id, job.qat.data, job.calib,
+                             job.cache, job.ui, job.qat.config)
+    if qat is None:
+        out.notes.append(f"accuracy-aware: {why}")
+        return
+    out.notes.append(qat.summary())
+    count = len(out.attempts)
+    _try(replace(job, model=qat.model, model_id=qat.model_id), out,
+         [replace(best.opts, activation_ranges=qat.ranges)], best.equalized, qat, room=max(out.room(), 1))
+    if len(out.attempts) > count:
+        out.qat = {"accuracy_before": best.accuracy, "accuracy_after": out.attempts[-1].accuracy,
+                   "epochs": qat.epochs, "fake_quant_accuracy_before": qat.fake_quant_accuracy_before,
+                   "fake_quant_accuracy_after": qat.fake_quant_accuracy_after, "learned_ranges": len(qat.ranges)}
 
 
 def _float_layers(job: Job, out: Outcome) -> None:
@@ -177,12 +222,14 @@ def _float_layers(job: Job, out: Outcome) -> None:
 
 def search(job: Job, first: Exported, opts: ExportOptions) -> Outcome:
     """Run the fallbacks after `first` (exported with `opts`) until the budget holds or the attempts run out."""
-    out = Outcome([measure(job, first, opts)])
+    out = Outcome([measure(job, first, opts)], prefer_qat=job.qat is not None and job.qat.first)
     if not out.passed:
         job.ui.info(f"{job.name}: {_describe(opts)}: accuracy drop {out.attempts[0].drop:+.4f} is over the budget "
                     f"({job.max_drop:.4f}): trying other int8 variants")
     job = replace(job, model=replace(job.model, converted=first.folder))  # later exports reuse its float model
-    for phase in (_cross_layer, _other_methods, _equalize, _float_layers):
+    if out.prefer_qat:
+        _qat(job, out)
+    for phase in (_cross_layer, _other_methods, _equalize, _qat, _float_layers):
         if out.room() <= 0:
             break
         phase(job, out)

@@ -69,6 +69,7 @@ class AutoJob:
     metric: Metric
     device: Any = None  # None: this host; else a targets.ssh.SshDevice
     no_ladder: str = NO_LADDER_NO_BUDGET  # why there is no ladder when max_drop is None
+    qat: Any = None  # accuracy_aware.QatInputs: the ladder's quantization-aware fine-tuning step
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def _ladder(job: AutoJob, first: Exported, opts: ExportOptions) -> accuracy_awar
     if job.max_drop is None:
         return None
     aj = accuracy_aware.Job(job.name, job.model, job.model_id, job.calib, job.run_dir / job.eval_rel,
-                            job.reference_accuracy, job.max_drop, job.cache, job.ui, job.metric, job.bench.threads)
+                            job.reference_accuracy, job.max_drop, job.cache, job.ui, job.metric, job.bench.threads,
+                            job.qat)
     return accuracy_aware.search(aj, first, opts)
 
 

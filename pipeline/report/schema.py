@@ -40,6 +40,19 @@ class Attempt(_Entry):
     accuracy: float | None = None
     accuracy_drop: float | None = None
     passed: bool = False
+    qat: bool = False  # exported from the quantization-aware fine-tuned model with its learned ranges
+
+
+class QatEntry(_Entry):
+    """Quantization-aware fine-tuning in the accuracy-aware ladder: the artifact's metric in its runtime
+    before (the attempt it started from) and after, and the fake-quantized Keras model's accuracy."""
+
+    accuracy_before: float
+    accuracy_after: float
+    epochs: int
+    fake_quant_accuracy_before: float | None = None
+    fake_quant_accuracy_after: float | None = None
+    learned_ranges: int = 0
 
 
 class PrecisionCandidate(_Entry):
@@ -100,6 +113,7 @@ class TargetEntry(_Entry):
     passed: bool = False
     error: str | None = None
     attempts: list[Attempt] = []
+    qat: QatEntry | None = None
     sensitivity: list[SensitivityRow] | None = None
     precision_candidates: list[PrecisionCandidate] = []  # precision = "auto" only
     precision_choice: str | None = None  # why the shipped candidate won, one line

@@ -155,15 +155,17 @@ def _fallback_order_holds(name: str, t: dict) -> None:
         cle = attempts[1]
         assert cle["cross_layer_equalization"] and cle["calibration"] == first["calibration"], "Keras CLE first"
         assert not (cle["equalize"] or cle["float_layers"])
-    plain = [a for a in attempts[2:] if not a["equalize"] and not a["float_layers"]]
+    plain = [a for a in attempts[2:] if not a["equalize"] and not a["float_layers"] and not a["qat"]]
     expected = [m for m in METHOD_ORDER if m != first["calibration"]]
     assert [a["calibration"] for a in plain] == expected[: len(plain)], "then the methods, in order"
     eq = [i for i, a in enumerate(attempts) if a["equalize"] and not a["float_layers"]]
     assert len(eq) <= (1 if name == "openvino" else 0), "equalize only where the backend has it, once"
     assert all(i == 2 + len(plain) for i in eq), "equalize after every calibration method"
+    qat = [i for i, a in enumerate(attempts) if a["qat"] and not a["float_layers"]]
+    assert len(qat) <= 1 and all(i == 2 + len(plain) + len(eq) for i in qat), "QAT after equalize, once"
     floats = [a for a in attempts if a["float_layers"]]
     if floats:
-        assert len(plain) == len(expected) and attempts.index(floats[0]) == 2 + len(plain) + len(eq)
+        assert len(plain) == len(expected) and attempts.index(floats[0]) == 2 + len(plain) + len(eq) + len(qat)
         order = [r["layer"] for r in t["sensitivity"]]
         for k, a in enumerate(floats, start=1):
             assert a["float_layers"] == order[:k], "one more layer at a time, most sensitive first"
@@ -194,6 +196,8 @@ def test_nothing_meets_the_budget_keeps_the_best_and_exits_1(
     assert t["accuracy"] == max(a["accuracy"] for a in t["attempts"])
     assert any("no attempt met max_accuracy_drop" in n for n in t["notes"])
     _fallback_order_holds("tensorrt", t)
+    qat = [a for a in t["attempts"] if a["qat"] and not a["float_layers"]]  # QAT before any float layer
+    assert len(qat) == 1 and t["qat"]["accuracy_after"] == qat[0]["accuracy"] and t["qat"]["epochs"] == 5
     assert all(r["sqnr_db"] is not None for r in t["sensitivity"])
 
 
