@@ -208,6 +208,7 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
                 "device": "host" if req.device is None else req.device.url}
     entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
     entry["float_layers"] = list(exp.result.float_layers)
+    entry["int16_layers"] = list(exp.result.int16_layers)
     entry["notes"] = list(exp.result.notes) + entry["notes"]
     if _several_io(fm, metric) and s.precision is Precision.INT8 and (cfg.budget.max_accuracy_drop is not None
                                                                      or cfg.budget.max_metric_drop is not None):

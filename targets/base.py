@@ -28,6 +28,15 @@ class Precision(str, Enum):
     FLOAT = "float"
 
 
+class KeptPrecision(str, Enum):
+    """How ExportOptions.float_layers are kept out of int8: at the cheapest higher precision the backend has
+    for each (tflite: int16 activations x int8 weights by scope where the op has it, else float; the other
+    backends: float), or in float."""
+
+    CHEAPEST = "cheapest"
+    FLOAT = "float"
+
+
 class UnsupportedPrecision(ValueError):
     """A target asked for a precision it does not have (the config refuses these before any export)."""
 
@@ -59,7 +68,8 @@ class ExportOptions:
     """How to quantize; every field is part of the export's cache key."""
 
     calibration_method: str = "minmax"  # minmax | percentile | entropy | mse
-    float_layers: tuple[str, ...] = ()  # layers kept in float, named in the backend's own terms
+    float_layers: tuple[str, ...] = ()  # layers kept out of int8, named in the backend's own terms
+    kept_precision: KeptPrecision = KeptPrecision.CHEAPEST  # what float_layers are kept in
     equalize: bool = False  # the backend's accuracy-recovery passes, where it has them (supports_equalize)
     precision: Precision = Precision.INT8  # one of the target's `precisions`
 
@@ -67,6 +77,7 @@ class ExportOptions:
     def from_dict(cls, d: dict[str, Any]) -> ExportOptions:
         return cls(calibration_method=str(d.get("calibration_method", "minmax")),
                    float_layers=tuple(str(n) for n in d.get("float_layers", ())),
+                   kept_precision=KeptPrecision(d.get("kept_precision", KeptPrecision.CHEAPEST.value)),
                    equalize=bool(d.get("equalize", False)),
                    precision=Precision(d.get("precision", Precision.INT8.value)))
 
@@ -79,7 +90,8 @@ class ExportResult:
     float_artifact: str | None
     precision: str
     files: tuple[str, ...]
-    float_layers: tuple[str, ...] = ()
+    float_layers: tuple[str, ...] = ()  # kept in float
+    int16_layers: tuple[str, ...] = ()  # kept at int16 activations x int8 weights
     calibration: str = "minmax"
     versions: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
@@ -91,6 +103,7 @@ class ExportResult:
             "precision": self.precision,
             "files": list(self.files),
             "float_layers": list(self.float_layers),
+            "int16_layers": list(self.int16_layers),
             "calibration": self.calibration,
             "versions": dict(self.versions),
             "notes": list(self.notes),
@@ -104,6 +117,7 @@ class ExportResult:
             precision=d["precision"],
             files=tuple(d["files"]),
             float_layers=tuple(d.get("float_layers", ())),
+            int16_layers=tuple(d.get("int16_layers", ())),
             calibration=d.get("calibration", "minmax"),
             versions=dict(d.get("versions", {})),
             notes=tuple(d.get("notes", ())),
