@@ -166,7 +166,8 @@ def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_
     from pipeline.quantize import accuracy_aware
 
     precision = cfg.targets.settings(name).precision
-    opts = ExportOptions(calibration_method=cfg.quantize.calibration.value, precision=precision)
+    opts = ExportOptions(calibration_method=cfg.quantize.calibration.value, precision=precision,
+                         kept_precision=cfg.targets.settings(name).kept_precision)
     exp = export_target(name, fm, model_id, calib, opts, cache, ui)
     max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
         else cfg.budget.max_metric_drop

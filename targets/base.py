@@ -29,11 +29,14 @@ class Precision(str, Enum):
 
 
 class KeptPrecision(str, Enum):
-    """How ExportOptions.float_layers are kept out of int8: at the cheapest higher precision the backend has
-    for each (tflite: int16 activations x int8 weights by scope where the op has it, else float; the other
-    backends: float), or in float."""
+    """What ExportOptions.float_layers are kept in instead of int8. CHEAPEST: per op, the higher precision the
+    backend runs fastest (tflite: 16x8 for the ops whose LiteRT 16x8 kernel is about as fast as int8, float
+    for the rest; the other backends: float). INT16: 16x8 wherever the backend has it (tflite; the smallest
+    artifact, but LiteRT's 16x8 convolutions are reference kernels, 10-20x slower than int8), else float.
+    FLOAT: float."""
 
     CHEAPEST = "cheapest"
+    INT16 = "int16"
     FLOAT = "float"
 
 

@@ -163,13 +163,14 @@ def convert_fp16(model: FloatModel) -> bytes:
 
 def _int8(model: FloatModel, calib: CalibrationSet, opts: ExportOptions,
           float_tflite: bytes) -> tuple[bytes, list[str], tflite_quantizer.Mixed | None]:
-    """The converter's int8, or LiteRT Quantizer's with the kept layers 16x8 by scope (tflite_quantizer)."""
+    """The converter's int8, or LiteRT Quantizer's with kept layers 16x8 by scope (tflite_quantizer.split)."""
     calibrated = calibrated_model(model, calib, opts.calibration_method)
     notes = [_method_note(opts.calibration_method)]
     if opts.equalize:
         notes.append("equalize: the TFLite converter has no equalization or bias correction; ignored")
-    if opts.float_layers and opts.kept_precision is KeptPrecision.CHEAPEST:
-        mixed, note = tflite_quantizer.keep_layers(float_tflite, calib, calibrated, opts.float_layers)
+    if opts.float_layers and opts.kept_precision is not KeptPrecision.FLOAT:
+        mixed, note = tflite_quantizer.keep_layers(float_tflite, calib, calibrated, opts.float_layers,
+                                                   opts.kept_precision)
         notes.append(note)
         if mixed is not None:
             return mixed.content, notes, mixed

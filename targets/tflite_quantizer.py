@@ -2,9 +2,9 @@
 
 It quantizes the float .tflite by scope: a recipe maps regexes over op output tensor names (the names
 `targets.tflite.layer_names` gives, which ExportOptions.float_layers holds) to configs. Here: static int8
-(int8 weights per channel, asymmetric int8 activations) for every op, and for the layers kept at higher
-precision int16 activations x int8 weights (16x8, symmetric int16) where its policy has a 16x8 kernel for
-the op, else its `no_quantize` algorithm (float). The quantizer inserts the int8<->int16 requantize ops.
+(int8 weights per channel, asymmetric int8 activations) for every op, and for the layers kept out of int8
+int16 activations x int8 weights (16x8, symmetric int16) or its `no_quantize` algorithm (float), chosen per
+op by ExportOptions.kept_precision (`split`). The quantizer inserts the int8<->int16 requantize ops.
 
 Its own calibration is min-max; for another method the ranges come from the converter's calibrated model
 (edgepipe's `calibration_method` ranges, by tensor name) and replace the quantizer's."""
@@ -21,8 +21,15 @@ import numpy as np
 
 from calibration import CalibrationSet
 
+from .base import KeptPrecision
+
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
 CALIBRATION_THREADS = 1
+# Ops whose LiteRT 16x8 kernel costs about what float does (bench/quantizer_vs_converter.py, per-op table:
+# MobileNetV2 1.0 @224, one layer kept, one thread: FULLY_CONNECTED +5% at 16x8, +7% in float; ADD and MEAN
+# +50% / +35% at 16x8, ~0% in float; CONV_2D and DEPTHWISE_CONV_2D 11-18x slower at 16x8: reference kernels,
+# XNNPACK has no int16). CHEAPEST keeps only these at 16x8 and the others in float.
+FAST_16X8_OPS = frozenset({"FULLY_CONNECTED"})
 
 
 @dataclass(frozen=True)
@@ -110,48 +117,64 @@ def quantize(float_tflite: bytes, calib: CalibrationSet, int16: Iterable[str] = 
     return bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
 
 
-def split(float_tflite: bytes, layers: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """`layers` split into those whose op has a 16x8 kernel in the quantizer's policy and the rest."""
-    kinds, ok = op_kinds(float_tflite), int16_ops()
-    layers = tuple(layers)
+def split(float_tflite: bytes, layers: Iterable[str],
+          kept: KeptPrecision = KeptPrecision.CHEAPEST) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`layers` split into those to keep at 16x8 and those to keep in float: 16x8 needs a kernel in the
+    quantizer's policy, and for CHEAPEST also an op in FAST_16X8_OPS; FLOAT keeps them all in float."""
+    kinds, layers = op_kinds(float_tflite), tuple(layers)
+    ok = frozenset() if kept is KeptPrecision.FLOAT else int16_ops()
+    if kept is KeptPrecision.CHEAPEST:
+        ok = ok & FAST_16X8_OPS
     return (tuple(n for n in layers if kinds.get(n) in ok), tuple(n for n in layers if kinds.get(n) not in ok))
 
 
 def quantize_mixed(float_tflite: bytes, calib: CalibrationSet, layers: Iterable[str],
+                   kept: KeptPrecision = KeptPrecision.CHEAPEST,
                    ranges: dict[str, tuple[float, float]] | None = None) -> Mixed:
-    """int8 everywhere except `layers`: 16x8 where the op has it, float where not."""
-    int16, floats = split(float_tflite, layers)
+    """int8 everywhere except `layers`: 16x8 or float as `split` decides."""
+    int16, floats = split(float_tflite, layers, kept)
     return Mixed(quantize(float_tflite, calib, int16, floats, ranges), int16, floats)
 
 
+_CONVERSIONS = ("QUANTIZE", "DEQUANTIZE")  # what the quantizer inserts between int8, int16 and float ops
+
+
 def layer_types(content: bytes) -> dict[str, str]:
-    """Each op of a quantized model by its first output tensor's name -> that tensor's dtype name."""
+    """Each op of a quantized model (but the inserted conversions) by its first output tensor's name -> that
+    tensor's dtype name."""
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=content)
     tensors = interp.get_tensor_details()
     return {tensors[op["outputs"][0]]["name"]: np.dtype(tensors[op["outputs"][0]]["dtype"]).name
-            for op in interp._get_ops_details() if len(op["outputs"]) and op["op_name"] != "QUANTIZE"}
+            for op in interp._get_ops_details() if len(op["outputs"]) and op["op_name"] not in _CONVERSIONS}
 
 
-def keep_layers(float_tflite: bytes, calib: CalibrationSet, calibrated: bytes,
-                layers: tuple[str, ...]) -> tuple[Mixed | None, str]:
-    """The tflite target's int8 with `layers` at the cheapest higher precision: 16x8 by scope (ranges from the
-    converter's `calibrated` model) where the op has it. None when no layer can be 16x8 or the quantizer
-    fails: the converter then keeps them all in float. The note says which."""
-    int16, _ = split(float_tflite, layers)
+def keep_layers(float_tflite: bytes, calib: CalibrationSet, calibrated: bytes, layers: tuple[str, ...],
+                kept: KeptPrecision) -> tuple[Mixed | None, str]:
+    """The tflite target's int8 with `layers` kept out of int8 as `kept` says: by scope through LiteRT
+    Quantizer (activation ranges from the converter's `calibrated` model) when at least one is 16x8. None
+    when none is, or the quantizer fails: the converter then keeps them all in float. The note says which."""
+    int16, _ = split(float_tflite, layers, kept)
+    floats = (f"{len(layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): int8 input and output, "
+              "float tensors inside, so not a full-integer model")
     if not int16:
-        return None, (f"{len(layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): none has a 16x8 "
-                      "kernel in LiteRT Quantizer's policy")
+        return None, f"{floats}; none at 16x8 (kept_precision {kept.value}: {_why(kept)})"
     try:
-        mixed = quantize_mixed(float_tflite, calib, layers, calibrated_ranges(calibrated))
+        mixed = quantize_mixed(float_tflite, calib, layers, kept, calibrated_ranges(calibrated))
     except Exception as err:  # its errors are plain ValueError/RuntimeError/KeyError: keep the float route
-        return None, (f"{len(layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): LiteRT Quantizer "
-                      f"failed ({type(err).__name__}: {str(err)[:200]})")
+        return None, f"{floats}; LiteRT Quantizer failed ({type(err).__name__}: {str(err)[:200]})"
     return mixed, (f"LiteRT Quantizer (litert-quantizer {_version()}) by scope: {len(mixed.int16_layers)} op(s) "
                    f"at int16 activations x int8 weights ({', '.join(mixed.int16_layers)}), "
-                   f"{len(mixed.float_layers)} in float (no 16x8 kernel), the rest int8 with the same "
-                   "activation ranges as the converter's; int8 input and output")
+                   f"{len(mixed.float_layers)} in float (kept_precision {kept.value}: {_why(kept)}), the rest "
+                   "int8 with the converter's activation ranges; int8 input and output")
+
+
+def _why(kept: KeptPrecision) -> str:
+    if kept is KeptPrecision.CHEAPEST:
+        return (f"16x8 only for {', '.join(sorted(FAST_16X8_OPS))}, whose LiteRT 16x8 kernel is about as fast "
+                "as float; float elsewhere")
+    return "16x8 wherever LiteRT Quantizer's policy has a 16x8 kernel for the op; float elsewhere"
 
 
 def _version() -> str:

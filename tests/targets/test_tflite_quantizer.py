@@ -44,22 +44,47 @@ def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     return runner.evaluate(runner.open_session(path).exact(), x, y, "accuracy")
 
 
-def test_kept_layers_are_16x8_the_rest_int8_measured_in_litert(digits: tuple, tmp_path: Path) -> None:
-    result, layers = _export(digits, tmp_path, KeptPrecision.CHEAPEST)
-    assert result.int16_layers == layers and result.float_layers == ()
-    assert any("int16 activations x int8 weights" in n for n in result.notes), result.notes
-    content = (tmp_path / "kept" / result.artifact).read_bytes()
-    types = tflite_quantizer.layer_types(content)
-    assert {types[n] for n in layers} == {"int16"}
-    assert {t for n, t in types.items() if n not in layers} == {"int8"}, types
+def _read_back(folder: Path, result: ExportResult, digits: tuple) -> tuple[dict[str, str], float, float]:
+    """The artifact's op output types, int8 I/O checked, and its accuracy and its float twin's in LiteRT."""
     from ai_edge_litert.interpreter import Interpreter
 
+    content = (folder / result.artifact).read_bytes()
     interp = Interpreter(model_content=content)
     assert interp.get_input_details()[0]["dtype"] == np.int8 and interp.get_output_details()[0]["dtype"] == np.int8
     _, _, x, y = digits
-    got, reference = _accuracy(tmp_path / "kept" / result.artifact, x, y), _accuracy(
-        tmp_path / "kept" / "model_float.tflite", x, y)
+    return (tflite_quantizer.layer_types(content), _accuracy(folder / result.artifact, x, y),
+            _accuracy(folder / "model_float.tflite", x, y))
+
+
+def test_int16_keeps_the_layers_16x8_the_rest_int8_measured_in_litert(digits: tuple, tmp_path: Path) -> None:
+    result, layers = _export(digits, tmp_path, KeptPrecision.INT16)
+    assert result.int16_layers == layers and result.float_layers == ()
+    assert any("int16 activations x int8 weights" in n for n in result.notes), result.notes
+    assert result.versions["litert-quantizer"]
+    types, got, reference = _read_back(tmp_path / "kept", result, digits)
+    assert {types[n] for n in layers} == {"int16"}
+    assert {t for n, t in types.items() if n not in layers} == {"int8"}, types
+    print(f"16x8 {layers}: accuracy {got:.4f} (float {reference:.4f})")
     assert got >= reference - 0.02, (got, reference)
+
+
+def test_cheapest_keeps_fully_connected_16x8_and_conv_float(digits: tuple, tmp_path: Path) -> None:
+    result, (conv, fc) = _export(digits, tmp_path, KeptPrecision.CHEAPEST)
+    assert result.int16_layers == (fc,) and result.float_layers == (conv,)
+    types, got, reference = _read_back(tmp_path / "kept", result, digits)
+    assert (types[fc], types[conv]) == ("int16", "float32")
+    assert {t for n, t in types.items() if n not in (conv, fc)} == {"int8"}, types
+    print(f"16x8 {fc}, float {conv}: accuracy {got:.4f} (float {reference:.4f})")
+    assert got >= reference - 0.02, (got, reference)
+
+
+def test_cheapest_without_a_fast_16x8_op_is_the_converters_float_route(digits: tuple, tmp_path: Path) -> None:
+    result, (conv,) = _export(digits, tmp_path, KeptPrecision.CHEAPEST, pick=("CONV_2D",))
+    assert result.float_layers == (conv,) and result.int16_layers == ()
+    assert "litert-quantizer" not in result.versions
+    assert any("denylisted_nodes" in n and "none at 16x8" in n for n in result.notes), result.notes
+    types, _, _ = _read_back(tmp_path / "kept", result, digits)
+    assert types[conv] == "float32" and "int16" not in types.values()
 
 
 def test_float_when_asked(digits: tuple, tmp_path: Path) -> None:
@@ -85,7 +110,7 @@ def test_op_without_16x8_kernel_stays_float(tmp_path: Path) -> None:
     swish, conv = (next(n for n, k in kinds.items() if k == want) for want in ("HARD_SWISH", "CONV_2D"))
     calib = CalibrationSet(np.random.default_rng(0).random((16, 8, 8, 1), np.float32), "random",
                            SamplingMethod.RANDOM, 0)
-    mixed = tflite_quantizer.quantize_mixed(float_tflite, calib, (swish, conv))
+    mixed = tflite_quantizer.quantize_mixed(float_tflite, calib, (swish, conv), KeptPrecision.INT16)
     assert mixed.int16_layers == (conv,) and mixed.float_layers == (swish,)
     types = tflite_quantizer.layer_types(mixed.content)
     assert (types[conv], types[swish]) == ("int16", "float32")
@@ -93,3 +118,4 @@ def test_op_without_16x8_kernel_stays_float(tmp_path: Path) -> None:
     path.write_bytes(mixed.content)
     session = runner.open_session(path).exact()
     assert np.isfinite(session.run(calib.samples[:1])).all()
+    assert tflite_quantizer.split(float_tflite, (swish, conv)) == ((), (swish, conv)), "CHEAPEST: no FC, all float"
