@@ -7,14 +7,18 @@ random MobileNetV2's logits are ~1e-11 and the converter's int8 output rounds th
 same 32 calibration samples (uniform(-1, 1), bench/artifacts.py's set):
 - converter int8: what edgepipe ships (targets/tflite.py: calibrate-only conversion, then the MLIR quantizer);
 - LiteRT Quantizer int8: the float .tflite, its static_wi8_ai8 recipe, its own min-max calibration;
-- the two routes for keeping layers out of int8 (the first conv and the last fully-connected layer here):
-  converter with them in float (denylisted_nodes) and LiteRT Quantizer with them 16x8 by scope.
-Agreement with the float .tflite on EVAL_SAMPLES other uniform(-1, 1) inputs (top-1 agreement of the logits,
+- keeping two layers out of int8 (the first conv and the last fully-connected layer here), three ways:
+  converter with both in float (denylisted_nodes, kept_precision float); LiteRT Quantizer with both 16x8 by
+  scope (kept_precision int16); edgepipe's tflite export with kept_precision cheapest (the default: the
+  fully-connected layer 16x8 by scope, the conv in float, ranges from the converter's calibration).
+Agreement with the float .tflite on 100 other uniform(-1, 1) inputs (top-1 agreement of the logits,
 SQNR of the logits in dB), each artifact run in LiteRT; median latency at one thread, every artifact of a model
 timed interleaved in one child process (bench/measure.py), ratios against converter int8 from the same rounds;
 conversion seconds (SavedModel -> artifact, calibration included, one process, sequential).
 
     python -m bench.quantizer_vs_converter [--quick] [--out BENCHMARKS-litert-quantizer.md]
+
+--out keeps the file's hand-written '## Reading' section (and what follows it) below the new tables.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 from calibration import CalibrationSet, SamplingMethod
 from calibration.sensitivity import sqnr_db
 from targets import FloatModel, runner, tflite, tflite_quantizer
+from targets.base import KeptPrecision
 
 from .artifacts import CALIBRATION_SAMPLES
 from .measure import Timing, median_ms, ratio, run_child
@@ -40,9 +45,11 @@ from .pipeline_floor import host_kind
 from .system import machine, versions
 
 EVAL_SAMPLES = 100
-ROUTES = ("float", "conv_int8", "lrtq_int8", "conv_kept_float", "lrtq_kept_16x8")
+READING = "\n## Reading"
+ROUTES = ("float", "conv_int8", "lrtq_int8", "conv_kept_float", "lrtq_kept_16x8", "kept_cheapest")
 TITLES = {"float": "float", "conv_int8": "converter int8", "lrtq_int8": "LiteRT Quantizer int8",
-          "conv_kept_float": "converter int8, 2 layers float", "lrtq_kept_16x8": "LiteRT Quantizer int8, 2 layers 16x8"}
+          "conv_kept_float": "converter int8, conv + FC float", "lrtq_kept_16x8": "LiteRT Quantizer int8, conv + FC 16x8",
+          "kept_cheapest": "edgepipe cheapest: FC 16x8, conv float"}
 
 
 def _calibration(bm: BenchModel) -> CalibrationSet:
@@ -93,11 +100,18 @@ def _builds(model: FloatModel, float_tflite: bytes, float_s: float,
     def lrtq(int16: tuple[str, ...]) -> bytes:
         return tflite_quantizer.quantize(float_tflite, calib, int16=int16)
 
+    def cheapest() -> bytes:  # what the tflite target exports for kept_precision cheapest
+        own = CalibrationSet(calib.samples, f"{calib.source}|cheapest", calib.sampling, calib.seed)
+        calibrated = tflite.calibrated_model(model, own, "minmax")
+        mixed, _note = tflite_quantizer.keep_layers(float_tflite, own, calibrated, kept, KeptPrecision.CHEAPEST)
+        return mixed.content if mixed else tflite.quantize(calibrated, kept)
+
     out = {"float": (float_tflite, float_s)}
     for route, fn in (("conv_int8", lambda: converter(())), ("lrtq_int8", lambda: lrtq(())),
-                      ("conv_kept_float", lambda: converter(kept)), ("lrtq_kept_16x8", lambda: lrtq(kept))):
+                      ("conv_kept_float", lambda: converter(kept)), ("lrtq_kept_16x8", lambda: lrtq(kept)),
+                      ("kept_cheapest", cheapest)):
         content, seconds = _timed(fn)
-        out[route] = (content, seconds + (float_s if route.startswith("lrtq") else 0.0))
+        out[route] = (content, seconds + (float_s if route in ("lrtq_int8", "lrtq_kept_16x8", "kept_cheapest") else 0.0))
     return out
 
 
@@ -132,11 +146,37 @@ def bench_model(bm: BenchModel, work: Path, timing: Timing) -> list[list[str]]:
     return rows
 
 
+def per_op(bm: BenchModel, work: Path, timing: Timing) -> list[str]:
+    """One layer (the first of each op kind) kept out of LiteRT Quantizer's int8, at 16x8 and in float: the
+    latency each costs against plain int8, interleaved in one run. The evidence for FAST_16X8_OPS."""
+    _, float_tflite, _ = _export(bm, work)
+    calib, firsts = _calibration(bm), {}
+    for name, kind in tflite_quantizer.op_kinds(float_tflite).items():
+        firsts.setdefault(kind, name)
+    paths = {"int8": work / "op_int8.tflite"}
+    paths["int8"].write_bytes(tflite_quantizer.quantize(float_tflite, calib))
+    for kind, name in firsts.items():
+        for how, int16, floats in (("16x8", (name,), ()), ("float", (), (name,))):
+            paths[f"{kind} {how}"] = work / f"op_{kind}_{how}.tflite"
+            paths[f"{kind} {how}"].write_bytes(tflite_quantizer.quantize(float_tflite, calib, int16, floats))
+    lat = run_child(paths, bm.input_shape, 1, timing)
+    rows = [[kind, f"{ratio(lat, f'{kind} 16x8', 'int8')[0]:.2f}x", f"{ratio(lat, f'{kind} float', 'int8')[0]:.2f}x",
+             "16x8" if kind in tflite_quantizer.FAST_16X8_OPS else "float"] for kind in firsts]
+    return [f"### One layer kept out of int8, per op kind: {bm.title}", "",
+            f"The first op of each kind kept at 16x8 or in float by LiteRT Quantizer, the rest int8; median latency "
+            f"(one thread, interleaved) over plain LiteRT Quantizer int8 ({median_ms(lat, 'int8'):.2f} ms).", "",
+            *_md(["op kind", "16x8 / int8", "float / int8", "kept_precision cheapest uses"], rows), ""]
+
+
+def _md(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def _table(rows: list[list[str]]) -> list[str]:
     header = ["model", "artifact", "top-1 agreement", "SQNR dB", "median ms (1 thread)", "vs converter int8",
               "conversion s", "KiB"]
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return out + ["| " + " | ".join(r) + " |" for r in rows]
+    return _md(header, rows)
 
 
 def _header(elapsed_s: float, load: tuple[float, float, float]) -> list[str]:
@@ -166,10 +206,15 @@ def main(argv: list[str] | None = None) -> int:
             (Path(tmp) / bm.key).mkdir()
             rows += bench_model(bm, Path(tmp) / bm.key, Timing(rounds=a.rounds))
             print("\n".join(_table(rows)), flush=True)
-    lines = _header(time.perf_counter() - t0, load) + _table(rows)
+        probe = next(m for m in selected(a.quick) if m.headline or a.quick)
+        (Path(tmp) / "per-op").mkdir()
+        ops = per_op(probe, Path(tmp) / "per-op", Timing(rounds=a.rounds))
+    lines = _header(time.perf_counter() - t0, load) + _table(rows) + [""] + ops
     print("\n".join(lines))
     if a.out:
-        a.out.write_text("\n".join(lines) + "\n")
+        old = a.out.read_text() if a.out.is_file() else ""
+        kept = old[old.index(READING):] if READING in old else ""
+        a.out.write_text("\n".join(lines) + "\n" + kept)
     return 0
 
 
