@@ -60,13 +60,15 @@ def op_kinds(float_tflite: bytes) -> dict[str, str]:
 
 
 def _calibration_data(float_tflite: bytes, calib: CalibrationSet) -> dict[str, list[dict[str, np.ndarray]]]:
-    """The calibration set as the quantizer takes it: {signature: [{input name: one sample}, ...]}."""
+    """The calibration set as the quantizer takes it: {signature: [{input name: one sample}, ...]}; a set for
+    several inputs is already keyed by the signature's input names."""
     from ai_edge_litert.interpreter import Interpreter
 
     signatures = Interpreter(model_content=float_tflite).get_signature_list()
     key = next(iter(signatures))
     name = signatures[key]["inputs"][0]
-    return {key: [{name: b.astype(np.float32)} for b in calib.batches(1)]}
+    return {key: [{k: np.asarray(v, np.float32) for k, v in b.items()} if isinstance(b, dict)
+                  else {name: np.asarray(b, np.float32)} for b in calib.batches(1)]}
 
 
 def calibrated_ranges(calibrated: bytes) -> dict[str, tuple[float, float]]:
