@@ -191,7 +191,7 @@ class TargetSection(_Strict):
     iterations: Annotated[int, Field(ge=1, le=100_000)] = 100
     ship_faster_float: bool = False  # ship the float artifact when it runs faster than the int8 one
     precision: Precision = Precision.INT8  # one the target supports (targets.precision_problem)
-    kept_precision: KeptPrecision = KeptPrecision.CHEAPEST  # sensitive layers kept out of int8: cheapest | float
+    kept_precision: KeptPrecision = KeptPrecision.CHEAPEST  # sensitive layers kept out of int8: cheapest | int16 | float
 
 
 class TargetsSection(_Strict):
