@@ -184,7 +184,8 @@ def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_
     from pipeline.quantize import accuracy_aware
 
     precision = cfg.targets.settings(name).precision.fixed or Precision.INT8  # auto goes through _auto
-    opts = ExportOptions(calibration_method=cfg.quantize.calibration.value, precision=precision)
+    opts = ExportOptions(calibration_method=cfg.quantize.calibration.value, precision=precision,
+                         kept_precision=cfg.targets.settings(name).kept_precision)
     exp = export_target(name, fm, model_id, calib, opts, cache, ui)
     max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
         else cfg.budget.max_metric_drop
@@ -262,6 +263,7 @@ def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: Build
                 "device": "host"}
     entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
     entry["float_layers"] = list(exp.result.float_layers)
+    entry["int16_layers"] = list(exp.result.int16_layers)
     entry["notes"] = list(exp.result.notes) + entry["notes"]
     if _several_io(fm, metric) and s.precision in (PrecisionSetting.INT8, PrecisionSetting.AUTO) \
             and (cfg.budget.max_accuracy_drop is not None or cfg.budget.max_metric_drop is not None):

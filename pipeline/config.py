@@ -20,7 +20,7 @@ from pydantic import (
 
 from pipeline.errors import ConfigError
 from targets import target_names
-from targets.base import Precision, TargetName
+from targets.base import KeptPrecision, Precision, TargetName
 
 TARGET_NAMES = tuple(target_names())  # from the target registry
 MAX_IMAGE_SIDE = 8192
@@ -211,6 +211,7 @@ class TargetSection(_Strict):
     iterations: Annotated[int, Field(ge=1, le=100_000)] = 100
     ship_faster_float: bool = False  # ship the float artifact when it runs faster than the int8 one
     precision: PrecisionSetting = PrecisionSetting.INT8  # one the target supports (targets.precision_problem), or auto
+    kept_precision: KeptPrecision = KeptPrecision.CHEAPEST  # sensitive layers kept out of int8: cheapest | int16 | float
 
 
 class TargetsSection(_Strict):

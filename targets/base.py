@@ -29,6 +29,18 @@ class Precision(str, Enum):
     FLOAT = "float"
 
 
+class KeptPrecision(str, Enum):
+    """What ExportOptions.float_layers are kept in instead of int8. CHEAPEST: per op, the higher precision the
+    backend runs fastest (tflite: 16x8 for the ops whose LiteRT 16x8 kernel is about as fast as int8, float
+    for the rest; the other backends: float). INT16: 16x8 wherever the backend has it (tflite; the smallest
+    artifact, but LiteRT's 16x8 convolutions are reference kernels: one made MobileNetV2 7-23x slower), else float.
+    FLOAT: float."""
+
+    CHEAPEST = "cheapest"
+    INT16 = "int16"
+    FLOAT = "float"
+
+
 class UnsupportedPrecision(ValueError):
     """A target asked for a precision it does not have (the config refuses these before any export)."""
 
@@ -60,7 +72,8 @@ class ExportOptions:
     """How to quantize; every field is part of the export's cache key."""
 
     calibration_method: str = "minmax"  # minmax | percentile | entropy | mse
-    float_layers: tuple[str, ...] = ()  # layers kept in float, named in the backend's own terms
+    float_layers: tuple[str, ...] = ()  # layers kept out of int8, named in the backend's own terms
+    kept_precision: KeptPrecision = KeptPrecision.CHEAPEST  # what float_layers are kept in
     equalize: bool = False  # the backend's accuracy-recovery passes, where it has them (supports_equalize)
     precision: Precision = Precision.INT8  # one of the target's `precisions`
     # quantization-aware fine-tuning's ranges: the tensors they match use them instead of the calibrated ones
@@ -70,6 +83,7 @@ class ExportOptions:
     def from_dict(cls, d: dict[str, Any]) -> ExportOptions:
         return cls(calibration_method=str(d.get("calibration_method", "minmax")),
                    float_layers=tuple(str(n) for n in d.get("float_layers", ())),
+                   kept_precision=KeptPrecision(d.get("kept_precision", KeptPrecision.CHEAPEST.value)),
                    equalize=bool(d.get("equalize", False)),
                    precision=Precision(d.get("precision", Precision.INT8.value)),
                    activation_ranges=tuple(LearnedRange.from_dict(r) for r in d.get("activation_ranges", ())))
@@ -83,7 +97,8 @@ class ExportResult:
     float_artifact: str | None
     precision: str
     files: tuple[str, ...]
-    float_layers: tuple[str, ...] = ()
+    float_layers: tuple[str, ...] = ()  # kept in float
+    int16_layers: tuple[str, ...] = ()  # kept at int16 activations x int8 weights
     calibration: str = "minmax"
     versions: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
@@ -95,6 +110,7 @@ class ExportResult:
             "precision": self.precision,
             "files": list(self.files),
             "float_layers": list(self.float_layers),
+            "int16_layers": list(self.int16_layers),
             "calibration": self.calibration,
             "versions": dict(self.versions),
             "notes": list(self.notes),
@@ -108,6 +124,7 @@ class ExportResult:
             precision=d["precision"],
             files=tuple(d["files"]),
             float_layers=tuple(d.get("float_layers", ())),
+            int16_layers=tuple(d.get("int16_layers", ())),
             calibration=d.get("calibration", "minmax"),
             versions=dict(d.get("versions", {})),
             notes=tuple(d.get("notes", ())),

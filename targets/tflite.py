@@ -21,8 +21,8 @@ from calibration.learned import LearnedRange, Signatures, match, note
 from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
-from . import runner
-from .base import ExportOptions, ExportResult, FloatModel, Precision, TargetName
+from . import runner, tflite_quantizer
+from .base import ExportOptions, ExportResult, FloatModel, KeptPrecision, Precision, TargetName
 from .runner import LiteRTSession
 
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
@@ -182,18 +182,26 @@ def convert_fp16(model: FloatModel) -> bytes:
     return bytes(conv.convert())
 
 
-def _int8(model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[bytes, list[str]]:
+def _int8(model: FloatModel, calib: CalibrationSet, opts: ExportOptions,
+          float_tflite: bytes) -> tuple[bytes, list[str], tflite_quantizer.Mixed | None]:
+    """The converter's int8, or LiteRT Quantizer's with kept layers 16x8 by scope (tflite_quantizer.split)."""
     calibrated = calibrated_model(model, calib, opts.calibration_method)
     notes = [_method_note(opts.calibration_method)]
     if opts.activation_ranges:
         calibrated, found = with_learned(calibrated, calib, opts.activation_ranges)
         notes.append(note(found, opts.activation_ranges))
-    if opts.float_layers:
-        notes.append(f"{len(opts.float_layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): "
-                     "int8 input and output, float tensors inside, so not a full-integer model")
     if opts.equalize:
         notes.append("equalize: the TFLite converter has no equalization or bias correction; ignored")
-    return quantize(calibrated, opts.float_layers), notes
+    if opts.float_layers and opts.kept_precision is not KeptPrecision.FLOAT:
+        mixed, kept_note = tflite_quantizer.keep_layers(float_tflite, calib, calibrated, opts.float_layers,
+                                                        opts.kept_precision)
+        notes.append(kept_note)
+        if mixed is not None:
+            return mixed.content, notes, mixed
+    elif opts.float_layers:
+        notes.append(f"{len(opts.float_layers)} op(s) kept in float (TFLite quantizer denylisted_nodes): "
+                     "int8 input and output, float tensors inside, so not a full-integer model")
+    return quantize(calibrated, opts.float_layers), notes, None
 
 
 def _other(model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[bytes, list[str]]:
@@ -209,7 +217,7 @@ def _other(model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tup
 
 class TFLiteTarget:
     name = TargetName.TFLITE
-    version = "3"  # 3: precisions
+    version = "4"  # 3: precisions; 4: kept layers 16x8 by scope (LiteRT Quantizer)
     host_latency_note = None
     supports_equalize = False
     precisions = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)
@@ -227,8 +235,9 @@ class TFLiteTarget:
             (out_dir / "model_float.tflite").write_bytes(float_conv.convert())
         artifact, calibration = ARTIFACTS[opts.precision], opts.calibration_method
         notes: list[str] = []
+        mixed = None
         if opts.precision is Precision.INT8:
-            content, notes = _int8(model, calib, opts)
+            content, notes, mixed = _int8(model, calib, opts, (out_dir / "model_float.tflite").read_bytes())
             (out_dir / artifact).write_bytes(content)
         elif opts.precision is not Precision.FLOAT:
             content, notes = _other(model, calib, opts)
@@ -242,9 +251,11 @@ class TFLiteTarget:
             float_artifact=None if opts.precision is Precision.FLOAT else "model_float.tflite",
             precision=opts.precision.value,
             files=tuple(dict.fromkeys((artifact, "model_float.tflite"))),
-            float_layers=tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
+            float_layers=mixed.float_layers if mixed else tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
+            int16_layers=mixed.int16_layers if mixed else (),
             calibration=calibration,
-            versions={"tensorflow": tf.__version__, "ai-edge-litert": version("ai-edge-litert")},
+            versions={"tensorflow": tf.__version__, "ai-edge-litert": version("ai-edge-litert"),
+                      **({"litert-quantizer": version("litert-quantizer")} if mixed else {})},
             notes=tuple(notes),
         )
 

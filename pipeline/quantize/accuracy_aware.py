@@ -3,7 +3,8 @@
 2. the other calibration methods,
 3. the backend's recovery passes (ExportOptions.equalize: NNCF channel alignment + bias correction),
 4. quantization-aware fine-tuning (pipeline.quantize.qat) exported with its learned activation ranges,
-5. keeping the most sensitive layers in float, one more at a time (from the target's sensitivity table),
+5. keeping the most sensitive layers out of int8, one more at a time (from the target's sensitivity table), at
+   the cheapest higher precision the target has for each (tflite: 16x8 by scope, else float),
 each step on the best attempt so far (its model, equalized or not, and its options),
 re-exporting (cached by options) and re-measuring accuracy in the artifact's runtime each time, until the
 budget holds or MAX_ATTEMPTS are spent; then the passing artifact, or else the most accurate one, ships.
@@ -65,7 +66,8 @@ class Attempt:
     def record(self) -> dict[str, Any]:
         return {"calibration": self.opts.calibration_method, "equalize": self.opts.equalize,
                 "cross_layer_equalization": self.equalized is not None,
-                "float_layers": list(self.opts.float_layers), "accuracy": self.accuracy,
+                "float_layers": list(self.exported.result.float_layers),
+                "int16_layers": list(self.exported.result.int16_layers), "accuracy": self.accuracy,
                 "accuracy_drop": self.drop, "passed": self.passed, "qat": self.qat is not None}
 
 
@@ -117,7 +119,7 @@ def _describe(opts: ExportOptions, equalized: EqualizedModel | None = None) -> s
     parts = (["Keras CLE"] if equalized is not None else []) + (["QAT"] if opts.activation_ranges else [])
     parts += [opts.calibration_method] + (["equalize"] if opts.equalize else [])
     if opts.float_layers:
-        parts.append(f"{len(opts.float_layers)} float layer(s)")
+        parts.append(f"{len(opts.float_layers)} layer(s) kept out of int8")
     return ", ".join(parts)
 
 

@@ -279,10 +279,10 @@ def _sensitivity(report: Report) -> str:
     for name, t in report.targets.items():
         rows = [[_e(r.layer), _fmt(r.sqnr_db, ".2f"), _fmt(r.accuracy)] for r in t.sensitivity or []]
         tries = [[_e(a.calibration + (" + equalization" if a.equalize else "")), _e(", ".join(a.float_layers) or "-"),
-                  _fmt(a.accuracy), _fmt(a.accuracy_drop), _verdict(a.passed)] for a in t.attempts]
+                  _e(", ".join(a.int16_layers) or "-"), _fmt(a.accuracy), _fmt(a.accuracy_drop), _verdict(a.passed)] for a in t.attempts]
         if rows or tries:
             parts.append(f"<h3>{_e(name)}</h3>\n" + (_table(["layer", "SQNR (dB)", metric], rows) if rows else "")
-                         + (_table(["calibration", "kept in float", metric, "drop", "result"], tries)
+                         + (_table(["calibration", "kept in float", "kept 16x8", metric, "drop", "result"], tries)
                             if tries else ""))
     return "<h2>Per-layer sensitivity and accuracy-aware attempts</h2>\n" + "\n".join(parts) if parts else ""
 

@@ -37,6 +37,7 @@ class Attempt(_Entry):
     calibration: str
     equalize: bool = False
     float_layers: list[str] = []
+    int16_layers: list[str] = []
     accuracy: float | None = None
     accuracy_drop: float | None = None
     passed: bool = False
@@ -105,6 +106,7 @@ class TargetEntry(_Entry):
     accuracy: float | None = None
     accuracy_drop: float | None = None
     float_layers: list[str] = []
+    int16_layers: list[str] = []
     latency_ms: LatencyStats | None = None
     latency_samples_ms: list[float] = []
     float_latency_ms: LatencyStats | None = None

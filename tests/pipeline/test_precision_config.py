@@ -49,3 +49,18 @@ def test_build_ships_and_reports_the_configured_precisions(trained_cnn: Path, di
         assert (tmp_path / "run" / t["artifact"]).is_file() and t["passed"]
         assert "attempts" not in t  # the accuracy-aware ladder is int8's
         assert t["calibration"] == ("minmax" if name == "tflite" else "none")
+
+
+def test_kept_precision_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[targets.X] kept_precision: cheapest | int16 | float; anything else is exit 2 with one line."""
+    from pipeline.config import TargetSection
+    from targets.base import KeptPrecision
+
+    assert TargetSection().kept_precision is KeptPrecision.CHEAPEST
+    assert TargetSection(kept_precision="int16").kept_precision is KeptPrecision.INT16  # type: ignore[arg-type]
+    cfg = _config(tmp_path / "c.toml", tmp_path / "m.keras", tmp_path / "d.npz", {"tflite": "int8"})
+    cfg.write_text(cfg.read_text() + 'kept_precision = "fp16"\n')
+    rc = main(["--quiet", "build", str(cfg), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "kept_precision" in err and "'cheapest', 'int16' or 'float'" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

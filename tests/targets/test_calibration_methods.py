@@ -1,5 +1,5 @@
 """Every calibration method on every backend gives a working int8 artifact that says which method it used;
-sensitivity tables name layers the backend then keeps in float."""
+sensitivity tables name layers the backend then keeps out of int8 (tflite: 16x8, the others: float)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def _float_ops(target: str, artifact: Path) -> int:
     if target == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
-        return sum(t["dtype"] == np.float32 for t in Interpreter(model_path=str(artifact)).get_tensor_details())
+        details = Interpreter(model_path=str(artifact)).get_tensor_details()
+        return sum(t["dtype"] not in (np.int8, np.int32) for t in details)  # float32, or int16 (and its int64 bias)
     if target == "openvino":
         import openvino as ov
 
@@ -83,7 +84,14 @@ def test_sensitivity_names_layers_the_backend_keeps_in_float(setup: tuple, targe
     assert keys == sorted(keys), "most sensitive first"
     assert batch.error is None and len(batch.exported) == 1
     kept = batch.exported[0].result
-    assert kept.float_layers == (table[0]["layer"],)
+    assert kept.float_layers + kept.int16_layers == (table[0]["layer"],)
+    if target == "tflite":  # 16x8 by scope for the ops whose LiteRT 16x8 kernel is fast, float for the others
+        from targets import tflite_quantizer
+
+        kind = tflite_quantizer.op_kinds((batch.exported[0].folder / "model_float.tflite").read_bytes())[table[0]["layer"]]
+        assert bool(kept.int16_layers) == (kind in tflite_quantizer.FAST_16X8_OPS), (kind, kept)
+    else:
+        assert kept.int16_layers == ()
     plain = export_batch(target, model, "trained-cnn", calib, [ExportOptions()], cache, UI(quiet=True)).exported[0]
     assert _float_ops(target, batch.exported[0].folder / kept.artifact) > _float_ops(
         target, plain.folder / plain.result.artifact)

@@ -144,34 +144,41 @@ def test_outlier_artifacts_have_every_conv_and_matmul_integer(outlier_run: tuple
     assert _openvino_float_matmuls(run / "openvino" / "model_int8.xml") == []
 
 
+def _kept(attempt: dict) -> list[str]:
+    """The layers an attempt kept out of int8: in float, or (tflite) at 16x8."""
+    return list(attempt["float_layers"]) + list(attempt.get("int16_layers", []))
+
+
 def _fallback_order_holds(name: str, t: dict) -> None:
     attempts = t["attempts"]
     assert 1 <= len(attempts) <= MAX_ATTEMPTS
     assert [a["passed"] for a in attempts[:-1]] == [False] * (len(attempts) - 1)
     assert attempts[-1]["passed"] == t["passed"]
     first = attempts[0]
-    assert not (first["cross_layer_equalization"] or first["equalize"] or first["float_layers"])
+    assert not (first["cross_layer_equalization"] or first["equalize"] or _kept(first))
     if len(attempts) > 1:  # every model here has layer pairs to equalize
         cle = attempts[1]
         assert cle["cross_layer_equalization"] and cle["calibration"] == first["calibration"], "Keras CLE first"
-        assert not (cle["equalize"] or cle["float_layers"])
-    plain = [a for a in attempts[2:] if not a["equalize"] and not a["float_layers"] and not a["qat"]]
+        assert not (cle["equalize"] or _kept(cle))
+    plain = [a for a in attempts[2:] if not a["equalize"] and not _kept(a) and not a["qat"]]
     expected = [m for m in METHOD_ORDER if m != first["calibration"]]
     assert [a["calibration"] for a in plain] == expected[: len(plain)], "then the methods, in order"
-    eq = [i for i, a in enumerate(attempts) if a["equalize"] and not a["float_layers"]]
+    eq = [i for i, a in enumerate(attempts) if a["equalize"] and not _kept(a)]
     assert len(eq) <= (1 if name == "openvino" else 0), "equalize only where the backend has it, once"
     assert all(i == 2 + len(plain) for i in eq), "equalize after every calibration method"
-    qat = [i for i, a in enumerate(attempts) if a["qat"] and not a["float_layers"]]
+    qat = [i for i, a in enumerate(attempts) if a["qat"] and not _kept(a)]
     assert len(qat) <= 1 and all(i == 2 + len(plain) + len(eq) for i in qat), "QAT after equalize, once"
-    floats = [a for a in attempts if a["float_layers"]]
+    floats = [a for a in attempts if _kept(a)]
     if floats:
         assert len(plain) == len(expected) and attempts.index(floats[0]) == 2 + len(plain) + len(eq) + len(qat)
         order = [r["layer"] for r in t["sensitivity"]]
         for k, a in enumerate(floats, start=1):
-            assert a["float_layers"] == order[:k], "one more layer at a time, most sensitive first"
+            assert sorted(_kept(a)) == sorted(order[:k]), "one more layer at a time, most sensitive first"
+            assert name == "tflite" or not a["int16_layers"], "16x8 by scope is LiteRT's alone"
             assert (a["calibration"], a["equalize"]) == (floats[0]["calibration"], floats[0]["equalize"])
     if t["passed"]:
         assert t["float_layers"] == attempts[-1]["float_layers"]
+        assert t.get("int16_layers", []) == attempts[-1]["int16_layers"]
         assert t["calibration"] == attempts[-1]["calibration"]
 
 
