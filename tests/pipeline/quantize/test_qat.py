@@ -133,6 +133,18 @@ def _uses(target: str, values: list, r: LearnedRange) -> bool:
     return any(np.isclose(s, r.scale(), rtol=1e-5) for s in values)
 
 
+def _names(model: FloatModel) -> tuple[str, str, str]:
+    """The first activation's, the second convolution's and the logits' layer names (Keras numbers layer names
+    by how many were built before in the process: "conv2d_1" alone, "conv2d_17" after other tests)."""
+    import keras
+
+    assert model.keras_path is not None
+    layers = keras.saving.load_model(model.keras_path, compile=False).layers
+    acts = [la.name for la in layers if isinstance(la, (keras.layers.Activation, keras.layers.ReLU))]
+    convs = [la.name for la in layers if isinstance(la, keras.layers.Conv2D)]
+    return acts[0], convs[1], layers[-1].name
+
+
 def _openvino_weights_on_their_grid(ir: Path, keras_path: Path) -> bool:
     """The IR's int8 constants of the logits MatMul are the QAT model's snapped kernel / (max|w| / 63):
     the fine-tuned weights already sit on NNCF's 7-bit grid (NNCF may put a channel's largest weight one
@@ -140,7 +152,7 @@ def _openvino_weights_on_their_grid(ir: Path, keras_path: Path) -> bool:
     import keras
     import openvino as ov
 
-    kernel = keras.saving.load_model(keras_path, compile=False).get_layer("dense").get_weights()[0]
+    kernel = keras.saving.load_model(keras_path, compile=False).layers[-1].get_weights()[0]
     ints = [op.get_data() for op in ov.Core().read_model(str(ir)).get_ordered_ops()
             if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() == "i8"][-1]
     steps = kernel / (np.abs(kernel).max(axis=0, keepdims=True) / 63.0)
@@ -162,14 +174,15 @@ def test_learned_ranges_are_the_ones_in_each_artifact(heavy: FloatModel, digits_
     x_tr, y_tr, x_te, y_te = _digits(digits_npz)
     data = (x_tr[:512], y_tr[:512], x_te[:128], y_te[:128])
     calib = CalibrationSet(x_tr[:32], "test", SamplingMethod.RANDOM, 0)
+    act, conv2, logits = _names(heavy)
     for t in TARGETS:
         qat = _qat(t, heavy, data, calib, Cache(tmp_path / "cache"))
-        assert {r.layer for r in qat.ranges} >= {"activation", "conv2d_1"}
+        assert {r.layer for r in qat.ranges} >= {act, conv2}
         assert all(r.symmetric == (t == "tensorrt") for r in qat.ranges)
         learned = get_target(t).export(qat.model, calib, tmp_path / t, ExportOptions(activation_ranges=qat.ranges))
         plain = get_target(t).export(qat.model, calib, tmp_path / f"{t}-plain", ExportOptions())
         got, calibrated = _read_back(t, tmp_path / t, learned.artifact), _read_back(t, tmp_path / f"{t}-plain", plain.artifact)
-        inner = [r for r in qat.ranges if r.layer != "dense"]  # NNCF puts no FakeQuantize on the logits
+        inner = [r for r in qat.ranges if r.layer != logits]  # NNCF puts no FakeQuantize on the logits
         for r in inner:
             assert _uses(t, got, r), f"{t}: {r.layer} learned range {r.lo:.4f}..{r.hi:.4f} not in the artifact"
             assert not _uses(t, calibrated, r), f"{t}: {r.layer}: calibration alone gives the same range"
