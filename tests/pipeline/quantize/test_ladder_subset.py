@@ -3,8 +3,6 @@ and measures the whole set only for an attempt that meets the budget there (a re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
