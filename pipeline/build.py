@@ -57,13 +57,14 @@ def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
         dest = run_dir / "reference" / "model.keras"
         dest.parent.mkdir(parents=True)
         ref.keras_model.save(dest)
-        return {"path": "reference/model.keras",
-                **model_metrics(ref.keras_model, src.data, src.metric.spec, src.metric.output_index)}
+        return {"path": "reference/model.keras", **model_metrics(ref.keras_model, src.data, src.metric.spec,
+                                                                  src.metric.output_index, src.reference_outputs)}
     from pipeline.inputs.models import metric_value, predict
 
     shutil.copytree(ref.path, run_dir / "reference" / "saved_model")  # the user's model, even when revived
     size = sum(f.stat().st_size for f in (run_dir / "reference" / "saved_model").rglob("*") if f.is_file())
-    value = metric_value(predict(ref, src.data.x_test), src.data.y_test, src.metric.spec, src.data.x_test)
+    pred = src.reference_outputs if src.reference_outputs is not None else predict(ref, src.data.x_test)
+    value = metric_value(pred, src.data.y_test, src.metric.spec, src.data.x_test)
     return {"path": "reference/saved_model", "accuracy": value,
             "params": None, "macs": None, "size_bytes": size}
 

@@ -125,12 +125,23 @@ def outputs_of(session: Session, x: np.ndarray, batch: int = EVAL_BATCH) -> np.n
     evaluated one at a time, as deployed."""
     n = min(int(batch), x.shape[0])
     run_batch = session.batch_runner(n) if n > 1 else None
+    session.eval_batch = 1
     if run_batch is not None:
-        batched = [run_batch(x[i : i + n]).reshape(x[i : i + n].shape[0], -1) for i in range(0, x.shape[0], n)]
-        outputs = np.concatenate(batched)
+        outputs = np.concatenate([_flat_rows(run_batch(chunk)) for chunk in _chunks(x, n)])
         if _agrees(outputs, _one_at_a_time(session, x[:SPOT_CHECK])):
+            session.eval_batch = n
             return outputs
     return _one_at_a_time(session, x) if x.shape[0] else np.zeros((0, 1))
+
+
+def _chunks(x: Any, n: int) -> Iterator[np.ndarray]:
+    """x in slices of n samples, each read once (x may be read lazily from a file)."""
+    for i in range(0, x.shape[0], n):
+        yield np.asarray(x[i : i + n])
+
+
+def _flat_rows(out: np.ndarray) -> np.ndarray:
+    return out.reshape(out.shape[0], -1)
 
 
 def outputs_all(session: Session, x: Any) -> list:
@@ -309,6 +320,7 @@ def run(
             result["predictions"] = top1(outputs)
         result["samples"] = ev.samples
         result["evaluation"] = exact.evaluation()
+        result["evaluation_batch"] = exact.eval_batch
         probe = take(x, slice(0, 1))
     else:
         probe = zeros_feed(artifact)

@@ -24,6 +24,7 @@ class Session:
     """One loaded artifact: `run(x)` takes a float32 batch of one and returns float32 outputs."""
 
     runtime = "unknown"
+    eval_batch = 1  # samples per call of its last evaluation (runner.outputs_of sets it)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

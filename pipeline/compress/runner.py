@@ -39,15 +39,19 @@ class _KerasSession(runner.Session):
         return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
 
 
-def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy", output: int = 0) -> dict[str, Any]:
+def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy", output: int = 0,
+                  outputs: np.ndarray | None = None) -> dict[str, Any]:
     """params, MACs, float32 weight bytes, the metric on the test split ("accuracy") of output number `output`
-    (models with several), float latency here."""
+    (models with several; `outputs`: the model's outputs there, when already predicted), float latency here."""
     def predict(b: Any) -> np.ndarray:
         pred = model.predict(b, batch_size=256, verbose=0)
         return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
 
     x = data.x_test
-    pred = predict_named(predict, x) if isinstance(x, dict) else predict_batches(predict, x)
+    if outputs is not None:
+        pred = outputs
+    else:
+        pred = predict_named(predict, x) if isinstance(x, dict) else predict_batches(predict, x)
     first = {k: np.asarray(v[:1]) for k, v in x.items()} if isinstance(x, dict) else np.asarray(x[:1])
     stats, _ = runner.measure(_KerasSession(model), first, warmup=5, iterations=30)
     value = metric_value(pred, data.y_test, metric, data.x_test)

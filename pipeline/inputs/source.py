@@ -29,6 +29,7 @@ class Source:
     model_id: str  # the reference model's identity, for cache keys
     preprocess: Preprocess
     metric: Metric = ACCURACY  # what the build judges by
+    reference_outputs: np.ndarray | None = None  # the reference model's outputs on x_test, when already computed
 
 
 def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache: Cache, ui: UI,
@@ -110,14 +111,16 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         raw = read_image_folder(config.resolve(section.images), section.image_size, int(channels), seed)
     pre = preprocess_from(section)
     data, metric = data_and_metric(raw, pre, ref, config.metric, str(ref.path))
+    pred = None
     if config.metric is not None:
-        data = _metric_checked(ref, data, metric, ui)
-    return Source(ref, data, raw.source + "|" + pre.key() + "|" + metric.spec, ref.content_hash, pre, metric)
+        data, pred = _metric_checked(ref, data, metric, ui)
+    return Source(ref, data, raw.source + "|" + pre.key() + "|" + metric.spec, ref.content_hash, pre, metric, pred)
 
 
-def _metric_checked(ref: LoadedModel, data: TrainData, metric: Metric, ui: UI) -> TrainData:
+def _metric_checked(ref: LoadedModel, data: TrainData, metric: Metric, ui: UI) -> tuple[TrainData, np.ndarray]:
     """The test split as the metric needs it (sqnr / agreement: the reference model's own outputs), and the
-    metric computed once on the reference model: an error there is bad input (one line, exit 2)."""
+    metric computed once on the reference model: an error there is bad input (one line, exit 2). The reference
+    model's outputs come back too: the build reports its metric from them instead of predicting again."""
     with ui.task(f"reference model: {metric.name} on the test split"):
         pred = predict(ref, data.x_test, output=metric.output_index)
         if metric.labels is Labels.REFERENCE:
@@ -127,4 +130,4 @@ def _metric_checked(ref: LoadedModel, data: TrainData, metric: Metric, ui: UI) -
         except Exception as err:  # the user's function, or labels that do not suit the metric
             raise DataError(f"[metric] {metric.name}: cannot score the reference model: "
                             f"{type(err).__name__}: {err}") from None
-    return data
+    return data, pred

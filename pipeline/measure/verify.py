@@ -126,6 +126,8 @@ def record_where(entry: dict[str, Any], m: dict[str, Any], device: Any, ui: UI, 
     one the device profile declares (the numbers are then that CPU's, not the device's)."""
     if m.get("evaluation"):
         entry["evaluation"] = m["evaluation"]
+    if m.get("evaluation_batch"):  # samples per runtime call the metric was computed with (1: as deployed)
+        entry["evaluation_batch"] = m["evaluation_batch"]
     entry["cpu"] = m.get("cpu")
     expected = None if device is None else getattr(device, "expected_cpu", None)
     other_cpu = None if expected is None else expected.mismatch(m.get("cpu"))

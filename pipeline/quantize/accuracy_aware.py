@@ -14,6 +14,7 @@ passed, and a passing QAT attempt is preferred."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from calibration import CalibrationSet
 from calibration.sensitivity import EVAL_SAMPLES
 from pipeline.cache import Cache
 from pipeline.errors import TargetError
+from pipeline.inputs.arrays import take
 from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.quantize.equalized_model import EqualizedModel, equalized_model
 from pipeline.quantize.export import Batch, Exported, export_batch, target_sensitivity
@@ -31,6 +33,7 @@ from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target, runner
 from targets.base import float_layer_variants
 
+SUBSET = 1000  # evaluation samples an attempt is judged on first, when the set has more than twice as many
 MAX_ATTEMPTS = 8  # per target, the first export included
 METHOD_ORDER = ("percentile", "mse", "entropy", "minmax")  # fallbacks, the configured method skipped
 
@@ -62,13 +65,15 @@ class Attempt:
     passed: bool
     equalized: EqualizedModel | None = None  # the Keras CLE model it was exported from, if any
     qat: QatModel | None = None  # the fine-tuned model it was exported from (with its learned ranges), if any
+    samples: int = 0  # evaluation samples its metric was computed on (a subset when it missed there)
 
     def record(self) -> dict[str, Any]:
         return {"calibration": self.opts.calibration_method, "equalize": self.opts.equalize,
                 "cross_layer_equalization": self.equalized is not None,
                 "float_layers": list(self.exported.result.float_layers),
                 "int16_layers": list(self.exported.result.int16_layers), "accuracy": self.accuracy,
-                "accuracy_drop": self.drop, "passed": self.passed, "qat": self.qat is not None}
+                "accuracy_drop": self.drop, "passed": self.passed, "qat": self.qat is not None,
+                "samples": self.samples}
 
 
 @dataclass
@@ -106,13 +111,26 @@ class Outcome:
 
 def measure(job: Job, exported: Exported, opts: ExportOptions, equalized: EqualizedModel | None = None,
             qat: QatModel | None = None) -> Attempt:
-    """Top-1 of the artifact on the eval set, in its own runtime on this host."""
+    """The task's metric of the artifact in its own runtime on this host. On an evaluation set larger than
+    2 x SUBSET an attempt is judged on SUBSET evenly spread samples first, and only one that meets the budget
+    there is measured on the whole set, which decides."""
     session = runner.open_session(exported.folder / exported.result.artifact, job.threads, exact=True)
     x, y = runner.read_eval(job.eval_path)
-    with job.ui.task(f"{job.name}: {job.metric.name} of {_describe(opts, equalized)}"):
-        acc = runner.evaluate(session, x, y, job.metric.spec)
+    attempt = partial(Attempt, opts, exported, equalized=equalized, qat=qat)
+    if len(y) > 2 * SUBSET:
+        rows = np.linspace(0, len(y) - 1, SUBSET).round().astype(np.int64)
+        acc = _metric(job, session, take(x, rows), y[rows], f"{_describe(opts, equalized)}, {SUBSET} samples")
+        drop = job.metric.drop(job.reference_accuracy, acc)
+        if drop > job.max_drop + 1e-9:
+            return attempt(acc, drop, False, samples=SUBSET)
+    acc = _metric(job, session, x, y, _describe(opts, equalized))
     drop = job.metric.drop(job.reference_accuracy, acc)
-    return Attempt(opts, exported, acc, drop, drop <= job.max_drop + 1e-9, equalized, qat)
+    return attempt(acc, drop, drop <= job.max_drop + 1e-9, samples=len(y))
+
+
+def _metric(job: Job, session: runner.Session, x: Any, y: np.ndarray, what: str) -> float:
+    with job.ui.task(f"{job.name}: {job.metric.name} of {what}"):
+        return runner.evaluate(session, x, y, job.metric.spec)
 
 
 def _describe(opts: ExportOptions, equalized: EqualizedModel | None = None) -> str:

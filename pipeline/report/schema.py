@@ -42,6 +42,7 @@ class Attempt(_Entry):
     accuracy_drop: float | None = None
     passed: bool = False
     qat: bool = False  # exported from the quantization-aware fine-tuned model with its learned ranges
+    samples: int | None = None  # evaluation samples it was judged on (a subset when it missed there)
 
 
 class QatEntry(_Entry):
@@ -109,6 +110,7 @@ class TargetEntry(_Entry):
     int16_layers: list[str] = []
     latency_ms: LatencyStats | None = None
     latency_samples_ms: list[float] = []
+    evaluation_batch: int | None = None  # samples per runtime call the metric was computed with (1: as deployed)
     float_latency_ms: LatencyStats | None = None
     notes: list[str] = []
     violations: list[str] = []
