@@ -19,7 +19,28 @@ from targets.runner_arrays import NpyArray, open_npy
 BATCH = 256  # samples per read when a stage walks a lazy split
 
 
-class Shards:
+class Lazy:
+    """What the lazy arrays here share: shape, len(), ndim, and np.asarray() reading every row."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[0 : len(self)]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+class Shards(Lazy):
     """Several arrays (the .npy shards of a folder, in name order) as one along the first axis."""
 
     def __init__(self, parts: Sequence[NpyArray]) -> None:
@@ -33,13 +54,6 @@ class Shards:
         self.starts = np.cumsum([0] + [len(p) for p in parts])
         self.shape = (int(self.starts[-1]), *parts[0].shape[1:])
         self.dtype = parts[0].dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice) and key.step in (None, 1):
@@ -55,12 +69,8 @@ class Shards:
         index = np.arange(len(self))[key]
         return np.stack([self[int(i)] for i in index]) if index.size else np.empty((0, *self.shape[1:]), self.dtype)
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[0 : len(self)]
-        return whole if dtype is None else whole.astype(dtype)
 
-
-class Preprocessed:
+class Preprocessed(Lazy):
     """`fn` (float32 preprocessing) applied to each slice of `base` as it is read."""
 
     def __init__(self, base: Any, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...] | None = None) -> None:
@@ -68,35 +78,17 @@ class Preprocessed:
         self.shape: tuple[int, ...] = tuple(base.shape) if shape is None else shape  # fn may add an axis
         self.dtype = np.dtype(np.float32)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, key: Any) -> np.ndarray:
         return self.fn(np.asarray(self.base[key]))
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self.fn(np.asarray(self.base))
-        return whole if dtype is None else whole.astype(dtype)
 
-
-class Subset:
+class Subset(Lazy):
     """The rows `index` (sorted) of a lazy array, read on demand."""
 
     def __init__(self, base: Any, index: np.ndarray) -> None:
         self.base, self.index = base, np.asarray(index, dtype=np.int64)
         self.shape: tuple[int, ...] = (len(self.index), *base.shape[1:])
         self.dtype = base.dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         rows = self.index[key]
@@ -105,10 +97,6 @@ class Subset:
         if rows.size and np.all(np.diff(rows) == 1):  # contiguous: one read
             return np.asarray(self.base[int(rows[0]) : int(rows[-1]) + 1])
         return np.asarray(self.base[rows])
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[0 : len(self)]
-        return whole if dtype is None else whole.astype(dtype)
 
 
 class LazyArray(Protocol):

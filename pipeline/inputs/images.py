@@ -9,22 +9,16 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.inputs.arrays import Lazy
 
 
-class ImageFiles:
+class ImageFiles(Lazy):
     """Images as a (N, H, W, C) float32 array of 0..255 values, decoded when a slice is read."""
 
     def __init__(self, files: Sequence[Path], size: tuple[int, int], channels: int) -> None:
         self.files, self.size, self.channels = list(files), size, channels
         self.shape: tuple[int, ...] = (len(self.files), size[0], size[1], channels)
         self.dtype = np.dtype(np.float32)
-
-    @property
-    def ndim(self) -> int:
-        return 4
-
-    def __len__(self) -> int:
-        return len(self.files)
 
     def decode(self, path: Path) -> np.ndarray:
         from PIL import Image
@@ -42,10 +36,6 @@ class ImageFiles:
         picked = np.arange(len(self.files))[key]
         return np.stack([self.decode(self.files[int(i)]) for i in picked]) if picked.size else \
             np.empty((0, *self.shape[1:]), np.float32)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[0 : len(self)]
-        return whole if dtype is None else whole.astype(dtype)
 
     def size_bytes(self) -> int:
         """Decoded, as float32."""
