@@ -137,6 +137,8 @@ class Target(Protocol):
     host_latency_note: str | None  # why host latency is not the device's, when that is so
 
     supports_equalize: bool  # whether ExportOptions.equalize does anything here
+    symmetric_activations: bool  # its int8 activations are symmetric (zero point 0); else asymmetric
+    weight_levels: int  # quantization levels of its int8 weights (255; 127 where an overflow fix keeps 7 bits)
     precisions: tuple[Precision, ...]  # what ExportOptions.precision may be here, int8 first
     unsupported: dict[Precision, str]  # why each precision it lacks is missing (one line each)
 

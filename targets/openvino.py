@@ -193,6 +193,8 @@ class OpenVINOTarget:
     version = "8"  # 8: precisions
     host_latency_note = None
     supports_equalize = True
+    symmetric_activations = False
+    weight_levels = 127  # NNCF overflow_fix=ENABLE (OVERFLOW_NOTE): 7-bit weights
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
 

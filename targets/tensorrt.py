@@ -232,6 +232,8 @@ class TensorRTTarget:
     name = TargetName.TENSORRT
     version = "6"  # 6: precisions; 5: accuracy of the Q/DQ graph as written (ORT_DISABLE_ALL)
     supports_equalize = False
+    symmetric_activations = True  # TensorRT's explicit int8: symmetric s8 Q/DQ
+    weight_levels = 255
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
     host_latency_note = (

@@ -220,6 +220,8 @@ class TFLiteTarget:
     version = "4"  # 3: precisions; 4: kept layers 16x8 by scope (LiteRT Quantizer)
     host_latency_note = None
     supports_equalize = False
+    symmetric_activations = False
+    weight_levels = 255
     precisions = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)
     unsupported: dict[Precision, str] = {}
 

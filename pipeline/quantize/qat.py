@@ -22,12 +22,10 @@ from calibration import CalibrationSet
 from calibration.learned import LearnedRange, Signatures
 from pipeline.cache import Cache, cache_key
 from pipeline.ui import UI
-from targets import FloatModel
+from targets import FloatModel, get_target
 
 VERSION = "4"  # 4: LSQ-style range gradients; 3: averaging and Add outputs quantized; 2: learned ranges with their signatures
 RESULT = "qat.json"
-SYMMETRIC = {"tensorrt": True}  # activation scheme per target; the others use asymmetric ranges
-WEIGHT_LEVELS = {"openvino": 127}  # NNCF's overflow fix (targets/openvino.py): 7-bit weights; the others int8
 
 
 @dataclass(frozen=True)
@@ -154,7 +152,8 @@ def qat_model_for(target: str, model: FloatModel, model_id: str, data: tuple[np.
     if model.keras_path is None:
         return None, ("quantization-aware fine-tuning skipped: no Keras model file (a SavedModel input, or a "
                       "recurrent model unrolled for export)")
-    symmetric, levels = SYMMETRIC.get(target, False), WEIGHT_LEVELS.get(target, 255)
+    scheme = get_target(target)  # the target's int8 scheme: symmetric activations, weight levels
+    symmetric, levels = scheme.symmetric_activations, scheme.weight_levels
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in data)).hexdigest()
     key = cache_key("qat", VERSION, model_id, calib.fingerprint(), digest, str(symmetric), levels, repr(cfg))
     hit = cache.get(key)

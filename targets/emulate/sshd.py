@@ -25,6 +25,20 @@ def make_keys(folder: Path) -> None:
     (folder / "authorized_keys").write_text((folder / "user_key.pub").read_text())
 
 
+def listening(proc: subprocess.Popen, port: int, timeout_s: float = 10.0) -> bool:
+    """Whether `proc` (a server just started) accepts connections on 127.0.0.1:`port` within `timeout_s`;
+    False as soon as it exits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,17 +71,10 @@ def ensure_running(folder: Path) -> int:
     with (folder / "sshd.log").open("wb") as log:
         proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(folder / "sshd_config")], stderr=log,
                                 stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log_text = (folder / "sshd.log").read_text(errors="replace").strip().splitlines()
-                raise UsageError(f"the emulated device's sshd did not start: {(log_text or ['no output'])[-1]}") from None
-            time.sleep(0.05)
+    if not listening(proc, port):
+        proc.kill()
+        log_text = (folder / "sshd.log").read_text(errors="replace").strip().splitlines()
+        raise UsageError(f"the emulated device's sshd did not start: {(log_text or ['no output'])[-1]}")
     _RUNNING[folder] = (proc, port)
     return port
 

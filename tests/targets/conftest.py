@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from targets import ssh
+from targets.emulate.sshd import listening
 from targets.ssh import SshDevice
 
 SSHD = Path("/usr/sbin/sshd")
@@ -86,16 +86,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     log = d / "sshd.log"
     with log.open("wb") as log_file:
         proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")], stderr=log_file)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("sshd did not start: " + log.read_text()[-2000:])
-            time.sleep(0.05)
+    if not listening(proc, port):
+        proc.kill()
+        pytest.fail("sshd did not start: " + log.read_text()[-2000:])
     try:
         yield SshServer(port=port, folder=d, key=d / "user_key", known_hosts=d / "known_hosts", log=log)
     finally:
