@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import tempfile
 from datetime import date
 from pathlib import Path
@@ -23,8 +24,11 @@ from targets import ExportOptions, FloatModel
 
 from .measure import Timing, median_ms, run_child
 from .models import mobilenet_v2
+from .pipeline_floor import host_kind
+from .system import machine, versions
 
 TARGETS = ("tflite", "openvino")
+ROUNDS = 7
 
 
 def dense_heavy():  # type: ignore[no-untyped-def]
@@ -49,6 +53,18 @@ def _int8(km, key: str, target: str, work: Path, cache: Cache) -> Path:  # type:
     exp = export_target(target, FloatModel(folder / "saved_model", folder / "model.keras", shape), model_id,
                         calib, ExportOptions(), cache, UI(quiet=True))
     return exp.folder / exp.result.artifact
+
+
+def _host() -> list[str]:
+    """Where and with what the rows were measured: a latency means nothing without its host kind."""
+    from targets.runner import cpu_info
+
+    m, v = machine(), versions()
+    return [f"- Host kind: {host_kind()} (CPU features: {', '.join(cpu_info()['features'])}); CPU: {m.cpu}, "
+            f"{m.cores} cores visible; 1-minute load average {os.getloadavg()[0]:.1f} at the end of the run.",
+            "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+            f"- Timing: 1 thread, batch 1, random uniform(-1, 1) input, the before and after int8 artifacts "
+            f"interleaved in {ROUNDS} rounds in one child process (bench/measure.py); 16 calibration samples."]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,14 +92,15 @@ def main(argv: list[str] | None = None) -> int:
                 a = _int8(before, f"{key}-before", target, Path(tmp), cache)
                 b = _int8(after, f"{key}-after", target, Path(tmp), cache)
                 res = run_child({"before": a, "after": b}, tuple(int(d) for d in before.inputs[0].shape[1:]),
-                                1, Timing(rounds=7))
+                                1, Timing(rounds=ROUNDS))
                 mb, ma = median_ms(res, "before"), median_ms(res, "after")
                 rows.append(f"| {title} | {target} int8 | {count_params(before)} -> {count_params(after)} | "
                             f"{count_macs(before)} -> {count_macs(after)} | {mb:.3f} | {ma:.3f} | "
                             f"{ma / mb:.2f} | {'PASS' if ma < mb else 'FAIL'} |")
                 print(rows[-1], flush=True)
     text = [f"# Compression latency ({date.today()}, one thread, interleaved rounds, medians of round medians)",
-            "", "Reproduce: `./scripts/bench-compression` (or `python -m bench.compression`).", "", *rows, ""]
+            "", "Reproduce: `./scripts/bench-compression` (or `python -m bench.compression`).", "", *_host(), "",
+            *rows, ""]
     args.out.write_text("\n".join(text))
     print("\n".join(text))
     return 0

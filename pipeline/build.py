@@ -6,30 +6,30 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from pipeline import interrupts
+from pipeline.build_target import EVAL_REL, VAL_REL, TargetJob, one_target
 from pipeline.cache import Cache
 from pipeline.compress.runner import model_metrics, run_stages
-from pipeline.config import Config, PrecisionSetting, TargetSection
-from pipeline.errors import EdgepipeError, TargetError, UsageError
+from pipeline.config import Config, TargetSection
+from pipeline.errors import EdgepipeError, UsageError
 from pipeline.inputs.calib_source import calibration_set
 from pipeline.inputs.data import write_eval
 from pipeline.inputs.models import ModelFormat
 from pipeline.inputs.source import Source, load_source
-from pipeline.measure.metric import ACCURACY, Labels, Metric
-from pipeline.measure.verify import Bench, target_entry
-from pipeline.quantize.export import Exported, export_target
+from pipeline.measure.metric import Labels
+from pipeline.measure.scores import REFERENCE_SCORES_REL, Scores, save_scores, scores_of
+from pipeline.measure.verify import Bench
 from pipeline.quantize.qat import QatConfig, QatInputs
 from pipeline.quantize.unroll import unrolled
 from pipeline.report.document import finalize, new_report, summary_table, write_report
 from pipeline.ui import UI
-from targets import ExportOptions, FloatModel, Precision, TargetName, get_target, runner
-
-EVAL_REL = "data/eval.npz"
+from targets import FloatModel, runner
+from targets.runner_arrays import note_read
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class BuildRequest:
     allow_unsafe: bool = False
     use_cache: bool = True
     bench: Bench | None = None  # a device profile's measurement settings; a [targets.X] key set explicitly wins
+    # A search trial: every number is the validation split's and the test split is never read (the search
+    # chooses on it; the promoted trial is built again normally)
+    validation_only: bool = False
 
 
 def measurement_settings(section: TargetSection, profile: Bench | None) -> Bench:
@@ -51,22 +54,45 @@ def measurement_settings(section: TargetSection, profile: Bench | None) -> Bench
     return base.overridden(explicit)
 
 
-def _save_reference(src: Source, run_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Refs:
+    """The reference model's scores on the test split (what the shipped artifacts' drops are reported against)
+    and on the validation split (what every choice's drop is judged against)."""
+
+    test: Scores
+    val: Scores
+
+
+def _reference_scores(src: Source, validation_only: bool = False) -> Refs:
+    from pipeline.inputs.models import predict
+
+    ref, d, metric = src.reference, src.data, src.metric
+    val = predict(ref, d.x_val, output=metric.output_index)
+    assert d.y_val is not None
+    val_scores = scores_of(val, d.y_val, metric, d.x_val, "val")
+    if validation_only:
+        return Refs(val_scores, val_scores)
+    test = src.reference_outputs if src.reference_outputs is not None else \
+        predict(ref, d.x_test, output=metric.output_index)
+    note_read("reference: test split")
+    return Refs(scores_of(test, d.y_test, metric, d.x_test, "test"), val_scores)
+
+
+def _save_reference(src: Source, run_dir: Path, refs: Refs) -> dict[str, Any]:
     ref = src.reference
+    metric = {"name": src.metric.name, "value": refs.test.value, "split": "test", "samples": refs.test.samples,
+              "higher_is_better": src.metric.higher_is_better, "validation_value": refs.val.value}
     if ref.keras_model is not None:
         dest = run_dir / "reference" / "model.keras"
         dest.parent.mkdir(parents=True)
         ref.keras_model.save(dest)
-        return {"path": "reference/model.keras", **model_metrics(ref.keras_model, src.data, src.metric.spec,
-                                                                  src.metric.output_index, src.reference_outputs)}
-    from pipeline.inputs.models import metric_value, predict
-
+        m = model_metrics(ref.keras_model, src.data, src.metric.spec, src.metric.output_index, None, "test",
+                          value=refs.test.value)
+        return {"path": "reference/model.keras", **m, "metric": metric, "validation_accuracy": refs.val.value}
     shutil.copytree(ref.path, run_dir / "reference" / "saved_model")  # the user's model, even when revived
     size = sum(f.stat().st_size for f in (run_dir / "reference" / "saved_model").rglob("*") if f.is_file())
-    pred = src.reference_outputs if src.reference_outputs is not None else predict(ref, src.data.x_test)
-    value = metric_value(pred, src.data.y_test, src.metric.spec, src.data.x_test)
-    return {"path": "reference/saved_model", "accuracy": value,
-            "params": None, "macs": None, "size_bytes": size}
+    return {"path": "reference/saved_model", "accuracy": refs.test.value, "params": None, "macs": None,
+            "size_bytes": size, "metric": metric, "validation_accuracy": refs.val.value}
 
 
 def _float_model(src: Source, keras_model: Any, keras_path: Path | None, scratch: Path) -> FloatModel:
@@ -114,13 +140,22 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     report["budget"] = cfg.budget.model_dump()
     report["config"] = cfg.name
     src = load_source(cfg, allow_unsafe=req.allow_unsafe, cache=cache, ui=ui, work_dir=scratch)
-    report["reference"] = _save_reference(src, run_dir)
+    refs = _reference_scores(src, req.validation_only)
+    report["reference"] = _save_reference(src, run_dir, refs)
     report["reference"]["format"] = src.reference.format.value
     if src.reference.notes:  # how the model had to be adapted to load (legacy .h5, revived SavedModel)
         report["reference"]["notes"] = list(src.reference.notes)
     ref = src.reference
-    write_eval(run_dir / EVAL_REL, src.data, ref.output_names, src.metric.output or "")
-    report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0])}
+    write_eval(run_dir / VAL_REL, src.data, ref.output_names, src.metric.output or "", split="val")
+    if req.validation_only:
+        report["eval_set"] = {"path": VAL_REL, "samples": refs.val.samples, "split": "validation"}
+    else:
+        write_eval(run_dir / EVAL_REL, src.data, ref.output_names, src.metric.output or "")
+        report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0]), "split": "test"}
+        if refs.test.per_sample is not None:  # `edgepipe verify` pairs a device's run with the reference's
+            save_scores(run_dir / REFERENCE_SCORES_REL, refs.test)
+            report["eval_set"]["reference_scores"] = REFERENCE_SCORES_REL
+    report["validation_set"] = {"path": VAL_REL, "samples": refs.val.samples, "source": src.validation}
     if ref.several_inputs or ref.several_outputs:
         report["eval_set"].update(inputs=list(ref.input_names), outputs=list(ref.output_names))
         _refuse_stages(cfg)
@@ -133,11 +168,12 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
                          src.metric.spec, src.metric.labels.value)
     if outcome is not None:
         report["stages"] = outcome.entries
+        _stage_metrics(outcome, src, refs)
         final, model_id, keras_path = outcome.model, outcome.model_id, outcome.keras_path
-        float_acc = outcome.entries[-1]["accuracy"]
+        float_value = outcome.entries[-1]["accuracy"]  # on the validation split
     else:
         final, model_id, keras_path = src.reference.keras_model, src.model_id, None
-        float_acc = report["reference"]["accuracy"]
+        float_value = refs.val.value
         if src.reference.format is not ModelFormat.SAVED_MODEL:
             keras_path = run_dir / "reference" / "model.keras"
     fm = _float_model(src, final, keras_path, scratch)
@@ -149,17 +185,24 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     qat = _qat_inputs(cfg, src)
     for name in req.targets:
         interrupts.check()
-        report["targets"][name] = _one_target(name, fm, model_id, calib, req, run_dir, report, float_acc, cache, ui,
-                                              src.metric, qat)
+        s = cfg.targets.settings(name)
+        job = TargetJob(name, fm, model_id, calib, cfg, run_dir, cache, ui, src.metric,
+                        measurement_settings(s, req.bench), refs.test, refs.val, float_value, req.device, qat,
+                        VAL_REL if req.validation_only else EVAL_REL)
+        report["targets"][name] = one_target(job)
     return finalize(report)
 
 
-LADDER_SKIPPED = ("accuracy-aware: skipped for a model with several inputs or outputs (no fallback calibrations, "
-                  "equalization or float layers); the int8 artifact is exported once and judged against the budget")
+def _stage_metrics(outcome: Any, src: Source, refs: Refs) -> None:
+    """Each stage's `metric` on the validation split, its drop against the reference's there, with interval."""
+    from pipeline.measure.scores import metric_entry
 
-
-def _several_io(fm: FloatModel, metric: Metric) -> bool:
-    return bool(fm.inputs) or metric.output is not None
+    assert src.data.y_val is not None
+    for entry, out in zip(outcome.entries, outcome.val_outputs, strict=True):
+        if out is None:
+            continue
+        mine = scores_of(out, src.data.y_val, src.metric, src.data.x_val, "val")
+        entry["metric"], _ = metric_entry(src.metric, refs.val, mine.value, mine.per_sample)
 
 
 def _qat_inputs(cfg: Config, src: Source) -> QatInputs | None:
@@ -169,121 +212,13 @@ def _qat_inputs(cfg: Config, src: Source) -> QatInputs | None:
     from pipeline.inputs.arrays import is_lazy
 
     d, settings = src.data, QatConfig(epochs=cfg.quantize.qat_epochs)
-    if is_lazy(d.x_train) or is_lazy(d.x_test):
+    if is_lazy(d.x_train) or is_lazy(d.x_val):
         return QatInputs((), settings, cfg.quantize.qat, "data read a batch at a time: QAT trains in memory")
     import numpy as np
 
-    arrays = tuple(np.asarray(a) for a in (d.x_train, d.y_train, d.x_test, d.y_test))  # in memory already
+    # QAT's before/after is judged on the validation split, never the test split
+    arrays = tuple(np.asarray(a) for a in (d.x_train, d.y_train, d.x_val, d.y_val))  # in memory already
     return QatInputs(arrays, settings, first=cfg.quantize.qat)
-
-
-def _export(name: str, fm: FloatModel, model_id: str, calib: Any, cfg: Any, run_dir: Path, ref_acc: float,
-            cache: Cache, ui: UI, metric: Metric, threads: int = 1,
-            qat: QatInputs | None = None) -> tuple[Exported, Any]:
-    """The target's artifact in its configured precision; int8 under a budget, or with [quantize] qat, goes
-    up the accuracy-aware ladder (its Outcome is returned too), the other precisions are exported once."""
-    from pipeline.quantize import accuracy_aware
-
-    precision = cfg.targets.settings(name).precision.fixed or Precision.INT8  # auto goes through _auto
-    opts = ExportOptions(calibration_method=cfg.quantize.calibration.value, precision=precision,
-                         kept_precision=cfg.targets.settings(name).kept_precision)
-    exp = export_target(name, fm, model_id, calib, opts, cache, ui)
-    max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
-        else cfg.budget.max_metric_drop
-    if cfg.quantize.qat and max_drop is None:
-        max_drop = float("inf")  # no budget: QAT ships whatever it measures
-    if max_drop is None or precision is not Precision.INT8 or _several_io(fm, metric):
-        return exp, None
-    job = accuracy_aware.Job(name, fm, model_id, calib, run_dir / EVAL_REL, ref_acc, max_drop, cache, ui, metric,
-                             threads, qat)  # attempts run with the threads that verification will use
-    aware = accuracy_aware.search(job, exp, opts)
-    return aware.best.exported, aware
-
-
-def _auto(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path, ref_acc: float,
-          float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench,
-          qat: QatInputs | None = None) -> tuple[Exported, Any, dict[str, Any]]:
-    """precision = "auto": every candidate measured, the fastest that meets the budget ships."""
-    from pipeline.quantize.auto_precision import NO_LADDER_SEVERAL_IO, AutoJob, run_auto
-
-    cfg = req.config
-    max_drop = cfg.budget.max_accuracy_drop if cfg.budget.max_accuracy_drop is not None \
-        else cfg.budget.max_metric_drop
-    several = _several_io(fm, metric)
-    job = AutoJob(name, fm, model_id, calib, run_dir, EVAL_REL, ref_acc, float_acc, cfg.budget,
-                  None if several else max_drop, cfg.quantize.calibration.value, bench, cache, ui, metric, req.device,
-                  qat=qat)
-    return run_auto(replace(job, no_ladder=NO_LADDER_SEVERAL_IO) if several else job)
-
-
-def _fixed(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path, ref_acc: float,
-           float_acc: float, cache: Cache, ui: UI, metric: Metric, bench: Bench,
-           qat: QatInputs | None = None) -> tuple[Exported, Any, dict[str, Any]]:
-    """The configured precision: exported (int8 up the ladder under a budget), copied into OUT/<target>/, measured."""
-    exp, aware = _export(name, fm, model_id, calib, req.config, run_dir, ref_acc, cache, ui, metric, bench.threads, qat)
-    folder = run_dir / name  # the run directory names each folder after its target
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in exp.result.files:
-        shutil.copy2(exp.folder / f, folder / f)
-    ui.info(f"{name}: {exp.result.precision} artifact {'reused from cache' if exp.cached else 'built'}")
-    rel = f"{name}/{exp.result.artifact}"
-    rel_float = f"{name}/{exp.result.float_artifact}" if exp.result.float_artifact else None
-    try:
-        entry = target_entry(run_dir, rel, rel_float, EVAL_REL, ref_acc, float_acc, req.config.budget, bench, ui,
-                             TargetName(name), req.device, metric=metric, precision=exp.result.precision)
-    except TargetError as err:  # built but not measurable: `edgepipe verify` can measure it again
-        raise _Unmeasured(rel, exp.result.precision, err) from None
-    return exp, aware, entry
-
-
-class _Unmeasured(TargetError):
-    def __init__(self, rel: str, precision: str, err: TargetError) -> None:
-        super().__init__(str(err))
-        self.rel, self.precision = rel, precision
-
-
-def _one_target(name: str, fm: FloatModel, model_id: str, calib: Any, req: BuildRequest, run_dir: Path,
-                report: dict[str, Any], float_acc: float, cache: Cache, ui: UI,
-                metric: Metric = ACCURACY, qat: QatInputs | None = None) -> dict[str, Any]:
-    from pipeline.measure.verify import ship_float_if_faster, warn_if_int8_slower
-
-    cfg, ref_acc = req.config, report["reference"]["accuracy"]
-    s = cfg.targets.settings(name)
-    bench = measurement_settings(s, req.bench)
-    make = _auto if s.precision is PrecisionSetting.AUTO else _fixed
-    try:
-        exp, aware, entry = make(name, fm, model_id, calib, req, run_dir, ref_acc, float_acc, cache, ui, metric, bench,
-                                 qat)
-    except _Unmeasured as err:
-        ui.warn(str(err))
-        return {"artifact": err.rel, "error": str(err), "passed": False, "violations": [], "precision": err.precision,
-                "device": "host" if req.device is None else req.device.url}
-    except TargetError as err:
-        ui.warn(str(err))
-        return {"error": str(err), "passed": False, "violations": [], "precision": s.precision.value,
-                "device": "host"}
-    entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
-    entry["float_layers"] = list(exp.result.float_layers)
-    entry["int16_layers"] = list(exp.result.int16_layers)
-    entry["notes"] = list(exp.result.notes) + entry["notes"]
-    if _several_io(fm, metric) and s.precision in (PrecisionSetting.INT8, PrecisionSetting.AUTO) \
-            and (cfg.budget.max_accuracy_drop is not None or cfg.budget.max_metric_drop is not None):
-        entry["notes"].append(LADDER_SKIPPED)
-    if aware is not None:
-        fields = aware.report_fields()
-        if exp is not aware.best.exported:  # auto shipped another candidate than the ladder's choice
-            fields.pop("cross_layer_equalization", None)
-        entry.update(fields)
-        entry["notes"] += aware.notes
-    note = get_target(name).host_latency_note
-    if note and entry["device"] == "host" and note not in entry["notes"]:
-        entry["notes"].append(note)
-    if s.ship_faster_float and s.precision is PrecisionSetting.INT8:
-        ship_float_if_faster(entry, run_dir, EVAL_REL, ref_acc, cfg.budget, bench, ui, TargetName(name), req.device,
-                             metric=metric)
-    elif s.precision is PrecisionSetting.INT8:
-        warn_if_int8_slower(entry, name, ui)
-    return entry
 
 
 def build(req: BuildRequest, ui: UI) -> dict[str, Any]:

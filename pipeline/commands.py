@@ -227,6 +227,7 @@ def cmd_bench(args: argparse.Namespace, ui: Any) -> int:
     result = run_measurement(args.artifact, args.eval, bench, ui, args.artifact.name, device.ssh, target=target)
     result.pop("latency_samples_ms", None)
     result.pop("predictions", None)
+    result.pop("per_sample", None)  # one number per eval sample, for the build's paired intervals
     if device.ssh is not None and device.ssh.emulated is not None:
         result["emulated"] = device.ssh.emulated.report()
     if args.json:

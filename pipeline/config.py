@@ -187,6 +187,9 @@ class BudgetSection(_Strict):
     max_metric_drop: Annotated[float, Field(ge=0)] | None = None  # in the metric's units, its worse direction
     max_latency_ms: Annotated[float, Field(gt=0)] | None = None
     max_size_kb: Annotated[float, Field(gt=0)] | None = None
+    # None: the drop passes on its point estimate (the interval is reported, `uncertain` when it holds the
+    # budget); a level (e.g. 0.95): the drop's interval at that level must lie within the budget
+    confidence: Annotated[float, Field(ge=0.5, lt=1)] | None = None
 
 
 class PrecisionSetting(str, Enum):
@@ -212,6 +215,9 @@ class TargetSection(_Strict):
     ship_faster_float: bool = False  # ship the float artifact when it runs faster than the int8 one
     precision: PrecisionSetting = PrecisionSetting.INT8  # one the target supports (targets.precision_problem), or auto
     kept_precision: KeptPrecision = KeptPrecision.CHEAPEST  # sensitive layers kept out of int8: cheapest | int16 | float
+    # This host is where the artifact is deployed: its latency is judged (max_latency_ms, ship_faster_float, auto)
+    # even when it is not of the target's device family (pipeline.measure.device_kind)
+    deploy_on_host: bool = False
 
 
 class TargetsSection(_Strict):

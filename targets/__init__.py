@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .base import ExportOptions, ExportResult, FloatModel, Precision, Target, TargetName
+from .base import DeviceFamily, ExportOptions, ExportResult, FloatModel, Precision, Target, TargetName
 
 _REGISTRY: dict[TargetName, str] = {
     TargetName.TFLITE: "targets.tflite:TFLiteTarget",
@@ -57,5 +57,5 @@ def artifact_files(path: Path) -> list[Path]:
     return [path, weights] if target_of_artifact(path) is TargetName.OPENVINO and weights.is_file() else [path]
 
 
-__all__ = ["ExportOptions", "ExportResult", "FloatModel", "Precision", "Target", "TargetName", "get_target", "precision_problem", "artifact_files", "artifact_suffixes",
+__all__ = ["DeviceFamily", "ExportOptions", "ExportResult", "FloatModel", "Precision", "Target", "TargetName", "get_target", "precision_problem", "artifact_files", "artifact_suffixes",
            "target_names", "target_of_artifact"]

@@ -29,6 +29,15 @@ class Precision(str, Enum):
     FLOAT = "float"
 
 
+class DeviceFamily(str, Enum):
+    """The kind of device a target's artifact is deployed on: its latency decides only where it was measured on
+    that kind (pipeline.measure.device_kind)."""
+
+    ARM_CPU = "ARM CPU"  # LiteRT on Raspberry Pi-class boards
+    X86_CPU = "x86 CPU"  # OpenVINO on Intel CPUs
+    TENSORRT = "NVIDIA GPU"  # a Jetson, through TensorRT
+
+
 class KeptPrecision(str, Enum):
     """What ExportOptions.float_layers are kept in instead of int8. CHEAPEST: per op, the higher precision the
     backend runs fastest (tflite: 16x8 for the ops whose LiteRT 16x8 kernel is about as fast as int8, float
@@ -135,6 +144,7 @@ class Target(Protocol):
     name: TargetName
     version: str  # bump when the export changes; part of the cache key
     host_latency_note: str | None  # why host latency is not the device's, when that is so
+    device_family: DeviceFamily  # what its latency must be measured on to decide anything
 
     supports_equalize: bool  # whether ExportOptions.equalize does anything here
     symmetric_activations: bool  # its int8 activations are symmetric (zero point 0); else asymmetric

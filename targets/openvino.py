@@ -18,7 +18,15 @@ from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
 from . import runner
-from .base import ExportOptions, ExportResult, FloatModel, Precision, TargetName, UnsupportedPrecision
+from .base import (
+    DeviceFamily,
+    ExportOptions,
+    ExportResult,
+    FloatModel,
+    Precision,
+    TargetName,
+    UnsupportedPrecision,
+)
 from .runner import OpenVINOSession
 
 PRESET = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM", "entropy": "MINMAX"}
@@ -193,6 +201,7 @@ class OpenVINOTarget:
     version = "8"  # 8: precisions
     host_latency_note = None
     supports_equalize = True
+    device_family = DeviceFamily.X86_CPU
     symmetric_activations = False
     weight_levels = 127  # NNCF overflow_fix=ENABLE (OVERFLOW_NOTE): 7-bit weights
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)

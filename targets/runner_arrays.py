@@ -126,8 +126,24 @@ def npz_members(path: str | Path) -> dict[str, NpyArray | None]:
     return out
 
 
+READ_LOG = "EDGEPIPE_READ_LOG"  # a file: each read of an eval set's labels appends its path (audits, tests)
+
+
+def note_read(what: str | Path) -> None:
+    """Append `what` to the file named by $EDGEPIPE_READ_LOG, when set: who read which split's labels."""
+    import os
+
+    log = os.environ.get(READ_LOG)
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{what}\n")
+
+
 def read_member(path: str | Path, key: str) -> Any:
-    """One .npz member: lazy when stored uncompressed, else read whole."""
+    """One .npz member: lazy when stored uncompressed, else read whole. Reading the labels (`y`) is noted
+    (note_read)."""
+    if key == "y":
+        note_read(Path(path).resolve())
     member = npz_members(path).get(key)
     if member is not None:
         return member

@@ -23,7 +23,15 @@ from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
 from . import runner
-from .base import ExportOptions, ExportResult, FloatModel, Precision, TargetName, UnsupportedPrecision
+from .base import (
+    DeviceFamily,
+    ExportOptions,
+    ExportResult,
+    FloatModel,
+    Precision,
+    TargetName,
+    UnsupportedPrecision,
+)
 from .runner import OnnxRuntimeSession
 
 ENGINE_SCRIPT = """#!/usr/bin/env bash
@@ -232,6 +240,7 @@ class TensorRTTarget:
     name = TargetName.TENSORRT
     version = "6"  # 6: precisions; 5: accuracy of the Q/DQ graph as written (ORT_DISABLE_ALL)
     supports_equalize = False
+    device_family = DeviceFamily.TENSORRT
     symmetric_activations = True  # TensorRT's explicit int8: symmetric s8 Q/DQ
     weight_levels = 255
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)

@@ -22,7 +22,7 @@ from calibration.ranges import ValueCollector
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
 from . import runner, tflite_quantizer
-from .base import ExportOptions, ExportResult, FloatModel, KeptPrecision, Precision, TargetName
+from .base import DeviceFamily, ExportOptions, ExportResult, FloatModel, KeptPrecision, Precision, TargetName
 from .runner import LiteRTSession
 
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
@@ -220,6 +220,7 @@ class TFLiteTarget:
     version = "4"  # 3: precisions; 4: kept layers 16x8 by scope (LiteRT Quantizer)
     host_latency_note = None
     supports_equalize = False
+    device_family = DeviceFamily.ARM_CPU
     symmetric_activations = False
     weight_levels = 255
     precisions = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)

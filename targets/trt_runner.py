@@ -185,7 +185,12 @@ def run_tensorrt(
     if eval_path is not None:
         ev = base.EvalSet(eval_path)
         try:
-            result["accuracy"] = base.evaluate(TensorRTSession(engine, base), ev.x, ev.y, metric, ev.output_index)
+            outputs = base.outputs_all(TensorRTSession(engine, base).exact(), ev.x)[ev.output_index]
+            result["accuracy"], stats = base.runner_metrics.score_and_per_sample(  # as base.evaluate, and per sample
+                outputs, ev.y, metric, None if isinstance(ev.x, dict) else ev.x
+            )
+            if stats is not None:
+                result["per_sample"] = stats.tolist()
             result["samples"] = ev.samples
         except Exception as err:  # no tensorrt module / libcudart: latency still counts
             result["notes"].append(

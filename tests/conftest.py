@@ -115,3 +115,13 @@ def twoio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from multiio import write
 
     return write(tmp_path_factory.mktemp("twoio"))
+
+
+@pytest.fixture(scope="session")
+def outlier_model(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """trained_cnn with outlier activation channels (tests/outliers.py): plain int8 misses by several points."""
+    from outliers import make_outlier_model
+
+    path = tmp_path_factory.mktemp("outlier") / "outlier.keras"
+    make_outlier_model(trained_cnn, digits_npz, path)
+    return path

@@ -28,6 +28,10 @@ class TrainData:
     x_test: Samples | dict[str, np.ndarray]
     y_test: np.ndarray
     num_classes: int
+    # The validation split every choice is judged on (the user's x_val, or held out of the training split:
+    # pipeline.inputs.holdout); None only where no build runs (a stage tested alone).
+    x_val: Samples | dict[str, np.ndarray] | None = None
+    y_val: np.ndarray | None = None
 
 
 def one_input(x: Samples | dict[str, np.ndarray]) -> Samples:

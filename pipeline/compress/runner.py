@@ -39,22 +39,27 @@ class _KerasSession(runner.Session):
         return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
 
 
-def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy", output: int = 0,
-                  outputs: np.ndarray | None = None) -> dict[str, Any]:
-    """params, MACs, float32 weight bytes, the metric on the test split ("accuracy") of output number `output`
-    (models with several; `outputs`: the model's outputs there, when already predicted), float latency here."""
+def model_outputs(model: keras.Model, x: Any, output: int = 0) -> np.ndarray:
+    """The Keras model's outputs (number `output` of several) on a split, a batch at a time for lazy data."""
     def predict(b: Any) -> np.ndarray:
         pred = model.predict(b, batch_size=256, verbose=0)
         return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
 
-    x = data.x_test
-    if outputs is not None:
-        pred = outputs
-    else:
-        pred = predict_named(predict, x) if isinstance(x, dict) else predict_batches(predict, x)
+    return predict_named(predict, x) if isinstance(x, dict) else predict_batches(predict, x)
+
+
+def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy", output: int = 0,
+                  outputs: np.ndarray | None = None, split: str = "test", value: float | None = None,
+                  ) -> dict[str, Any]:
+    """params, MACs, float32 weight bytes, the metric on `split` ("test" or "val") of output number `output`
+    (models with several; `outputs`: the model's outputs there, when already predicted; `value`: the metric,
+    when already computed), float latency here."""
+    x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
     first = {k: np.asarray(v[:1]) for k, v in x.items()} if isinstance(x, dict) else np.asarray(x[:1])
     stats, _ = runner.measure(_KerasSession(model), first, warmup=5, iterations=30)
-    value = metric_value(pred, data.y_test, metric, data.x_test)
+    if value is None:
+        pred = outputs if outputs is not None else model_outputs(model, x, output)
+        value = metric_value(pred, y, metric, x)
     return {"accuracy": value, "params": count_params(model), "macs": count_macs(model),
             "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}
 
@@ -65,6 +70,7 @@ class StageOutcome:
     model_id: str
     entries: list[dict[str, Any]] = field(default_factory=list)
     keras_path: Path | None = None
+    val_outputs: list[np.ndarray | None] = field(default_factory=list)  # each stage's outputs on the validation split
 
 
 def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data: TrainData, data_id: str,
@@ -111,9 +117,14 @@ def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data:
         dest = run_dir / "stages" / stage.name / "model.keras"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes((hit / "model.keras").read_bytes())
-        entry = {"name": stage.name, "path": f"stages/{stage.name}/model.keras", **model_metrics(model, data, metric),
+        val_outputs = model_outputs(model, data.x_val) if data.x_val is not None else None
+        entry = {"name": stage.name, "path": f"stages/{stage.name}/model.keras",
+                 **model_metrics(model, data, metric, outputs=val_outputs, split="val" if data.x_val is not None
+                                 else "test"),
+                 "split": "validation" if data.x_val is not None else "test",
                  "seconds": round(seconds, 3), "cached": cached,
                  "notes": notes, "details": details}  # what the stage did (widths, ranks, sparsity ...)
         outcome.entries.append(entry)
+        outcome.val_outputs.append(val_outputs)
         outcome.model, outcome.model_id, outcome.keras_path = model, key, dest
     return outcome

@@ -21,6 +21,7 @@ from pipeline.measure.metric import Labels
 from targets.runner_arrays import write_npz
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+VAL_KEYS = ("x_val", "y_val")  # optional: the validation split every choice of the build is judged on
 IN_MEMORY_BYTES = 256 << 20  # an image folder decodes to at most this much: held in memory, else read lazily
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
@@ -57,11 +58,15 @@ class RawData:
     x_test: Samples | dict[str, np.ndarray]
     y_test: np.ndarray | dict[str, np.ndarray]
     source: str  # a content hash or an example's name, for cache keys
+    x_val: Samples | dict[str, np.ndarray] | None = None  # None: held out of the training split (inputs.holdout)
+    y_val: np.ndarray | dict[str, np.ndarray] | None = None
+    validation: str = "given"  # where x_val comes from: "given" (the user's) or "held out" (of x_train)
 
     @property
     def named(self) -> bool:
         """Whether any split uses named keys (several inputs or outputs)."""
-        return any(isinstance(v, dict) for v in (self.x_train, self.y_train, self.x_test, self.y_test))
+        return any(isinstance(v, dict) for v in (self.x_train, self.y_train, self.x_test, self.y_test, self.x_val,
+                                                 self.y_val))
 
 
 def _split(files: list[str], data: Any, key: str) -> np.ndarray | dict[str, np.ndarray] | None:
@@ -86,13 +91,24 @@ def read_npy_folder(folder: Path) -> RawData:
         raise DataError(f"{folder}: a data folder needs {', '.join(f'{k}.npy' for k in NPZ_KEYS)} (or a folder of "
                         f".npy shards per split; several inputs or outputs: x_train.<input>.npy, ...); missing "
                         f"{', '.join(missing)}")
-    arrays: dict[str, Any] = {}
+    val = {k: _split_paths(folder, k) for k in VAL_KEYS}
+    _check_val_pair(folder, {k: v or None for k, v in val.items()}, ".npy")
+    arrays: dict[str, Any] = {k: None for k in VAL_KEYS}
     digests: list[str] = []
-    for key, paths in found.items():
+    for key, paths in {**found, **{k: v for k, v in val.items() if v}}.items():
         named = {name: _open(path, key.startswith("x"), digests) for name, path in paths.items()}
         arrays[key] = named[""] if "" in named else named
     h = hashlib.sha256("|".join(digests).encode()).hexdigest()
-    return RawData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], source=f"npy:{h}")
+    return RawData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], source=f"npy:{h}",
+                   x_val=arrays["x_val"], y_val=arrays["y_val"])
+
+
+def _check_val_pair(where: Path, val: dict[str, Any], suffix: str = "") -> None:
+    """x_val and y_val come together or not at all."""
+    if (val["x_val"] is None) != (val["y_val"] is None):
+        have, lack = ("x_val", "y_val") if val["y_val"] is None else ("y_val", "x_val")
+        raise DataError(f"{where}: has {have}{suffix} but no {lack}{suffix}: give both (a validation split) or "
+                        "neither (edgepipe then holds one out of the training split)")
 
 
 def _split_paths(folder: Path, key: str) -> dict[str, Path]:
@@ -140,6 +156,8 @@ def read_npz(path: Path) -> RawData:
             if missing:
                 raise DataError(f"{path}: npz is missing {', '.join(missing)} (needs {', '.join(NPZ_KEYS)}; a model "
                                 "with several inputs or outputs: x_train.<input name>, y_train.<output name>)")
+            arrays.update({k: _split(list(data.files), data, k) for k in VAL_KEYS})
+            _check_val_pair(path, arrays)
         digest = file_digest(path)
     except DataError:
         raise
@@ -256,7 +274,7 @@ def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], 
         raise DataError("named npz keys (x_train.<input>, y_train.<output>) are for a model with several inputs or "
                         "outputs; this model has one of each: use x_train, y_train, x_test, y_test")
     splits: dict[str, Any] = {}
-    for xk, yk in (("x_train", "y_train"), ("x_test", "y_test")):
+    for xk, yk in split_pairs(raw):
         x, y = getattr(raw, xk), getattr(raw, yk)
         if np.ndim(y) == 0 and len(x.shape) != 0:
             raise DataError(f"{yk}: a single value, not an array of samples")
@@ -264,7 +282,14 @@ def prepare(raw: RawData, pre: Preprocess, input_shape: tuple[int | None, ...], 
         if x.shape[0] != np.asarray(y).shape[0]:
             raise DataError(f"{xk} has {x.shape[0]} samples but {yk} has {np.asarray(y).shape[0]}")
         splits[xk], splits[yk] = xf, check_targets(yk, y, labels, output_shape, num_classes)
-    return TrainData(splits["x_train"], splits["y_train"], splits["x_test"], splits["y_test"], num_classes)
+    return TrainData(splits["x_train"], splits["y_train"], splits["x_test"], splits["y_test"], num_classes,
+                     splits.get("x_val"), splits.get("y_val"))
+
+
+def split_pairs(raw: RawData) -> tuple[tuple[str, str], ...]:
+    """The (x, y) keys of the splits `raw` holds: train, test, and validation when there is one."""
+    pairs = (("x_train", "y_train"), ("x_test", "y_test"))
+    return pairs + ((("x_val", "y_val"),) if raw.x_val is not None else ())
 
 
 def _preprocessed(x: Samples, pre: Preprocess, add_channel: bool) -> Samples:
@@ -289,18 +314,20 @@ def preprocess_from(section: DataSection | None, default_scale: float = 1.0) -> 
     return Preprocess(section.scale, mean, std)
 
 
-def write_eval(path: Path, data: TrainData, outputs: tuple[str, ...] = (), output: str = "") -> None:
-    """OUT/data/eval.npz: x float32 preprocessed in the model's layout (several inputs: `x.<input name>` each),
-    y int64 labels (of the metric's output); several outputs add `outputs` (their names, model order) and
-    `output` (the one y labels). Written (and later read, targets.runner.EvalSet) a batch at a time: an
-    uncompressed .npz, as np.savez writes."""
+def write_eval(path: Path, data: TrainData, outputs: tuple[str, ...] = (), output: str = "",
+               split: str = "test") -> None:
+    """OUT/data/eval.npz (the test split; `split="val"`: OUT/data/val.npz, the validation split): x float32
+    preprocessed in the model's layout (several inputs: `x.<input name>` each), y int64 labels (of the metric's
+    output); several outputs add `outputs` (their names, model order) and `output` (the one y labels). Written
+    (and later read, targets.runner.EvalSet) a batch at a time: an uncompressed .npz, as np.savez writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    y = np.asarray(data.y_test)
+    x_split, y_split = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+    y = np.asarray(y_split)
     arrays: dict[str, Any] = {"y": y.astype(np.int64) if y.dtype.kind in "biu" else y}
-    if isinstance(data.x_test, dict):
-        arrays.update({f"x.{k}": v for k, v in data.x_test.items()})
+    if isinstance(x_split, dict):
+        arrays.update({f"x.{k}": v for k, v in x_split.items()})
     else:
-        arrays["x"] = data.x_test
+        arrays["x"] = x_split
     if len(outputs) > 1:
         arrays["outputs"], arrays["output"] = np.asarray(outputs), np.asarray(output)
     write_npz(path, arrays)

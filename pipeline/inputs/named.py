@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.compress.base import TrainData
 from pipeline.errors import DataError
-from pipeline.inputs.data import Preprocess, RawData, check_targets, check_x
+from pipeline.inputs.data import Preprocess, RawData, check_targets, check_x, split_pairs
 from pipeline.inputs.models import LoadedModel
 from pipeline.measure.metric import Labels
 
@@ -43,7 +43,7 @@ def prepare_named(raw: RawData, pre: Preprocess, model: LoadedModel, output: str
     if not model.input_names:
         raise DataError("named npz keys (x_train.<input>, y_train.<output>) need a .keras or .h5 model")
     splits: dict[str, Any] = {}
-    for xk, yk in (("x_train", "y_train"), ("x_test", "y_test")):
+    for xk, yk in split_pairs(raw):
         xs = _by_name(xk, getattr(raw, xk), model.input_names, "input")
         missing = [n for n in model.input_names if n not in xs]
         if missing:

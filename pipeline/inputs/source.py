@@ -14,6 +14,7 @@ from pipeline.config import Config, MetricSection
 from pipeline.errors import ConfigError, DataError, ModelLoadError
 from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_data, read_image_folder
 from pipeline.inputs.examples import get_example
+from pipeline.inputs.holdout import with_validation
 from pipeline.inputs.models import LoadedModel, ModelFormat, from_keras, load_model, metric_value, predict
 from pipeline.inputs.named import output_labels, prepare_named
 from pipeline.inputs.teacher import train_teacher
@@ -30,6 +31,7 @@ class Source:
     preprocess: Preprocess
     metric: Metric = ACCURACY  # what the build judges by
     reference_outputs: np.ndarray | None = None  # the reference model's outputs on x_test, when already computed
+    validation: str = "given"  # where the validation split came from: "given" (x_val) or "held out" (of x_train)
 
 
 def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache: Cache, ui: UI,
@@ -37,7 +39,7 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
     import keras
 
     ex = get_example(name)
-    key = cache_key("example-teacher", ex.name, ex.version, seed)
+    key = cache_key("example-teacher", ex.name, ex.version, seed, "validation held out")
     hit = cache.get(key)
     if hit is None:
         keras.utils.set_random_seed(seed)
@@ -57,7 +59,8 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
         ui.info(f"teacher of {name}: reused from cache")
     model = keras.saving.load_model(hit / "model.keras", compile=False)
     ref = from_keras(model, ModelFormat.KERAS, Path(f"example:{name}"), key)
-    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, ex.preprocess, metric)
+    return Source(ref, data, raw.source + "|" + ex.preprocess.key(), key, ex.preprocess, metric,
+                  validation=raw.validation)
 
 
 def data_and_metric(raw: RawData, pre: Preprocess, ref: LoadedModel, section: MetricSection | None,
@@ -88,7 +91,7 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
     if config.model.example is not None:
         ex = get_example(config.model.example)
         if config.data is None:
-            raw, pre = ex.load(), ex.preprocess
+            raw, pre = with_validation(ex.load(), seed, _judged_output(config)), ex.preprocess
             probe = from_keras(ex.build_teacher(), ModelFormat.KERAS, Path(f"example:{ex.name}"), "")
             data, metric = data_and_metric(raw, pre, probe, config.metric, f"example {ex.name}")
             return _example_teacher(ex.name, raw, data, seed, cache, ui, metric)
@@ -109,12 +112,18 @@ def load_source(config: Config, *, allow_unsafe: bool, cache: Cache, ui: UI, wor
         assert section.images is not None and section.image_size is not None
         channels = ref.input_shape[-1] or 3
         raw = read_image_folder(config.resolve(section.images), section.image_size, int(channels), seed)
+    raw = with_validation(raw, seed, _judged_output(config))
     pre = preprocess_from(section)
     data, metric = data_and_metric(raw, pre, ref, config.metric, str(ref.path))
     pred = None
     if config.metric is not None:
         data, pred = _metric_checked(ref, data, metric, ui)
-    return Source(ref, data, raw.source + "|" + pre.key() + "|" + metric.spec, ref.content_hash, pre, metric, pred)
+    return Source(ref, data, raw.source + "|" + pre.key() + "|" + metric.spec, ref.content_hash, pre, metric, pred,
+                  raw.validation)
+
+
+def _judged_output(config: Config) -> str | None:
+    return config.metric.output if config.metric is not None else None
 
 
 def _metric_checked(ref: LoadedModel, data: TrainData, metric: Metric, ui: UI) -> tuple[TrainData, np.ndarray]:
@@ -123,8 +132,10 @@ def _metric_checked(ref: LoadedModel, data: TrainData, metric: Metric, ui: UI) -
     model's outputs come back too: the build reports its metric from them instead of predicting again."""
     with ui.task(f"reference model: {metric.name} on the test split"):
         pred = predict(ref, data.x_test, output=metric.output_index)
-        if metric.labels is Labels.REFERENCE:
-            data = replace(data, y_test=pred.astype(np.float32))
+        if metric.labels is Labels.REFERENCE:  # the validation split's labels too: the reference's outputs
+            val = predict(ref, data.x_val, output=metric.output_index) if data.x_val is not None else None
+            data = replace(data, y_test=pred.astype(np.float32),
+                           y_val=None if val is None else val.astype(np.float32))
         try:
             metric_value(pred, data.y_test, metric.spec, data.x_test)
         except Exception as err:  # the user's function, or labels that do not suit the metric

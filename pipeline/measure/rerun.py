@@ -9,7 +9,16 @@ from pipeline.config import BudgetSection
 from pipeline.errors import TargetError, UsageError
 from pipeline.measure.device_checks import mark_emulated, record_agreement
 from pipeline.measure.metric import Metric
-from pipeline.measure.verify import Bench, judge, record_where, run_measurement
+from pipeline.measure.scores import REFERENCE_SCORES_REL, load_scores, metric_entry
+from pipeline.measure.verify import (
+    Bench,
+    Verifier,
+    judge,
+    level,
+    mark_informational,
+    record_where,
+    run_measurement,
+)
 from pipeline.report.document import finalize, read_report, summary_table, write_report
 from pipeline.ui import UI
 from targets import TargetName
@@ -25,6 +34,7 @@ def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None,
     ref_acc = report["reference"]["accuracy"]
     metric = Metric.from_report(report.get("metric"))
     eval_path = run_dir / report["eval_set"]["path"]
+    reference = load_scores(run_dir / REFERENCE_SCORES_REL)
     for name, t in report["targets"].items():
         if not t.get("artifact"):  # never built; a target whose last measurement failed is measured again
             continue
@@ -53,6 +63,9 @@ def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None,
         record_agreement(t, m, artifact, eval_path, device, ui, name)
         if m["accuracy"] is not None:
             t["accuracy_drop"] = metric.drop(ref_acc, m["accuracy"])
+        v = Verifier(run_dir, budget, bench, ui, TargetName(name), device, metric, bool(t.get("deploy_on_host")))
+        mark_informational(t, v, m.get("cpu"))
+        t["metric"], _ = metric_entry(metric, reference, m["accuracy"], m.get("per_sample"), level(budget))
         judge(t, budget)
     finalize(report)
     write_report(run_dir, report)

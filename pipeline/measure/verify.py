@@ -11,6 +11,7 @@ from pipeline.errors import EdgepipeError, TargetError
 from pipeline.measure.budget import Measured, check
 from pipeline.measure.device_checks import mark_emulated, record_agreement
 from pipeline.measure.metric import ACCURACY, Metric
+from pipeline.measure.scores import LEVEL, Scores, metric_entry
 from pipeline.ui import UI
 from targets import artifact_files, runner
 from targets.base import TargetName
@@ -70,40 +71,83 @@ def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI
                           threads=bench.threads, tensorrt=uses_tensorrt(device, target), metric=metric.spec)
 
 
-def target_entry(run_dir: Path, rel_artifact: str, rel_float: str | None, eval_rel: str,
-                 reference_accuracy: float, float_accuracy: float | None, budget: BudgetSection,
-                 bench: Bench, ui: UI, target: TargetName, device: Any = None,
-                 metric: Metric = ACCURACY, precision: str = "int8") -> dict[str, Any]:
-    """Measure the artifact (int8, or the target's `precision`) and its float twin for the latency gate; the
-    report's target entry. Its "accuracy" keys hold the task's metric (report.document names them)."""
-    eval_path, label = run_dir / eval_rel, target.value
-    m = run_measurement(run_dir / rel_artifact, eval_path, bench, ui, label, device, target=target, metric=metric)
+@dataclass(frozen=True)
+class Verifier:
+    """What every measurement of one target in a run shares: where, how, against which budget."""
+
+    run_dir: Path
+    budget: BudgetSection
+    bench: Bench
+    ui: UI
+    target: TargetName
+    device: Any = None  # None: this host; else a targets.ssh.SshDevice
+    metric: Metric = ACCURACY
+    deploy_on_host: bool = False  # [targets.X] deploy_on_host: this host's latency counts (device_kind)
+
+
+def target_entry(v: Verifier, rel_artifact: str, rel_float: str | None, eval_rel: str,
+                 reference: Scores | float, float_accuracy: float | None,
+                 precision: str = "int8") -> dict[str, Any]:
+    """Measure the artifact (int8, or the target's `precision`) on `eval_rel` and its float twin's latency; the
+    report's target entry. "accuracy" keys hold the metric's value for accuracy only: `metric` names it, with
+    the drop against `reference` (Scores: with its paired interval) on the same samples."""
+    eval_path, label, device = v.run_dir / eval_rel, v.target.value, v.device
+    m = run_measurement(v.run_dir / rel_artifact, eval_path, v.bench, v.ui, label, device, target=v.target,
+                        metric=v.metric)
+    ref_value = reference.value if isinstance(reference, Scores) else reference
     entry: dict[str, Any] = {
         "artifact": rel_artifact, "precision": precision, "runtime": m["runtime"], "device": m["device"],
-        "size_bytes": artifact_size(run_dir / rel_artifact), "float_accuracy": float_accuracy,
+        "size_bytes": artifact_size(v.run_dir / rel_artifact), "float_accuracy": float_accuracy,
         "accuracy": m["accuracy"], "accuracy_drop": None, "float_layers": [],
         "latency_ms": m["latency_ms"], "latency_samples_ms": m.get("latency_samples_ms", []),
         "peak_memory_kb": m.get("peak_memory_kb"), "notes": [],
     }
-    record_where(entry, m, device, ui, label)
+    record_where(entry, m, device, v.ui, label)
     mark_emulated(entry, device)
-    record_agreement(entry, m, run_dir / rel_artifact, eval_path, device, ui, label)
+    mark_informational(entry, v, m.get("cpu"))
+    record_agreement(entry, m, v.run_dir / rel_artifact, eval_path, device, v.ui, label)
     if m["accuracy"] is not None:
-        entry["accuracy_drop"] = metric.drop(reference_accuracy, m["accuracy"])
-    emulated = device is not None and device.emulated is not None  # no latency gate on emulated latency
+        entry["accuracy_drop"] = v.metric.drop(ref_value, m["accuracy"])
+    entry["metric"], _ = metric_entry(v.metric, reference if isinstance(reference, Scores) else None,
+                                      m["accuracy"], m.get("per_sample"), level(v.budget))
+    if entry["metric"]["drop"] is None and entry["accuracy_drop"] is not None:
+        entry["metric"]["drop"] = entry["accuracy_drop"]
+    emulated = device is not None and device.emulated is not None
     if rel_float is not None and not (device is not None and device.tensorrt) and not emulated:
-        fm = run_measurement(run_dir / rel_float, None, bench, ui, f"{label} float", device, target=target)
+        fm = run_measurement(v.run_dir / rel_float, None, v.bench, v.ui, f"{label} float", device, target=v.target)
         entry["float_artifact"] = rel_float
         entry["float_latency_ms"] = fm["latency_ms"]
         speedup = fm["latency_ms"]["median"] / max(m["latency_ms"]["median"], 1e-9)
         entry["int8_speedup" if precision == "int8" else "speedup_vs_float"] = round(speedup, 3)
-        if speedup <= 1.0:
+        if speedup <= 1.0 and not entry.get("latency_informational"):
             entry["notes"].append(f"{precision} is not faster than float on {m['device']} "
                                   f"({m['latency_ms']['median']:.3f} vs {fm['latency_ms']['median']:.3f} ms)")
     if rel_float is not None:
-        check_outputs(entry, run_dir / rel_artifact, run_dir / rel_float, eval_path, bench, ui, label)
-    judge(entry, budget)
+        check_outputs(entry, v.run_dir / rel_artifact, v.run_dir / rel_float, eval_path, v.bench, v.ui, label)
+    judge(entry, v.budget)
     return entry
+
+
+def level(budget: BudgetSection) -> float:
+    """The level the drop's interval is reported at: [budget] confidence, else 95%."""
+    return budget.confidence if budget.confidence is not None else LEVEL
+
+
+def mark_informational(entry: dict[str, Any], v: Verifier, cpu: dict[str, Any] | None) -> None:
+    """`latency_informational` (why) when the latency was not measured on the target's kind of device: it is
+    then never judged (pipeline.measure.device_kind)."""
+    from pipeline.measure.device_kind import informational_reason
+
+    entry.pop("latency_informational", None)
+    why = informational_reason(v.target, v.device, cpu, v.deploy_on_host)
+    if v.deploy_on_host:
+        entry["deploy_on_host"] = True
+    if why is not None:
+        entry["latency_informational"] = why
+        if isinstance(entry.get("latency_ms"), dict):
+            entry["latency_ms"] = {**entry["latency_ms"], "informational": True}
+    elif isinstance(entry.get("latency_ms"), dict):
+        entry["latency_ms"].pop("informational", None)
 
 
 def check_outputs(entry: dict[str, Any], artifact: Path, float_artifact: Path, eval_path: Path, bench: Bench,
@@ -139,10 +183,28 @@ def record_where(entry: dict[str, Any], m: dict[str, Any], device: Any, ui: UI, 
 
 
 def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
-    """Violations of the budget; emulated latency (not the board's) is never checked against max_latency_ms."""
-    lat = None if entry.get("emulated") else (entry.get("latency_ms") or {}).get("median")
-    entry["violations"] = check(budget, Measured(entry.get("accuracy_drop"), lat, entry.get("size_bytes")))
+    """Violations of the budget. A latency not measured on the target's kind of device (emulated, or
+    `latency_informational`) is never checked against max_latency_ms. The drop passes on its point estimate,
+    marked `uncertain` when its interval holds the budget; with [budget] confidence, its interval's upper
+    bound must be within the budget."""
+    informational = entry.get("emulated") or entry.get("latency_informational")
+    lat = None if informational else (entry.get("latency_ms") or {}).get("median")
+    m: dict[str, Any] = entry["metric"] if isinstance(entry.get("metric"), dict) else {}
+    iv, limit = m.get("interval"), _drop_budget(budget)
+    bound = iv is not None and budget.confidence is not None
+    drop = None if bound else entry.get("accuracy_drop")
+    entry["violations"] = check(budget, Measured(drop, lat, entry.get("size_bytes")))
+    if bound and iv is not None and limit is not None and iv[1] > limit + 1e-9:
+        entry["violations"].insert(0, f"the drop's {budget.confidence:.0%} interval reaches {iv[1]:.4f} > "
+                                      f"{limit} (point estimate {entry.get('accuracy_drop')}; [budget] confidence)")
+    if m:
+        m["uncertain"] = bool(iv is not None and limit is not None and iv[0] <= limit <= iv[1])
+        entry["uncertain"] = m["uncertain"]
     entry["passed"] = not entry["violations"] and not entry.get("error")
+
+
+def _drop_budget(budget: BudgetSection) -> float | None:
+    return budget.max_accuracy_drop if budget.max_accuracy_drop is not None else budget.max_metric_drop
 
 
 def warn_if_int8_slower(entry: dict[str, Any], label: str, ui: UI) -> None:
@@ -151,33 +213,9 @@ def warn_if_int8_slower(entry: dict[str, Any], label: str, ui: UI) -> None:
     speedup, float_ms = entry.get("int8_speedup"), (entry.get("float_latency_ms") or {}).get("median")
     if speedup is None or speedup > 1.0 or float_ms is None or entry.get("precision") != "int8":
         return
+    if entry.get("latency_informational") or entry.get("emulated"):  # not the target's kind of device: no advice
+        return
     int8_ms = float((entry.get("latency_ms") or {}).get("median", float("nan")))
     ui.warn(f"{label}: int8 is not faster than float on {entry.get('device')}: int8 median {int8_ms:.3f} ms vs float "
             f"median {float_ms:.3f} ms ({speedup:.2f}x); set ship_faster_float = true under [targets.{label}] to "
             "ship the float artifact when it measures faster")
-
-
-def ship_float_if_faster(entry: dict[str, Any], run_dir: Path, eval_rel: str, reference_accuracy: float,
-                         budget: BudgetSection, bench: Bench, ui: UI, target: TargetName, device: Any = None,
-                         metric: Metric = ACCURACY) -> None:
-    """The latency gate (`ship_faster_float = true`): when the float twin ran faster than the int8 artifact,
-    the entry ships the float artifact instead, re-measured (accuracy too) and judged again."""
-    rel_float = entry.get("float_artifact")
-    if entry.get("emulated") or rel_float is None or entry.get("int8_speedup") is None or entry["int8_speedup"] > 1.0:
-        return
-    int8: dict[str, Any] = {k: entry.get(k) for k in ("artifact", "accuracy", "accuracy_drop", "latency_ms",
-                                                       "size_bytes")}
-    int8_ms, label = float((entry.get("latency_ms") or {}).get("median", float("nan"))), target.value
-    m = run_measurement(run_dir / rel_float, run_dir / eval_rel, bench, ui, f"{label} float", device, target=target,
-                        metric=metric)
-    entry.update(artifact=rel_float, precision="float32", runtime=m["runtime"], device=m["device"],
-                 size_bytes=artifact_size(run_dir / rel_float), accuracy=m["accuracy"],
-                 latency_ms=m["latency_ms"], latency_samples_ms=m.get("latency_samples_ms", []),
-                 peak_memory_kb=m.get("peak_memory_kb"), int8=int8)
-    if m["accuracy"] is not None:
-        entry["accuracy_drop"] = metric.drop(reference_accuracy, m["accuracy"])
-    msg = (f"{label}: shipping the float artifact {rel_float}: int8 ({int8_ms:.3f} ms) is not "
-           f"faster than float ({m['latency_ms']['median']:.3f} ms) on {m['device']} (ship_faster_float = true)")
-    entry["notes"].append(msg)
-    ui.warn(msg)
-    judge(entry, budget)

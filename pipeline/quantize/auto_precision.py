@@ -21,7 +21,8 @@ from pipeline.cache import Cache
 from pipeline.config import BudgetSection
 from pipeline.errors import TargetError
 from pipeline.measure.metric import Metric
-from pipeline.measure.verify import Bench, check_outputs, judge, run_measurement, target_entry
+from pipeline.measure.scores import Scores
+from pipeline.measure.verify import Bench, Verifier, check_outputs, judge, run_measurement, target_entry
 from pipeline.quantize import accuracy_aware
 from pipeline.quantize.export import Exported, export_batch, export_target
 from pipeline.ui import UI
@@ -70,6 +71,14 @@ class AutoJob:
     device: Any = None  # None: this host; else a targets.ssh.SshDevice
     no_ladder: str = NO_LADDER_NO_BUDGET  # why there is no ladder when max_drop is None
     qat: Any = None  # accuracy_aware.QatInputs: the ladder's quantization-aware fine-tuning step
+    test_rel: str | None = None  # the test split: only the winner is measured on it (None: eval_rel)
+    reference_test: Scores | None = None  # the reference's scores there
+    reference_val: Scores | None = None  # the reference's scores on eval_rel (the validation split)
+    deploy_on_host: bool = False  # [targets.X] deploy_on_host
+
+    def verifier(self) -> Verifier:
+        return Verifier(self.run_dir, self.budget, self.bench, self.ui, TargetName(self.name), self.device,
+                        self.metric, self.deploy_on_host)
 
 
 @dataclass(frozen=True)
@@ -225,10 +234,9 @@ def measure(job: AutoJob, c: Candidate) -> Candidate:
     for f in c.exported.result.files:
         shutil.copy2(c.exported.folder / f, job.run_dir / rel_dir / f)
     try:
-        entry = target_entry(job.run_dir, f"{rel_dir}/{c.exported.result.artifact}", None, job.eval_rel,
-                             job.reference_accuracy, job.float_accuracy, job.budget, job.bench, job.ui,
-                             TargetName(job.name), job.device, metric=job.metric,
-                             precision=c.exported.result.precision)
+        reference = job.reference_val if job.reference_val is not None else job.reference_accuracy
+        entry = target_entry(job.verifier(), f"{rel_dir}/{c.exported.result.artifact}", None, job.eval_rel,
+                             reference, job.float_accuracy, c.exported.result.precision)
     except TargetError as err:
         return replace(c, reason=f"not measured: {err}")
     return replace(c, entry=entry)
@@ -242,7 +250,7 @@ def second_round(job: AutoJob, candidates: list[Candidate]) -> list[Candidate]:
         if c.entry is None or not c.entry.get("latency_samples_ms"):
             continue
         try:
-            m = run_measurement(job.run_dir / c.entry["artifact"], job.run_dir / job.eval_rel, job.bench, job.ui,
+            m = run_measurement(job.run_dir / c.entry["artifact"], None, job.bench, job.ui,  # latency only
                                 f"{job.name} {c.kind.value}", job.device, target=TargetName(job.name),
                                 metric=job.metric)
         except TargetError as err:
@@ -256,8 +264,9 @@ def _pool(job: AutoJob, c: Candidate, more: list[float]) -> Candidate:
     assert c.entry is not None
     samples = list(c.entry["latency_samples_ms"]) + more
     lat = runner.latency_stats(samples, job.bench.warmup, job.bench.threads)
-    if c.entry["latency_ms"].get("emulated"):
-        lat["emulated"] = True
+    for flag in ("emulated", "informational"):
+        if c.entry["latency_ms"].get(flag):
+            lat[flag] = True
     entry = dict(c.entry, latency_ms=lat, latency_samples_ms=samples)
     entry["notes"] = [*entry.get("notes", []), f"latency: {len(samples)} samples from two rounds over the "
                       "candidates (in order, then in reverse)"]
@@ -270,14 +279,38 @@ def _tied(passing: list[Candidate]) -> list[Candidate]:
     return [c for c in passing if c.latency <= fastest * (1 + TIE)]
 
 
-def pick(candidates: list[Candidate]) -> tuple[Candidate, str, dict[CandidateKind, str]]:
+KIND_RANK = {CandidateKind.INT8: 0, CandidateKind.INT8_RECOVERED: 0, CandidateKind.MIXED: 0,
+             CandidateKind.INT16X8: 1, CandidateKind.FP16: 2, CandidateKind.FLOAT: 3}
+
+
+def latency_decides(candidates: list[Candidate]) -> str | None:
+    """None when the candidates' latency was measured on the target's kind of device; else why not."""
+    for c in candidates:
+        why = (c.entry or {}).get("latency_informational")
+        if why:
+            return str(why)
+    return None
+
+
+def pick(candidates: list[Candidate], target: str = "") -> tuple[Candidate, str, dict[CandidateKind, str]]:
     """The fastest candidate that meets the budget (within TIE of it: the smallest), else the most accurate
-    (ties: the faster); the one-line why and each candidate's why."""
+    (ties: the faster); the one-line why and each candidate's why. Where the latency was not measured on the
+    target's kind of device it cannot decide: int8 ships where it meets the budget (then the next precision
+    in int16x8, fp16, float), the smallest among equals, then the most accurate."""
     measured = [c for c in candidates if c.entry is not None]
     if not measured:
         raise TargetError("precision auto: no candidate could be built and measured ("
                           + "; ".join(f"{c.kind.value}: {c.reason}" for c in candidates) + ")")
     passing = [c for c in measured if c.passed]
+    no_latency = latency_decides(measured)
+    if passing and no_latency is not None:
+        from pipeline.measure.device_kind import decides_on
+
+        win = min(passing, key=lambda c: (KIND_RANK[c.kind], c.size, c.drop))
+        why = (f"{win.kind.value}: meets the budget on the validation split (drop {win.drop:+.4f}, {win.size} bytes);"
+               f" int8 first, then the next precision that meets it, the smallest among equals. Latency did not "
+               f"decide: {no_latency}; it could decide on {decides_on(target)}" if target else "")
+        return win, why, {c.kind: _row_why(c, win, passing, ranked=False) for c in candidates}
     if passing:
         tied, fastest = _tied(passing), min(passing, key=lambda c: c.latency)
         win = min(tied, key=lambda c: (c.size, c.latency))
@@ -294,11 +327,17 @@ def pick(candidates: list[Candidate]) -> tuple[Candidate, str, dict[CandidateKin
     return win, why, {c.kind: _row_why(c, win, passing) for c in candidates}
 
 
-def _row_why(c: Candidate, win: Candidate, passing: list[Candidate]) -> str:
+def _row_why(c: Candidate, win: Candidate, passing: list[Candidate], ranked: bool = True) -> str:
     if c.entry is None:
         return c.reason or "not measured"
     if c is win and not passing:
         return "chosen: the most accurate, but it misses the budget"
+    if not ranked:  # latency could not decide
+        if c is win:
+            return "chosen: the first precision in int8, int16x8, fp16, float order that meets the budget"
+        if not c.passed:
+            return "misses the budget: " + "; ".join(c.entry.get("violations") or [])
+        return f"meets the budget; {win.kind.value} comes first (int8 first, then smaller)"
     if c is win:
         fastest = c.latency == min(p.latency for p in passing)
         return "chosen: " + ("the fastest that meets the budget" if fastest
@@ -318,10 +357,21 @@ def _ship(job: AutoJob, choice: Choice) -> dict[str, Any]:
     for f in win.exported.result.files:
         shutil.copy2(win.exported.folder / f, folder / f)
     shutil.rmtree(folder / CANDIDATES_DIR, ignore_errors=True)
-    entry = dict(win.entry, artifact=f"{job.name}/{win.exported.result.artifact}")
+    rel = f"{job.name}/{win.exported.result.artifact}"
+    if job.test_rel is not None and job.reference_test is not None:  # the test split, read once: the winner
+        entry = target_entry(job.verifier(), rel, None, job.test_rel, job.reference_test, job.float_accuracy,
+                             win.exported.result.precision)
+    else:
+        entry = dict(win.entry, artifact=rel)
+    entry["selection"] = {"split": "validation", "samples": None if job.reference_val is None
+                          else job.reference_val.samples, "candidates": sum(c.entry is not None for c in
+                                                                            choice.candidates),
+                          "validation_value": win.entry.get("accuracy"), "validation_drop": win.entry.get(
+                              "accuracy_drop"), "test_value": entry.get("accuracy"),
+                          "test_drop": entry.get("accuracy_drop")}
     flt = next((c for c in choice.candidates if c.kind is CandidateKind.FLOAT and c.entry is not None), None)
     rel_float = win.exported.result.float_artifact
-    if flt is not None and flt is not win and not entry.get("emulated"):
+    if flt is not None and flt is not win and not entry.get("emulated"):  # speed-up: from the candidates' rounds
         if rel_float is not None:
             entry["float_artifact"] = f"{job.name}/{rel_float}"
         entry["float_latency_ms"] = flt.entry["latency_ms"] if flt.entry else None
@@ -329,8 +379,8 @@ def _ship(job: AutoJob, choice: Choice) -> dict[str, Any]:
         entry[key] = round(flt.latency / max(win.latency, 1e-9), 3)
     if rel_float is not None:  # models with several outputs: each output against the float twin
         try:
-            check_outputs(entry, folder / win.exported.result.artifact, folder / rel_float, job.run_dir / job.eval_rel,
-                          job.bench, job.ui, job.name)
+            check_outputs(entry, folder / win.exported.result.artifact, folder / rel_float,
+                          job.run_dir / (job.test_rel or job.eval_rel), job.bench, job.ui, job.name)
         except TargetError as err:
             entry["notes"] = [*entry.get("notes", []), str(err)]
     entry["precision_candidates"] = choice.rows()
@@ -359,12 +409,10 @@ def run_auto(job: AutoJob) -> tuple[Exported, accuracy_aware.Outcome | None, dic
     int8, aware, first = int8_candidates(job)
     candidates = second_round(job, [measure(job, c) for c in int8 + other_candidates(job, first)])
     try:
-        win, why, rows_why = pick(candidates)
+        win, why, rows_why = pick(candidates, job.name)
     except TargetError as err:
         shutil.rmtree(job.run_dir / job.name / CANDIDATES_DIR, ignore_errors=True)
         raise TargetError(f"{job.name}: {err}") from None
-    if job.device is None and get_target(job.name).host_latency_note:  # e.g. TensorRT's latency is the Jetson's
-        why += "; ranked by this host's latency, which is not the target device's (see the notes)"
     choice = Choice(win, candidates, why, rows_why, aware)
     _show(job, choice)
     assert win.exported is not None

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline import __version__
@@ -51,28 +52,67 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _metric(t: dict[str, Any]) -> dict[str, Any]:
+    """The target's `metric` entry (its drop's interval on the test split); {} in reports without one."""
+    m = t.get("metric")
+    return m if isinstance(m, dict) else {}
+
+
+def _interval(m: dict[str, Any]) -> tuple[float, float] | None:
+    iv = m.get("interval")
+    if isinstance(iv, (list, tuple)) and len(iv) == 2 and all(isinstance(v, (int, float)) for v in iv):
+        return float(iv[0]), float(iv[1])
+    return None
+
+
+def _drop(t: dict[str, Any]) -> str:
+    """The drop, and its paired interval where the report has one: `+0.0056 [-0.004, 0.015]`."""
+    m = _metric(t)
+    drop = t.get("accuracy_drop") if t.get("accuracy_drop") is not None else m.get("drop")
+    iv = _interval(m)
+    return _fmt(drop, "+.4f") + ("" if iv is None else escape(f" [{iv[0]:.3g}, {iv[1]:.3g}]"))  # not markup
+
+
+def _caption(report: dict[str, Any]) -> str | None:
+    """What the drop's brackets and the marks mean, for the marks the table shows."""
+    targets = [t for t in report.get("targets", {}).values() if isinstance(t, dict)]
+    parts = []
+    shown = next((m for m in map(_metric, targets) if _interval(m) is not None), None)
+    if shown is not None:
+        level = shown.get("level", 0.95)
+        level = f"{level * 100:g}%" if isinstance(level, (int, float)) else "the"
+        parts.append(f"drop [{level} paired interval] on the {shown.get('split', 'test')} split of "
+                     f"{shown.get('samples', '?')} samples")
+    if any(_metric(t).get("uncertain") is True for t in targets):
+        parts.append("(uncertain): the budget lies inside the interval")
+    if any(t.get("latency_informational") for t in targets):
+        parts.append("(info): latency measured, not judged")
+    return "; ".join(parts) or None
+
+
 def summary_table(report: dict[str, Any]) -> Table:
     ref = report.get("reference", {})
     name = label(report)
     short = "acc" if name == "accuracy" else name
-    table = Table(title=f"edgepipe: reference {name} {_fmt(ref.get('accuracy'), '.4f')}")
+    table = Table(title=f"edgepipe: reference {name} {_fmt(ref.get('accuracy'), '.4f')}", caption=_caption(report))
     for col in ("target", "device", "precision", "size KB", f"float {short}", f"int8 {short}", "drop", "median ms",
                 "p90 ms", "result"):
         table.add_column(col, justify="left" if col in ("target", "device", "result") else "right")
     for name, t in report.get("targets", {}).items():
         lat = t.get("latency_ms") or {}
         size = t.get("size_bytes")
+        uncertain = " [yellow](uncertain)[/yellow]" if _metric(t).get("uncertain") is True else ""
         if t.get("error"):
             result = f"[red]ERROR[/red] {t['error']}"
         elif t.get("passed"):
-            result = "[green]PASS[/green]"
+            result = "[green]PASS[/green]" + uncertain
         else:
-            result = "[red]FAIL[/red] " + "; ".join(t.get("violations", []))
+            result = "[red]FAIL[/red]" + uncertain + " " + "; ".join(t.get("violations", []))
         emulated = t.get("emulated") or {}
         where = str(t.get("device", "-")) + (f" (emulated {emulated.get('cpu_model')})" if emulated else "")
+        median = (_fmt(lat.get("median"), ".3f") + (" emul." if emulated else "")
+                  + (" (info)" if t.get("latency_informational") else ""))  # not judged against the budget
         table.add_row(name, where, str(t.get("precision", "-")),
                       _fmt(None if size is None else size / 1024, ".1f"), _fmt(t.get("float_accuracy"), ".4f"),
-                      _fmt(t.get("accuracy"), ".4f"), _fmt(t.get("accuracy_drop"), "+.4f"),
-                      _fmt(lat.get("median"), ".3f") + (" emul." if emulated else ""), _fmt(lat.get("p90"), ".3f"),
-                      result)
+                      _fmt(t.get("accuracy"), ".4f"), _drop(t), median, _fmt(lat.get("p90"), ".3f"), result)
     return table

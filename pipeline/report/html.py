@@ -24,6 +24,7 @@ body{font-family:sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f2f2f2}.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}
+.uncertain{color:#9a6700;font-weight:bold}
 img{max-width:100%}ul{margin:0;padding-left:1.2em}.muted{color:#666}
 """
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -164,22 +165,88 @@ def _verdict(passed: Any) -> str:
     return '<span class="fail">FAIL</span>' if passed is False else '<span class="muted">—</span>'
 
 
+def _interval(metric: Obj) -> tuple[float, float] | None:
+    bounds = metric.get("interval")
+    if isinstance(bounds, list) and len(bounds) == 2:
+        lo, hi = _num(bounds[0]), _num(bounds[1])
+        if lo is not None and hi is not None:
+            return lo, hi
+    return None
+
+
+def _level(metric: Obj) -> str:
+    level = _num(metric.get("level"))
+    return f"{level * 100:g}%" if level is not None else ""
+
+
+def _drop_cell(drop: Any, metric: Obj) -> str:
+    """The drop on the test split, its paired interval under it where the report has one."""
+    bounds = _interval(metric)
+    shown = _fmt(drop if drop is not None else metric.get("drop"))
+    if bounds is None:
+        return shown
+    return f'{shown}<br><span class="muted">{_level(metric)} [{_fmt(bounds[0], ".3g")}, {_fmt(bounds[1], ".3g")}]</span>'
+
+
+def _value_cell(value: Any, selection: Obj) -> str:
+    """The test value, the validation value the precision was chosen on beside it."""
+    validation = _num(selection.get("validation_value"))
+    return _fmt(value) + ("" if validation is None else f' <span class="muted">(validation {_fmt(validation)})</span>')
+
+
+def _selection_note(selection: Obj, metric_name: str) -> list[str]:
+    if not selection:
+        return []
+    split, samples, candidates = (selection.get(k) for k in ("split", "samples", "candidates"))
+    parts = [f"chosen on the {split or 'validation'} split"
+             + (f" of {samples} samples" if _num(samples) is not None else "")
+             + (f" among {candidates} candidates" if _num(candidates) is not None else "")]
+    if _num(selection.get("validation_value")) is not None:
+        parts.append(f"validation {metric_name} {_fmt(selection.get('validation_value'))}")
+    if _num(selection.get("validation_drop")) is not None:
+        parts.append(f"validation drop {_fmt(selection.get('validation_drop'))}")
+    return [", ".join(parts)]
+
+
+def _interval_legend(report: Report) -> str:
+    """What the summary's intervals and marks mean (only when some target has an interval)."""
+    for t in report.targets.values():
+        metric = (t.model_extra or {}).get("metric")
+        if isinstance(metric, dict) and _interval(metric) is not None:
+            method, samples = metric.get("method", ""), metric.get("samples", "?")
+            return (f'<p class="muted">Drop: on the {_e(metric.get("split", "test"))} split of {_e(samples)} samples, '
+                    f"in the metric's worse direction, with its {_e(_level(metric))} paired interval ({_e(method)}). "
+                    '<span class="uncertain">uncertain</span>: the budget lies inside the interval, so another test '
+                    "split of this size could judge the other way.</p>\n")
+    return ""
+
+
 def _summary(report: Report) -> str:
     limits = [f"{k} = {'none' if v is None else v}" for k, v in report.budget.items()]
     rows = []
     for name, t in report.targets.items():
+        extra = t.model_extra or {}
+        metric, selection = (v if isinstance(v, dict) else {} for v in (extra.get("metric"), extra.get("selection")))
+        informational = extra.get("latency_informational")  # a latency measured but not judged, and why
         problems = t.violations + ([f"error: {t.error}"] if t.error else [])
-        emulated = (t.model_extra or {}).get("emulated")  # an emulated device: its latency is not the board's
+        emulated = extra.get("emulated")  # an emulated device: its latency is not the board's
         cpu = emulated.get("cpu_model", "") if isinstance(emulated, dict) else ""
         where = t.device + (f" (emulated aarch64 {cpu})" if emulated else "")
         median = _fmt(t.latency_ms.median if t.latency_ms else None) + (" (emulated)" if emulated else "")
-        rows.append([_e(name), _e(where), _e(t.precision), _verdict(t.passed), _fmt(_kb(t.size_bytes), ".1f"),
-                     _fmt(t.accuracy), _fmt(t.accuracy_drop), median, _ul(problems), _ul(t.notes)])
+        if informational:
+            median += f' <span class="muted" title="{_e(informational)}">(informational)</span>'
+        result = _verdict(t.passed) + (' <span class="uncertain">uncertain</span>' if metric.get("uncertain") is True
+                                       else "")
+        notes = ([f"latency not judged: {informational}"] if informational else []) + _selection_note(
+            selection, report.metric_name()) + t.notes
+        rows.append([_e(name), _e(where), _e(t.precision), result, _fmt(_kb(t.size_bytes), ".1f"),
+                     _value_cell(t.accuracy, selection), _drop_cell(t.accuracy_drop, metric), median, _ul(problems),
+                     _ul(notes)])
     head = ["target", "device", "precision", "result", "size KB", report.metric_name(), "drop", "median ms",
             "violations", "notes"]
     table = _table(head, rows) if rows else '<p class="muted">No targets.</p>'
     return (f"<h2>Summary: {_verdict(report.passed)}</h2>\n<p>Budget: {_e(', '.join(limits) or 'none')}</p>\n"
-            + table)
+            + table + _interval_legend(report))
 
 
 def _stage_points(report: Report) -> list[tuple[str, Any]]:

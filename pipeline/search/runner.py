@@ -68,7 +68,7 @@ def measure_build(target: str, higher_is_better: bool = True) -> Measure:
         tf.get_logger().setLevel("ERROR")  # retracing notices: every trial builds new models
 
         try:
-            report = build(BuildRequest(trial_budget(cfg), (target,), out), UI(quiet=True))
+            report = build(BuildRequest(trial_budget(cfg), (target,), out, validation_only=True), UI(quiet=True))
         finally:
             keras.backend.clear_session()
             gc.collect()

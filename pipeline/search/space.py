@@ -152,7 +152,11 @@ def write_training_subset(config: Config, fraction: float, dest: Path, seed: int
         return None
     if dest.is_file():
         return dest
-    raw = read_npz(config.resolve(config.data.path))
+    from pipeline.inputs.holdout import with_validation
+
+    # the validation split every trial is judged on: the same one a full build of this config holds out
+    raw = with_validation(read_npz(config.resolve(config.data.path)), config.quantize.seed,
+                          config.metric.output if config.metric is not None else None)
     rng = np.random.default_rng(seed)
     y = np.asarray(raw.y_train)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if y.ndim == 1 else [np.arange(len(y))]
@@ -162,7 +166,8 @@ def write_training_subset(config: Config, fraction: float, dest: Path, seed: int
     tmp = dest.with_name(f".{dest.stem}-{os.getpid()}.npz")
     arrays: dict[str, Any] = {}
     for key, value, sub in (("x_train", raw.x_train, keep), ("y_train", raw.y_train, keep),
-                            ("x_test", raw.x_test, slice(None)), ("y_test", raw.y_test, slice(None))):
+                            ("x_test", raw.x_test, slice(None)), ("y_test", raw.y_test, slice(None)),
+                            ("x_val", raw.x_val, slice(None)), ("y_val", raw.y_val, slice(None))):
         named = value if isinstance(value, dict) else {"": value}
         arrays.update({f"{key}.{k}" if k else key: np.asarray(v)[sub] for k, v in named.items()})
     np.savez(tmp, **arrays)

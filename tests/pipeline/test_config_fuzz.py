@@ -1,5 +1,7 @@
-"""Config parsing, fuzzed: whatever the text or the parsed structure, pipeline.config raises ConfigError
-(or returns a Config), and `edgepipe build` answers exit 2 with one line, never a traceback."""
+"""Config parsing, fuzzed: whatever the text or the parsed structure, pipeline.config returns a Config or
+raises ConfigError (never another exception) with one line that names its source and the key it refuses;
+text that is not TOML says so; a Config written back out (as a dict and as TOML) reads back the same; and
+`edgepipe build` answers exit 2 with one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -86,8 +89,8 @@ def _mutate(edits: list[tuple[str, str, Any]]) -> dict[str, Any]:
     return data
 
 
-mutated = st.lists(st.tuples(st.sampled_from(WHERE), st.sampled_from(KEYS), json_values), min_size=1,
-                   max_size=3).map(_mutate)
+edit_lists = st.lists(st.tuples(st.sampled_from(WHERE), st.sampled_from(KEYS), json_values), min_size=1, max_size=3)
+mutated = edit_lists.map(_mutate)
 
 
 def _toml_value(v: Any) -> str | None:
@@ -127,54 +130,146 @@ def to_toml(data: dict[str, Any]) -> str:
     return "\n".join(head + tables) + "\n"
 
 
-def _load(text: str) -> Config | None:
+Outcome = Config | str  # a config, or a ConfigError's message after its "<source>: " prefix
+
+
+def _load(text: str) -> Outcome:
+    """load_config of `text` written to a file: a config, or a ConfigError's one-line message that names the
+    file. Any other exception fails the test."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.toml"
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         try:
             return load_config(path)
         except ConfigError as err:
-            assert str(err).startswith(str(path)), err
-            return None
+            return _message(str(err), str(path))
 
 
-def _from_dict(data: dict[str, Any]) -> Config | None:
-    """A config, or a ConfigError whose message names its source: nothing else may escape."""
+def _from_dict(data: Any) -> Outcome:
+    """config_from_dict: a config, or a ConfigError's one-line message that names its source."""
     try:
         return config_from_dict(data, name="fuzz", base_dir=Path("."), source="fuzz")
     except ConfigError as err:
-        assert str(err).startswith("fuzz"), err
+        return _message(str(err), "fuzz")
+
+
+def _message(text: str, source: str) -> str:
+    assert text.startswith(source + ": ") and "\n" not in text, text
+    return text[len(source) + 2:]
+
+
+def _location(message: str) -> list[str]:
+    """The key path a validation message starts with ("quantize.calibration_samples: ..." -> [quantize,
+    calibration_samples]); [] for "(top level)"."""
+    loc = message.split(": ", 1)[0]
+    assert loc and " " not in loc.replace("(top level)", ""), message
+    return [] if loc == "(top level)" else loc.split(".")
+
+
+def _settings(outcome: Outcome) -> Any:
+    """What a config says, without the name and folder its source gives it."""
+    return outcome if isinstance(outcome, str) else outcome.model_dump(mode="json", exclude={"name", "base_dir"})
+
+
+def _round_trips(cfg: Config) -> None:
+    """A valid config written back out, as a dict and as TOML, reads back as the same config."""
+    data = _settings(cfg)
+    again = _from_dict(data)
+    assert not isinstance(again, str), f"{again} for the dump of a valid config {data}"
+    assert again == cfg.model_copy(update={"name": "fuzz", "base_dir": Path(".")})
+    assert _settings(_load(to_toml(data))) == data
+
+
+def _toml_of(text: str) -> dict[str, Any] | None:
+    """What a TOML parser reads from `text` as load_config writes it to disk; None when it is not TOML."""
+    try:
+        return tomllib.loads(text.encode("utf-8", errors="surrogatepass").decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return None
+
+
+def _check_text(text: str) -> None:
+    """Text that is not TOML is a ConfigError saying so; TOML gives what validating its tables gives."""
+    outcome, parsed = _load(text), _toml_of(text)
+    if parsed is None:
+        assert isinstance(outcome, str) and outcome.startswith("not valid TOML"), outcome
+        return
+    assert _settings(outcome) == _settings(_from_dict(parsed))
+    if isinstance(outcome, str):
+        loc = _location(outcome)
+        assert not loc or loc[0] in parsed or "Field required" in outcome, outcome
+    else:
+        _round_trips(outcome)
+
+
+def _edited(location: list[str], edits: list[tuple[str, str, Any]]) -> bool:
+    """Whether an error's key path lies on the path of an edit: the key itself, a section above it (a
+    section's own check), or a key inside the value it was given."""
+    for where, key, _ in edits:
+        edit = [*filter(None, where.split(".")), key]
+        if location[: len(edit)] == edit or edit[: len(location)] == location:
+            return True
+    return False
 
 
 @settings(max_examples=300, deadline=None)
 @given(toml_ish)
 def test_toml_ish_texts_give_a_config_or_a_config_error(text: str) -> None:
-    _load(text)
+    _check_text(text)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.text())
 def test_arbitrary_texts_give_a_config_or_a_config_error(text: str) -> None:
-    _load(text)
+    _check_text(text)
 
 
 @settings(max_examples=300, deadline=None)
 @given(config_dicts)
 def test_parsed_structures_give_a_config_or_a_config_error(data: dict[str, Any]) -> None:
-    _from_dict(data)
+    """An error names a key the structure has (or the required [model] it lacks); a config round-trips."""
+    outcome = _from_dict(data)
+    if isinstance(outcome, str):
+        loc = _location(outcome)
+        assert loc and (loc[0] in data or (loc[0] == "model" and "Field required" in outcome)), outcome
+    else:
+        _round_trips(outcome)
 
 
 @settings(max_examples=300, deadline=None)
-@given(mutated)
-def test_a_valid_config_with_random_values_gives_a_config_or_a_config_error(data: dict[str, Any]) -> None:
-    _from_dict(data)
-    _load(to_toml(data))  # the same through TOML
+@given(edit_lists)
+def test_a_valid_config_with_random_values_gives_a_config_or_a_config_error(edits: list[tuple[str, str, Any]]) -> None:
+    """The base config with a few keys set to random values: an error names one of the edited keys (or a
+    section above one); a config round-trips; TOML that holds exactly the same tables gives the same answer."""
+    data = _mutate(edits)
+    outcome = _from_dict(data)
+    if isinstance(outcome, str):
+        assert _edited(_location(outcome), edits), (outcome, edits)
+    else:
+        _round_trips(outcome)
+    text = to_toml(data)
+    parsed = _toml_of(text)
+    if parsed is not None and json.dumps(parsed) == json.dumps(data):  # None, huge ints, odd keys: not exact
+        assert _settings(_load(text)) == _settings(outcome)
 
 
 def test_the_base_config_is_valid() -> None:
-    assert config_from_dict(BASE, name="fuzz", base_dir=Path("."), source="fuzz").prune is not None
-    assert _load(to_toml(BASE)) is not None
+    cfg = _from_dict(BASE)
+    assert not isinstance(cfg, str), cfg
+    assert cfg.prune is not None and cfg.quantize.calibration_samples == 10 and cfg.targets.enabled() == ["tflite"]
+    assert cfg.devices["rpi"].host == "ssh://pi@h" and cfg.budget.max_accuracy_drop == 0.1
+    _round_trips(cfg)
+
+
+def test_an_edit_the_config_takes_is_kept_and_one_it_refuses_is_named() -> None:
+    """The two outcomes the fuzzing above sorts into, each pinned once."""
+    cfg = _from_dict(_mutate([("quantize", "calibration_samples", 7), ("targets.tflite", "threads", 3)]))
+    assert not isinstance(cfg, str) and cfg.quantize.calibration_samples == 7, cfg
+    assert cfg.targets.settings("tflite").threads == 3
+    assert _from_dict(_mutate([("quantize", "calibration_samples", 0)])).startswith(
+        "quantize.calibration_samples: ")
+    assert _from_dict(_mutate([("budget", "max_acc_drop", 0.1)])) == "budget.max_acc_drop: unknown key"
+    assert _from_dict(_mutate([("targets.tflite", "threads", "two")])).startswith("targets.tflite.threads: ")
 
 
 @settings(max_examples=30, deadline=None)

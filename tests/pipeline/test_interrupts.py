@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -130,59 +132,66 @@ def _assert_next_build_completes(b: Build) -> dict:
     return report
 
 
-def test_sigint_during_training_exits_130_and_leaves_nothing(tmp_path: Path, tiny_model: Path,
-                                                             digits_npz: Path) -> None:
-    cfg = _config(tmp_path, tiny_model, digits_npz,
-                  '[distill]\nstudent = "width:0.5"\nepochs = 8\npatience = 8\n')
-    b = Build(tmp_path, cfg)
+@dataclass(frozen=True)
+class SignalFault:
+    """A signal sent to a running build once its build.log shows `marker`."""
+
+    sig: signal.Signals
+    extra: str  # the config's compression section that makes the phase long enough to land in
+    marker: str
+    exit: tuple[int, str] | None  # (exit code, stderr) of a handled signal; None for SIGKILL
+    redone: tuple[str, str]  # ("stages", name) or ("targets", name): what the next build must not take from the cache
+
+
+SIGNAL_FAULTS = {
+    "SIGINT during training": SignalFault(
+        signal.SIGINT, '[distill]\nstudent = "width:0.5"\nepochs = 8\npatience = 8\n', " epoch 1: ",
+        (130, "edgepipe: interrupted\n"), ("stages", "distill")),
+    "SIGTERM during a stage": SignalFault(
+        signal.SIGTERM, "[prune]\nsparsity = 0.5\nepochs = 8\nbatch_size = 16\n", " epoch 1: ",
+        (128 + signal.SIGTERM, "edgepipe: terminated\n"), ("stages", "prune")),
+    "SIGKILL during a conversion": SignalFault(signal.SIGKILL, "", "start: tflite: converting", None,
+                                               ("targets", "tflite")),
+}
+
+
+@pytest.mark.parametrize("fault", SIGNAL_FAULTS.values(), ids=list(SIGNAL_FAULTS))
+def test_a_signal_mid_build_leaves_nothing_half_made(tmp_path: Path, tiny_model: Path, digits_npz: Path,
+                                                     fault: SignalFault) -> None:
+    """SIGINT and SIGTERM: their exit code and one line, no OUT and no .partial- folder. SIGKILL (in the
+    converter child's lifetime): no OUT, only the hidden work folder left, and no orphaned converter. Then
+    the cache is sound and the next build completes, redoing the interrupted phase."""
+    b = Build(tmp_path, _config(tmp_path, tiny_model, digits_npz, fault.extra))
     b.start()
-    b.wait_for_log(" epoch 1: ")  # the distill stage is training (8 epochs)
+    b.wait_for_log(fault.marker)
     assert b.proc is not None
-    os.kill(b.proc.pid, signal.SIGINT)
-    rc, err = b.finish()
-    assert rc == 130 and err == "edgepipe: interrupted\n", (rc, err)
-    assert not b.out.exists() and b.partials() == []
+    workers: list[int] = []
+    if fault.sig == signal.SIGKILL:
+        end = time.monotonic() + 30
+        while not (workers := _children(b.proc.pid)) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert workers, "the converter child never started"
+        time.sleep(1.0)  # inside the conversion
+    os.kill(b.proc.pid, fault.sig)
+    if fault.exit is None:
+        b.proc.wait(timeout=30)
+        end = time.monotonic() + 20
+        while any(_alive(w) for w in workers) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "the converter outlived the killed build"
+        # SIGKILL cannot be cleaned up after: what is left is the hidden work folder, never OUT itself
+        assert all(p.name.startswith(f".{b.out.name}.partial-") for p in b.partials())
+    else:
+        rc, err = b.finish()
+        assert (rc, err) == fault.exit
+        assert b.partials() == []
+    assert not b.out.exists(), "no run directory at OUT after a signal"
     assert_cache_sound(b.cache)
     report = _assert_next_build_completes(b)
-    assert report["stages"][0]["name"] == "distill" and report["stages"][0]["cached"] is False
-
-
-def test_sigkill_during_conversion_leaves_no_run_and_no_orphan(tmp_path: Path, tiny_model: Path,
-                                                               digits_npz: Path) -> None:
-    b = Build(tmp_path, _config(tmp_path, tiny_model, digits_npz))
-    b.start()
-    b.wait_for_log("start: tflite: converting")
-    assert b.proc is not None
-    end = time.monotonic() + 30
-    while not (workers := _children(b.proc.pid)) and time.monotonic() < end:
-        time.sleep(0.05)
-    assert workers, "the converter child never started"
-    time.sleep(1.0)  # inside the conversion
-    os.kill(b.proc.pid, signal.SIGKILL)
-    b.proc.wait(timeout=30)
-    end = time.monotonic() + 20
-    while any(_alive(w) for w in workers) and time.monotonic() < end:
-        time.sleep(0.1)
-    assert not any(_alive(w) for w in workers), "the converter outlived the killed build"
-    assert not b.out.exists(), "no run directory at OUT after a kill"
-    # SIGKILL cannot be cleaned up after: what is left is the hidden work folder, never OUT itself
-    assert all(p.name.startswith(f".{b.out.name}.partial-") for p in b.partials())
-    assert_cache_sound(b.cache)
-    report = _assert_next_build_completes(b)
-    assert report["targets"]["tflite"]["cached"] is False
-
-
-def test_sigterm_during_a_stage_cleans_up(tmp_path: Path, tiny_model: Path, digits_npz: Path) -> None:
-    cfg = _config(tmp_path, tiny_model, digits_npz, "[prune]\nsparsity = 0.5\nepochs = 40\nbatch_size = 16\n")
-    b = Build(tmp_path, cfg)
-    b.start()
-    b.wait_for_log(" epoch 1: ")
-    assert b.proc is not None
-    os.kill(b.proc.pid, signal.SIGTERM)
-    rc, err = b.finish()
-    assert rc == 128 + signal.SIGTERM and err == "edgepipe: terminated\n", (rc, err)
-    assert not b.out.exists() and b.partials() == []
-    assert_cache_sound(b.cache)
+    kind, name = fault.redone
+    entry = report[kind][0] if kind == "stages" else report[kind][name]
+    assert kind == "targets" or entry["name"] == name
+    assert entry["cached"] is False, f"{name} was taken from the cache after the interrupted build"
 
 
 # ---- damaged cache entries (in process: no kill needed) -----------------------------------------------------
@@ -200,36 +209,50 @@ def _build_in_process(cfg: Path, out: Path, capsys: pytest.CaptureFixture[str]) 
     return json.loads(captured.out)
 
 
-def test_damaged_and_tampered_cache_entries_are_rebuilt(tmp_path: Path, tiny_model: Path, digits_npz: Path,
-                                                        monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("EDGEPIPE_CACHE_DIR", str(cache))
-    cfg = _config(tmp_path, tiny_model, digits_npz)
-    out = tmp_path / "runs" / "run"
-    assert _build_in_process(cfg, out, capsys)["targets"]["tflite"]["cached"] is False
-
-    # 1. a flipped byte in the artifact: the hash check drops the entry, the target is built again
-    entry = _export_entry(cache)
+def _flip_a_byte(entry: Path) -> None:
+    """A flipped byte in the cached artifact: the hash check drops the entry."""
     artifact = entry / "model_int8.tflite"
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
-    report = _build_in_process(cfg, out, capsys)
-    assert report["targets"]["tflite"]["cached"] is False and "error" not in report["targets"]["tflite"]
-    assert _export_entry(cache) == entry  # stored again, intact
 
-    # 2. a consistent entry (manifest rewritten) whose export.json points outside the target folder
+
+def _name_a_file_outside(entry: Path) -> None:
+    """A consistent entry (manifest rewritten) whose export.json names a file outside the target folder."""
     meta = json.loads((entry / "export.json").read_text())
     meta["files"].append("../../../escaped.txt")
     (entry / "export.json").write_text(json.dumps(meta))
     _rewrite_manifest(entry)
     assert Cache._intact(entry)
-    report = _build_in_process(cfg, out, capsys)
-    assert report["targets"]["tflite"]["cached"] is False and "error" not in report["targets"]["tflite"]
-    assert not list(tmp_path.rglob("escaped.txt"))
-    assert "escaped" not in (_export_entry(cache) / "export.json").read_text(), "the bad entry is replaced"
-    assert (out / "report.json").is_file() and [p.name for p in out.parent.iterdir()] == ["run"]
+
+
+# what a damaged disk or a hand edit can do to a finished entry; each is followed by a build in process
+ENTRY_FAULTS: dict[str, Callable[[Path], None]] = {
+    "a flipped byte in a cached artifact": _flip_a_byte,
+    "a cached export that names a file outside its folder": _name_a_file_outside,
+}
+
+
+def test_damaged_and_tampered_cache_entries_are_rebuilt(tmp_path: Path, tiny_model: Path, digits_npz: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each fault in turn on the tflite export's entry: the next build exports again (not cached, no error),
+    writes nothing outside the run, and the entry is stored again as a fresh export would write it."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDGEPIPE_CACHE_DIR", str(cache))
+    cfg = _config(tmp_path, tiny_model, digits_npz)
+    out = tmp_path / "runs" / "run"
+    assert _build_in_process(cfg, out, capsys)["targets"]["tflite"]["cached"] is False
+    entry = _export_entry(cache)
+    fresh = (entry / "export.json").read_text()
+    for name, damage in ENTRY_FAULTS.items():
+        damage(entry)
+        t = _build_in_process(cfg, out, capsys)["targets"]["tflite"]
+        assert t["cached"] is False and "error" not in t, (name, t)
+        assert _export_entry(cache) == entry and Cache._intact(entry), name
+        assert (entry / "export.json").read_text() == fresh, f"{name}: the bad entry was not replaced"
+        assert not list(tmp_path.rglob("escaped.txt")), name
+        assert (out / "report.json").is_file() and [p.name for p in out.parent.iterdir()] == ["run"], name
 
 
 def _rewrite_manifest(entry: Path) -> None:
@@ -237,34 +260,57 @@ def _rewrite_manifest(entry: Path) -> None:
     (entry / MANIFEST).write_text(json.dumps({"files": files}))
 
 
-def test_cache_reads_trust_only_complete_entries(tmp_path: Path) -> None:
-    """What a killed put or a hand edit can leave: each is a miss, never a hit."""
+KEY = "ab" * 32
+
+
+def _unlisted_file(cache: Cache, src: Path) -> None:
+    (cache.put(KEY, src) / "extra.bin").write_bytes(b"x")
+
+
+def _no_manifest(cache: Cache, src: Path) -> None:
+    (cache.put(KEY, src) / MANIFEST).unlink()
+
+
+def _torn_manifest(cache: Cache, src: Path) -> None:
+    (cache.put(KEY, src) / MANIFEST).write_text("{not json")
+
+
+def _killed_put(cache: Cache, src: Path) -> None:
+    """The temp folder a put leaves when it is killed mid-copy (two days old: stale), and no entry."""
+    shard = cache.root / KEY[:2]
+    shard.mkdir(parents=True)
+    stale = shard / f".{KEY[:8]}-killed"
+    stale.mkdir()
+    (stale / "model.keras").write_bytes(b"half")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+
+
+# what a killed put or a hand edit can leave in the cache; each must read as a miss, never a hit
+READ_FAULTS: dict[str, Callable[[Cache, Path], None]] = {
+    "an unlisted file": _unlisted_file,
+    "a missing manifest": _no_manifest,
+    "a torn manifest": _torn_manifest,
+    "the temporary folder of a killed cache write": _killed_put,
+}
+
+
+@pytest.mark.parametrize("fault", READ_FAULTS.values(), ids=list(READ_FAULTS))
+def test_cache_reads_trust_only_complete_entries(tmp_path: Path, fault: Callable[[Cache, Path], None]) -> None:
+    """The fault is a miss; the next put stores an intact entry that reads back, and leaves nothing else in
+    the shard (the damaged entry replaced, a stale temp folder swept)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "model.keras").write_bytes(b"weights" * 100)
     cache = Cache(tmp_path / "cache")
-    entry = cache.put("ab" * 32, src)
-    assert cache.get("ab" * 32) == entry
-    (entry / "extra.bin").write_bytes(b"x")  # a file the manifest does not list
-    assert cache.get("ab" * 32) is None and not entry.exists()
-    entry = cache.put("ab" * 32, src)
-    (entry / MANIFEST).unlink()  # no manifest
-    assert cache.get("ab" * 32) is None
-    entry = cache.put("ab" * 32, src)
-    (entry / MANIFEST).write_text("{not json")  # a torn manifest
-    assert cache.get("ab" * 32) is None
-    stale = entry.parent / ".abababab-killed"  # the temp folder of a put killed mid-copy
-    stale.mkdir()
-    (stale / "model.keras").write_bytes(b"half")
-    assert cache.get("ab" * 32) is None
-    os.utime(stale, (time.time() - 2 * 86400,) * 2)
-    cache.put("ab" * 32, src)  # the next put into that shard sweeps it
-    assert not stale.exists() and cache.get("ab" * 32) is not None
+    fault(cache, src)
+    assert cache.get(KEY) is None
+    entry = cache.put(KEY, src)
+    assert cache.get(KEY) == entry and (entry / "model.keras").read_bytes() == b"weights" * 100
+    assert [p.name for p in entry.parent.iterdir()] == [KEY]
 
 
-# SIGINT, SIGKILL, SIGTERM, flipped byte, tampered export.json, extra file, missing manifest, torn
-# manifest, stale temp folder of a killed put
-INJECTED_FAULTS = 9
+# counted from the tables the tests above run, so that the README's number cannot drift from them
+INJECTED_FAULTS = len(SIGNAL_FAULTS) + len(ENTRY_FAULTS) + len(READ_FAULTS)
 
 
 def test_injected_fault_count_matches_readme() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runtimes import accuracy, eval_set
 
 from targets.runner import stderr_filtered
 
@@ -29,8 +30,8 @@ def test_runner_script_prints_json_and_no_delegate_noise(built_run: Path) -> Non
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    report = json.loads((built_run / "report.json").read_text())
-    assert result["accuracy"] == report["targets"]["tflite"]["accuracy"]  # the build measured it in-process
+    x, y = eval_set(built_run / "data" / "eval.npz")  # LiteRT's own Interpreter, not targets.runner
+    assert result["accuracy"] == accuracy(built_run / "tflite" / "model_int8.tflite", x, y)
     assert len(result["latency_samples_ms"]) == 5
     assert "XNNPACK" not in done.stderr
 
@@ -48,7 +49,8 @@ def test_score_is_top1_of_any_output_shape() -> None:
 def test_batched_evaluation_equals_one_sample_at_a_time(built_run: Path, artifact: str) -> None:
     """Each artifact of the build takes a batch (LiteRT resized, OpenVINO reshaped, ONNX's dynamic batch axis);
     evaluating in batches (7: the last batch is shorter and padded) gives each sample's per-sample outputs and
-    the same metric value, which is the one the build reported."""
+    the same metric value, which is the one the build reported and the one the runtime gives when run by hand
+    (its own Python API, one sample at a time, tests/runtimes.py)."""
     from targets import runner
 
     with np.load(built_run / "data" / "eval.npz") as data:
@@ -61,7 +63,9 @@ def test_batched_evaluation_equals_one_sample_at_a_time(built_run: Path, artifac
         np.testing.assert_allclose(batched, one, rtol=1e-5, atol=1e-6)
         assert runner.score(batched, y) == runner.score(one, y)
     target = artifact.split("/")[0]
-    assert runner.score(one, y) == json.loads((built_run / "report.json").read_text())["targets"][target]["accuracy"]
+    by_hand = accuracy(built_run / artifact, x, y)
+    assert runner.score(one, y) == by_hand
+    assert json.loads((built_run / "report.json").read_text())["targets"][target]["accuracy"] == by_hand
     assert runner.outputs_of(session, x[:1]).shape == one[:1].shape  # a single sample: no batch runner needed
 
 

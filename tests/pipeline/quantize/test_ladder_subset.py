@@ -1,10 +1,13 @@
 """The accuracy-aware ladder judges an attempt on SUBSET evenly spread samples of a large evaluation set first
-and measures the whole set only for an attempt that meets the budget there (a real LiteRT artifact)."""
+and measures the whole set only for an attempt that meets the budget there (a real LiteRT artifact). The
+accuracy it records is checked against LiteRT's own Interpreter run by hand (tests/runtimes.py), not
+through targets.runner, which the ladder itself measures with."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from runtimes import accuracy
 
 from calibration import make_calibration_set
 from pipeline.cache import Cache
@@ -47,18 +50,20 @@ def test_a_miss_on_the_subset_is_not_measured_in_full(artifact: tuple) -> None:
     _, _, exported, _, x, y = artifact
     a = measure(_job(artifact, reference=1.0, max_drop=0.0), exported, ExportOptions())
     rows = np.linspace(0, len(y) - 1, SUBSET).round().astype(np.int64)
-    session = runner.open_session(exported.folder / exported.result.artifact, 1, exact=True)
+    assert len(set(rows.tolist())) == SUBSET and rows[0] == 0 and rows[-1] == len(y) - 1  # evenly spread
+    by_hand = accuracy(exported.folder / exported.result.artifact, x[rows], y[rows])
     assert a.samples == SUBSET and not a.passed
-    assert a.accuracy == runner.evaluate(session, x[rows], y[rows])
+    assert a.accuracy == by_hand < 1.0  # the subset's accuracy, not the whole set's
+    assert a.drop == pytest.approx(1.0 - by_hand, abs=1e-12)
     assert a.record()["samples"] == SUBSET
 
 
 def test_a_pass_on_the_subset_is_decided_on_the_whole_set(artifact: tuple) -> None:
     _, _, exported, _, x, y = artifact
     a = measure(_job(artifact, reference=0.5, max_drop=0.5), exported, ExportOptions())
-    session = runner.open_session(exported.folder / exported.result.artifact, 1, exact=True)
+    by_hand = accuracy(exported.folder / exported.result.artifact, x, y)
     assert a.samples == len(y) and a.passed
-    assert a.accuracy == runner.evaluate(session, x, y)
+    assert a.accuracy == by_hand and a.drop == pytest.approx(0.5 - by_hand, abs=1e-12)
     assert accuracy_aware.SUBSET * 2 < len(y)
 
 
