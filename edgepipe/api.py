@@ -26,11 +26,13 @@ def build(model: ModelLike, data: DataLike, config: ConfigLike = None, targets: 
 
     model: a .keras / .h5 file or SavedModel directory, or an in-memory `keras.Model` (saved to a
         temporary .keras file first).
-    data: an .npz path; a mapping of arrays with the keys x_train, y_train, x_test, y_test (or, for models
-        with several inputs or outputs, `x_train.<input name>` ...); or a (train, test) pair of
-        `tf.data.Dataset`s yielding (x, y), batched or not. Arrays and datasets are written to a temporary
-        .npz, so they are materialized in memory batch by batch: data larger than memory is not streamed yet.
-        Unless `config` sets [data] scale / mean / std, x is used as given (already preprocessed).
+    data: an .npz path; a mapping of arrays with the keys x_train, y_train, x_test, y_test and optionally
+        x_val, y_val (or, for models with several inputs or outputs, `x_train.<input name>` ...); or
+        (train, test) or (train, val, test) `tf.data.Dataset`s yielding (x, y), batched or not. Every choice
+        of the build is judged on the validation split (without one, a seeded 20% of train is held out).
+        Arrays are written to a temporary .npz; memory-mapped .npy arrays are linked and datasets written a
+        batch at a time as .npy shards, which the pipeline reads a batch at a time. Unless `config` sets
+        [data] scale / mean / std, x is used as given (already preprocessed).
     config: None, a TOML path, a dict with the TOML's sections, or a `pipeline.config.Config`; its [model]
         and [data] paths are replaced by `model` and `data`.
     targets: "tflite", "openvino", "tensorrt" (default: those the config enables).

@@ -19,9 +19,10 @@ from edgepipe.errors import InputError
 from pipeline.config import Config, config_from_dict
 
 ModelLike = Any  # a path (str | Path) or a keras.Model
-DataLike = Any  # a path, a mapping of arrays, or a (train, test) pair of tf.data.Datasets
+DataLike = Any  # a path, a mapping of arrays, or (train, test) / (train, val, test) tf.data.Datasets
 ConfigLike = Any  # None, a path, a dict or a pipeline.config.Config
 SPLITS = ("train", "test")
+SPLITS_WITH_VAL = ("train", "val", "test")  # a third dataset: the validation split every choice is judged on
 
 
 def model_path(model: ModelLike, tmp: Path) -> tuple[Path, str]:
@@ -51,15 +52,16 @@ def data_path(data: DataLike, tmp: Path) -> Path:
         arrays = {str(k): _array(k, v) for k, v in data.items()}
         if any(_npy_file(a) for a in arrays.values()):
             return _linked_folder(arrays, tmp / "data")
-    elif isinstance(data, Sequence) and len(data) == 2 and all(_is_dataset(d) for d in data):
+    elif isinstance(data, Sequence) and len(data) in (2, 3) and all(_is_dataset(d) for d in data):
         folder = tmp / "data"
         folder.mkdir()
-        for split, ds in zip(SPLITS, data, strict=True):
+        for split, ds in zip(SPLITS if len(data) == 2 else SPLITS_WITH_VAL, data, strict=True):
             _stream_to_shards(ds, split, folder)
         return folder
     else:
-        raise InputError("data: expected an .npz path, a mapping of arrays (x_train, y_train, x_test, y_test) "
-                         f"or a (train, test) pair of tf.data.Datasets, got {type(data).__name__}")
+        raise InputError("data: expected an .npz path, a mapping of arrays (x_train, y_train, x_test, y_test; "
+                         "optionally x_val, y_val), or (train, test) or (train, val, test) tf.data.Datasets, got "
+                         f"{type(data).__name__}")
     path = tmp / "data.npz"
     np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types its first keyword only
     return path

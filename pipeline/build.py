@@ -88,11 +88,11 @@ def _save_reference(src: Source, run_dir: Path, refs: Refs) -> dict[str, Any]:
         ref.keras_model.save(dest)
         m = model_metrics(ref.keras_model, src.data, src.metric.spec, src.metric.output_index, None, "test",
                           value=refs.test.value)
-        return {"path": "reference/model.keras", **m, "metric": metric, "validation_accuracy": refs.val.value}
+        return {"path": "reference/model.keras", **m, "metric": metric}
     shutil.copytree(ref.path, run_dir / "reference" / "saved_model")  # the user's model, even when revived
     size = sum(f.stat().st_size for f in (run_dir / "reference" / "saved_model").rglob("*") if f.is_file())
     return {"path": "reference/saved_model", "accuracy": refs.test.value, "params": None, "macs": None,
-            "size_bytes": size, "metric": metric, "validation_accuracy": refs.val.value}
+            "size_bytes": size, "metric": metric}
 
 
 def _float_model(src: Source, keras_model: Any, keras_path: Path | None, scratch: Path) -> FloatModel:

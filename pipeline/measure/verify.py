@@ -213,9 +213,11 @@ def warn_if_int8_slower(entry: dict[str, Any], label: str, ui: UI) -> None:
     speedup, float_ms = entry.get("int8_speedup"), (entry.get("float_latency_ms") or {}).get("median")
     if speedup is None or speedup > 1.0 or float_ms is None or entry.get("precision") != "int8":
         return
-    if entry.get("latency_informational") or entry.get("emulated"):  # not the target's kind of device: no advice
-        return
     int8_ms = float((entry.get("latency_ms") or {}).get("median", float("nan")))
+    if entry.get("latency_informational") or entry.get("emulated"):  # not the target's kind of device: no advice
+        ui.info(f"{label}: int8 ran no faster than float here ({int8_ms:.3f} vs {float_ms:.3f} ms), a latency that "
+                f"does not decide: {entry.get('latency_informational') or 'emulated'}")
+        return
     ui.warn(f"{label}: int8 is not faster than float on {entry.get('device')}: int8 median {int8_ms:.3f} ms vs float "
             f"median {float_ms:.3f} ms ({speedup:.2f}x); set ship_faster_float = true under [targets.{label}] to "
             "ship the float artifact when it measures faster")

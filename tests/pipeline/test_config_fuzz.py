@@ -253,6 +253,51 @@ def test_a_valid_config_with_random_values_gives_a_config_or_a_config_error(edit
         assert _settings(_load(text)) == _settings(outcome)
 
 
+# Values each of these keys takes: the base config with some of them set is a config that holds them.
+VALID: dict[tuple[str, str], st.SearchStrategy[Any]] = {
+    ("quantize", "calibration_samples"): st.integers(1, 100_000),
+    ("quantize", "calibration"): st.sampled_from(["minmax", "percentile", "entropy", "mse"]),
+    ("quantize", "seed"): st.integers(0, 2**32 - 1),
+    ("quantize", "qat"): st.booleans(),
+    ("quantize", "qat_epochs"): st.integers(1, 100),
+    ("budget", "max_accuracy_drop"): st.floats(0, 1),
+    ("budget", "max_latency_ms"): st.floats(1e-6, 1e6),
+    ("budget", "max_size_kb"): st.floats(1e-6, 1e9),
+    ("prune", "method"): st.sampled_from(["channel", "magnitude"]),
+    ("prune", "sparsity"): st.floats(0, 1, exclude_min=True, exclude_max=True),
+    ("prune", "epochs"): st.integers(0, 10_000),
+    ("distill", "student"): st.floats(0, 1, exclude_min=True).map(lambda w: f"width:{w!r}"),
+    ("distill", "temperature"): st.floats(1e-3, 100),
+    ("distill", "alpha"): st.floats(0, 1),
+    ("decompose", "rank_ratio"): st.floats(0, 1, exclude_min=True),
+    ("data", "scale"): st.floats(1e-6, 1e6),
+    ("targets.tflite", "threads"): st.integers(1, 256),
+    ("targets.tflite", "warmup"): st.integers(0, 10_000),
+    ("targets.tflite", "iterations"): st.integers(1, 100_000),
+    ("devices.rpi", "python"): st.sampled_from(["python3", "/usr/bin/python3.11", "~/venv/bin/python"]),
+}
+
+
+def _leaves(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out: dict[tuple[str, ...], Any] = {}
+    for k, v in data.items():
+        out.update(_leaves(v, (*prefix, k)) if isinstance(v, dict) else {(*prefix, k): v})
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(sorted(VALID)).flatmap(lambda wk: VALID[wk].map(lambda v: (*wk, v))),
+                min_size=1, max_size=6))
+def test_valid_values_give_a_config_that_holds_them_and_round_trips(edits: list[tuple[str, str, Any]]) -> None:
+    data = _mutate(edits)
+    cfg = _from_dict(data)
+    assert not isinstance(cfg, str), (cfg, edits)
+    held = _leaves(_settings(cfg))
+    for path, value in _leaves(data).items():
+        assert held[path] == value, (path, value, held[path])
+    _round_trips(cfg)
+
+
 def test_the_base_config_is_valid() -> None:
     cfg = _from_dict(BASE)
     assert not isinstance(cfg, str), cfg

@@ -1,7 +1,8 @@
 """precision = "auto": every candidate of every target measured in its runtime on this host and listed in
-report.json with real values; the shipped one meets the budget and is the fastest passing one by the recorded
-medians (ties within TIE: the smallest); a budget nothing meets ships the most accurate and fails; the config
-accepts "auto" for every target. No test depends on which candidate wins (the host's ISA decides that)."""
+report.json with real values; the shipped one meets the budget and, where latency decides (the target's kind of
+device), is the fastest passing one by the recorded medians (ties within TIE: the smallest), else int8 first; a
+budget nothing meets ships the most accurate and fails; the config accepts "auto" for every target. No test
+depends on which candidate wins by speed (the host's ISA decides that)."""
 
 from __future__ import annotations
 
@@ -76,25 +77,38 @@ def test_every_candidate_is_listed_with_measured_values(auto_run: tuple[Path, di
 
 
 @pytest.mark.slow  # three targets, two exports each (about 35 s)
-def test_the_winner_meets_the_budget_and_is_the_fastest_passing(auto_run: tuple[Path, dict]) -> None:
+def test_the_winner_meets_the_budget_and_latency_decides_only_on_its_kind_of_device(
+        auto_run: tuple[Path, dict]) -> None:
+    """On this x86 host latency decides for openvino only (an x86 target): the fastest passing candidate (ties
+    within TIE: the smallest). For tflite (ARM) and tensorrt (TensorRT) it is informational: int8 first, by
+    metric and size. Candidates are judged on the validation split, the winner measured on the test split."""
+    import platform
+
     run, report = auto_run
     assert report["passed"]
-    for t in report["targets"].values():
+    for name, t in report["targets"].items():
         rows = t["precision_candidates"]
         chosen = [c for c in rows if c["chosen"]]
         assert len(chosen) == 1
         win = chosen[0]
         passing = [c for c in rows if c["passed"]]
         assert win["passed"] and all(c["accuracy_drop"] <= 0.02 + 1e-9 for c in passing)
-        fastest = min(c["latency_ms"] for c in passing)
-        tied = [c for c in passing if c["latency_ms"] <= fastest * (1 + TIE)]
-        assert win in tied and win["size_bytes"] == min(c["size_bytes"] for c in tied)
-        # the entry is the winner's measurement and the artifact is the one shipped
-        assert t["precision"] == win["precision"] and t["latency_ms"]["median"] == win["latency_ms"]
+        if name == "openvino" and platform.machine() in ("x86_64", "AMD64"):
+            fastest = min(c["latency_ms"] for c in passing)
+            tied = [c for c in passing if c["latency_ms"] <= fastest * (1 + TIE)]
+            assert win in tied and win["size_bytes"] == min(c["size_bytes"] for c in tied)
+            assert "latency_informational" not in t
+        elif platform.machine() in ("x86_64", "AMD64"):
+            assert t["latency_informational"] and "Latency did not decide" in t["precision_choice"]
+            int8_family = [c for c in passing if c["candidate"] in ("int8", "int8-recovered", "mixed")]
+            assert not int8_family or win in int8_family
+        # the entry is the winner, measured once more on the test split, and the artifact is the one shipped
+        assert t["precision"] == win["precision"] and t["selection"]["validation_drop"] == win["accuracy_drop"]
+        assert t["selection"]["test_value"] == t["accuracy"] and t["selection"]["split"] == "validation"
         assert t["size_bytes"] == win["size_bytes"] == (run / t["artifact"]).stat().st_size \
             + sum(f.stat().st_size for f in [(run / t["artifact"]).with_suffix(".bin")] if f.is_file())
         assert t["precision_choice"].startswith(win["candidate"] + ":") and t["passed"]
-        assert t["latency_ms"]["iterations"] == 2 * 30 == len(t["latency_samples_ms"])  # two rounds pooled
+        assert t["latency_ms"]["iterations"] == 30 == len(t["latency_samples_ms"])  # the test measurement
     html = (run / "report.html").read_text()
     assert "Precision candidates" in html and "(shipped)" in html
 
@@ -102,6 +116,7 @@ def test_the_winner_meets_the_budget_and_is_the_fastest_passing(auto_run: tuple[
 def test_a_budget_nothing_meets_ships_the_most_accurate_and_fails(trained_cnn: Path, digits_npz: Path, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _config(tmp_path / "c.toml", trained_cnn, digits_npz, "max_latency_ms = 0.00001", ("tflite",))
+    cfg.write_text(cfg.read_text() + "deploy_on_host = true\n")  # this host's latency is judged
     rc, report, out = _build(cfg, tmp_path / "run", capsys)
     t = report["targets"]["tflite"]
     _show("tflite", t)
@@ -222,7 +237,7 @@ def test_the_demo_with_auto_through_the_cli(tmp_path: Path, capsys: pytest.Captu
         win = next(c for c in t["precision_candidates"] if c["chosen"])
         assert win["passed"] and t["precision"] == win["precision"] and (tmp_path / "run" / t["artifact"]).is_file()
         assert f"{name}: precision auto chose {win['candidate']}:" in out
-    assert "; ranked by this host's latency" in report["targets"]["tensorrt"]["precision_choice"]
+    assert "Latency did not decide" in report["targets"]["tensorrt"]["precision_choice"]
     assert main(["--quiet", "report", str(tmp_path / "run")]) == 0
     assert "Precision candidates" in (tmp_path / "run" / "report.html").read_text()
 
