@@ -34,7 +34,8 @@ def build(model: ModelLike, data: DataLike, config: ConfigLike = None, targets: 
         batch at a time as .npy shards, which the pipeline reads a batch at a time. Unless `config` sets
         [data] scale / mean / std, x is used as given (already preprocessed).
     config: None, a TOML path, a dict with the TOML's sections, or a `pipeline.config.Config`; its [model]
-        and [data] paths are replaced by `model` and `data`.
+        and [data] paths are replaced by `model` and `data`. None: every installed target with the demo's
+        budget (max_accuracy_drop = 0.01).
     targets: "tflite", "openvino", "tensorrt" (default: those the config enables).
     device: None (this host), a device profile or config [devices] name, or ssh://USER@HOST[:PORT].
     out: the run directory (default runs/<config name, else the model's name>); an existing one must be an
@@ -47,7 +48,8 @@ def build(model: ModelLike, data: DataLike, config: ConfigLike = None, targets: 
 
         mpath, mname = model_path(model, Path(tmp))
         cfg = make_config(config, mpath, mname, data_path(data, Path(tmp)))
-        chosen = commands.resolve_targets(cfg, list(targets) if targets is not None else None)
+        chosen = commands.resolve_targets(cfg, list(targets) if targets is not None else None,
+                                          how='pass targets=["tflite", ...]')
         choice = commands.resolve_device(device, cfg, None)
         chosen = commands.device_targets(chosen, choice, explicit=targets is not None, name=device)
         run_dir = commands.check_out(Path(out) if out is not None else commands.default_out(cfg))

@@ -157,10 +157,18 @@ def _config_dict(config: ConfigLike) -> tuple[dict[str, Any], str | None, Path]:
     raise InputError(f"config: expected a TOML path, a dict or a Config, got {type(config).__name__}")
 
 
+DEFAULT_BUDGET = {"max_accuracy_drop": 0.01}  # what the built-in examples (the demo) judge by
+
+
 def make_config(config: ConfigLike, model: Path, model_name: str, data: Path) -> Config:
     """The validated config of an API build: the caller's sections, with [model] and [data] pointing at the
-    given model and data (the data's scale, mean and std are kept; absent, the data is used as it is)."""
+    given model and data (the data's scale, mean and std are kept; absent, the data is used as it is). With no
+    config at all: every installed target, the demo's budget."""
     sections, name, base = _config_dict(config)
+    if config is None:
+        from pipeline.init_config import installed_backends
+
+        sections = {"budget": dict(DEFAULT_BUDGET), "targets": {t: {} for t in installed_backends()}}
     kept = {k: v for k, v in dict(sections.get("data") or {}).items() if k in ("scale", "mean", "std")}
     sections = {**sections, "model": {"path": str(model)}, "data": {**kept, "path": str(data)}}
     run_name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or model_name).strip(".-") or "build"

@@ -227,6 +227,7 @@ def build(req: BuildRequest, ui: UI) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would survive the rename: the user's umask instead
     scratch = Path(tempfile.mkdtemp(prefix=f"edgepipe-scratch-{os.getpid()}-"))
     try:
         ui.log_to(tmp / "build.log")
@@ -249,6 +250,12 @@ def build(req: BuildRequest, ui: UI) -> dict[str, Any]:
     ui.console.print(summary_table(report))
     ui.info(f"report: {out / 'report.json'}  {out / 'report.html'}")
     return report
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
 
 
 def failed_log(out: Path) -> Path:

@@ -40,14 +40,16 @@ def resolve_config(spec: str) -> Config:
     raise UsageError(f"{spec}: no such config file or built-in example (see `edgepipe examples`)")
 
 
-def resolve_targets(config: Config, requested: list[str] | None) -> tuple[str, ...]:
+def resolve_targets(config: Config, requested: list[str] | None, how: str = "pass --target") -> tuple[str, ...]:
+    """The targets to build: those requested, else those the config enables. `how`: how the caller requests
+    them (a flag on the command line, an argument in the Python API), for the error."""
     for name in requested or []:
         if name not in TARGET_NAMES:
             raise UsageError(f"unknown target '{name}' (targets: {', '.join(TARGET_NAMES)})")
     chosen = list(dict.fromkeys(requested)) if requested else config.targets.enabled()
     if not chosen:
         raise UsageError(f"{config.name}: no target enabled: add [targets.tflite], [targets.openvino] or "
-                         "[targets.tensorrt], or pass --target")
+                         f"[targets.tensorrt], or {how}")
     return tuple(chosen)
 
 
@@ -68,10 +70,11 @@ def resolve_device(spec: str | None, config: Config | None, remote_python: str |
 
     if config is not None and spec in config.devices:
         d = config.devices[spec]
-        ssh = replace(SshDevice.parse(d.host, python=remote_python or d.python), tensorrt=d.target == TargetName.TENSORRT)
+        ssh = replace(SshDevice.parse(d.host, python=remote_python or d.python), tensorrt=d.target == TargetName.TENSORRT,
+                      name=spec)
         return DeviceChoice(ssh)
     if "://" in spec or "@" in spec:
-        return DeviceChoice(SshDevice.parse(spec, python=remote_python))
+        return DeviceChoice(replace(SshDevice.parse(spec, python=remote_python), name=spec))
     from pipeline.devices import EMULATED_TARGETS, find_emulated
 
     emulated = find_emulated(spec)
@@ -79,7 +82,8 @@ def resolve_device(spec: str | None, config: Config | None, remote_python: str |
         from targets.emulate.registry import connect
 
         # latency under emulation is not the board's: a short run, never judged
-        return DeviceChoice(connect(emulated), Bench(warmup=2, iterations=20, threads=1), EMULATED_TARGETS)
+        return DeviceChoice(replace(connect(emulated), name=spec), Bench(warmup=2, iterations=20, threads=1),
+                            EMULATED_TARGETS)
     from targets.profiles import load_profile
 
     profile = load_profile(spec)
@@ -87,7 +91,8 @@ def resolve_device(spec: str | None, config: Config | None, remote_python: str |
     device = profile.ssh_device()
     if device is None:
         return DeviceChoice(None, bench)
-    ssh = replace(device, python=remote_python or device.python, tensorrt=profile.target == TargetName.TENSORRT)
+    ssh = replace(device, python=remote_python or device.python, tensorrt=profile.target == TargetName.TENSORRT,
+                  name=spec)
     return DeviceChoice(ssh, bench)
 
 

@@ -57,6 +57,7 @@ class SshDevice:
     tensorrt: bool = False  # a Jetson: .onnx artifacts of the tensorrt target become TensorRT engines there
     expected_cpu: ExpectedCpu | None = None  # what the device profile declares, checked against what answers
     emulated: Emulation | None = None  # an emulated aarch64 device (edgepipe device emulate): not a board
+    name: str | None = None  # what the user called it (a profile, a config [devices] name, an emulated device)
 
     @classmethod
     def parse(cls, spec: str, python: str | None = None) -> SshDevice:

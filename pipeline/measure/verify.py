@@ -173,6 +173,7 @@ def record_where(entry: dict[str, Any], m: dict[str, Any], device: Any, ui: UI, 
     if m.get("evaluation_batch"):  # samples per runtime call the metric was computed with (1: as deployed)
         entry["evaluation_batch"] = m["evaluation_batch"]
     entry["cpu"] = m.get("cpu")
+    entry["device_name"] = HOST if device is None else (getattr(device, "name", None) or device.url)  # the user's
     expected = None if device is None else getattr(device, "expected_cpu", None)
     other_cpu = None if expected is None else expected.mismatch(m.get("cpu"))
     notes = [n for n in entry.get("notes", []) if not n.startswith("accuracy and latency were measured on ")]

@@ -90,6 +90,12 @@ def _caption(report: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+def _device(t: dict[str, Any]) -> str:
+    """The device as the user named it, with how it was reached when that differs."""
+    device, name = str(t.get("device", "-")), t.get("device_name")
+    return device if not name or name == device else f"{name} ({device})"
+
+
 def summary_table(report: dict[str, Any]) -> Table:
     ref = report.get("reference", {})
     name = label(report)
@@ -109,7 +115,7 @@ def summary_table(report: dict[str, Any]) -> Table:
         else:
             result = "[red]FAIL[/red]" + uncertain + " " + "; ".join(t.get("violations", []))
         emulated = t.get("emulated") or {}
-        where = str(t.get("device", "-")) + (f" (emulated {emulated.get('cpu_model')})" if emulated else "")
+        where = _device(t) + (f" (emulated {emulated.get('cpu_model')})" if emulated else "")
         median = (_fmt(lat.get("median"), ".3f") + (" emul." if emulated else "")
                   + (" (info)" if t.get("latency_informational") else ""))  # not judged against the budget
         table.add_row(name, where, str(t.get("precision", "-")),

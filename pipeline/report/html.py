@@ -231,7 +231,8 @@ def _summary(report: Report) -> str:
         problems = t.violations + ([f"error: {t.error}"] if t.error else [])
         emulated = extra.get("emulated")  # an emulated device: its latency is not the board's
         cpu = emulated.get("cpu_model", "") if isinstance(emulated, dict) else ""
-        where = t.device + (f" (emulated aarch64 {cpu})" if emulated else "")
+        named = t.device_name if t.device_name and t.device_name != t.device else None
+        where = (f"{named} ({t.device})" if named else t.device) + (f" (emulated aarch64 {cpu})" if emulated else "")
         median = _fmt(t.latency_ms.median if t.latency_ms else None) + (" (emulated)" if emulated else "")
         if informational:
             median += f' <span class="muted" title="{_e(informational)}">(informational)</span>'

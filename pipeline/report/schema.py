@@ -79,6 +79,38 @@ class SensitivityRow(_Entry):
     accuracy: float | None = None
 
 
+class DropMetric(_Entry):
+    """An entry's task metric on a split, its drop against the reference on the same samples, and the drop's
+    paired interval (Newcombe's for proportions, a paired bootstrap otherwise; pipeline.measure.intervals)."""
+
+    name: str
+    value: float | None = None
+    drop: float | None = None  # in the metric's worse direction: positive is worse
+    interval: list[float] | None = None  # [lo, hi] at `level`; None without per-sample statistics
+    level: float | None = None
+    method: str | None = None  # newcombe-paired | paired-bootstrap
+    higher_is_better: bool = True
+    samples: int | None = None
+    split: str | None = None  # test | validation
+    uncertain: bool = False  # the interval holds the budget: another split could judge the other way
+    reference_value: float | None = None
+    discordant: int | None = None  # pairs where exactly one model is right (proportions)
+    validation_value: float | None = None  # the reference entry: its value on the validation split
+
+
+class Selection(_Entry):
+    """How a target's artifact was chosen: on which split, among how many candidates, and the chosen one's
+    validation value beside its test value."""
+
+    split: str = "validation"
+    samples: int | None = None
+    candidates: int | None = None
+    validation_value: float | None = None
+    validation_drop: float | None = None
+    test_value: float | None = None
+    test_drop: float | None = None
+
+
 class ModelEntry(_Entry):
     """The reference or a compression stage's float model."""
 
@@ -88,10 +120,12 @@ class ModelEntry(_Entry):
     macs: int | None = None
     size_bytes: int | None = None
     latency_ms: float | None = None  # float, this host (Keras)
+    metric: DropMetric | None = None
 
 
 class StageEntry(ModelEntry):
     name: str
+    split: str | None = None  # the split its metric was measured on (validation)
     seconds: float | None = None
     cached: bool = False
     notes: list[str] = []
@@ -102,6 +136,7 @@ class TargetEntry(_Entry):
     precision: str = "int8"
     runtime: str | None = None
     device: str = "host"
+    device_name: str | None = None  # what the user called the device (profile, [devices] name, emulated, URL)
     size_bytes: int | None = None
     float_accuracy: float | None = None
     accuracy: float | None = None
@@ -122,6 +157,11 @@ class TargetEntry(_Entry):
     precision_candidates: list[PrecisionCandidate] = []  # precision = "auto" only
     precision_choice: str | None = None  # why the shipped candidate won, one line
     outputs: dict[str, OutputCheck] | None = None  # models with several outputs: every output checked
+    metric: DropMetric | None = None
+    selection: Selection | None = None
+    uncertain: bool | None = None  # metric.uncertain
+    latency_informational: str | None = None  # why the latency does not decide (not the target's kind of device)
+    deploy_on_host: bool | None = None  # [targets.X] deploy_on_host: this host's latency decides
 
 
 class MetricInfo(_Entry):
@@ -148,6 +188,7 @@ class Report(_Entry):
     reference: ModelEntry = ModelEntry()
     stages: list[StageEntry] = []
     eval_set: dict[str, Any] = {}
+    validation_set: dict[str, Any] = {}  # path, samples, source (given | held out)
     versions: dict[str, str] = {}
     targets: dict[str, TargetEntry] = {}
 
