@@ -1,5 +1,6 @@
 """Generated anomaly-detection data for tests: normal samples lie near a `latent`-dimensional subspace of
-R^dim; anomalies add a component from another one (y_test: 0 normal, 1 anomalous; y_train all normal)."""
+R^dim; anomalies add a component from another one (y_test and y_val: 0 normal, 1 anomalous; y_train all normal:
+the validation split that choices are judged on needs anomalies too, so it is given, not held out of train)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ def write_anomaly_npz(path: Path, *, dim: int, latent: int, n_train: int, n_test
     def normal(n: int) -> np.ndarray:
         return rng.normal(size=(n, latent)) @ basis + 0.05 * rng.normal(size=(n, dim))
 
-    x_test = np.concatenate([normal(n_test), normal(n_test) + shift * (rng.normal(size=(n_test, latent)) @ other)])
-    np.savez(path, x_train=normal(n_train).astype(np.float32), y_train=np.zeros(n_train, np.int64),
-             x_test=x_test.astype(np.float32), y_test=np.r_[np.zeros(n_test), np.ones(n_test)].astype(np.int64))
+    def mixed(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.concatenate([normal(n), normal(n) + shift * (rng.normal(size=(n, latent)) @ other)])
+        return x.astype(np.float32), np.r_[np.zeros(n), np.ones(n)].astype(np.int64)
+
+    x_test, y_test = mixed(n_test)
+    x_train = normal(n_train).astype(np.float32)
+    x_val, y_val = mixed(n_test)
+    np.savez(path, x_train=x_train, y_train=np.zeros(n_train, np.int64), x_test=x_test, y_test=y_test,
+             x_val=x_val, y_val=y_val)

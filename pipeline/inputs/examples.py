@@ -86,13 +86,19 @@ ANOMALY_DIGIT = 7  # never seen in training: the anomalies of digits-anomaly
 
 
 def _digits_anomaly() -> RawData:
-    """Digits as 64 features; train on every digit but one, test on all: the held-out digit is the anomaly."""
+    """Digits as 64 features; train on every digit but one, test on all: the held-out digit is the anomaly. The
+    validation split (choices are judged on it, so it needs anomalies too): a seeded fifth of the training
+    split's normal digits and all of its held-out digit, none of which is trained on."""
     x_tr, x_te, y_tr, y_te = _digits_split()
-    normal = y_tr != ANOMALY_DIGIT
-    x_train = x_tr[normal].reshape(-1, 64)
+    x_tr = x_tr.reshape(-1, 64)
+    normal = np.flatnonzero(y_tr != ANOMALY_DIGIT)
+    held = np.random.default_rng(0).permutation(normal)[: len(normal) // 5]
+    train = np.setdiff1d(normal, held)
+    val = np.sort(np.concatenate([held, np.flatnonzero(y_tr == ANOMALY_DIGIT)]))
     labels = (y_te == ANOMALY_DIGIT).astype(np.int64)
-    return RawData(x_train, np.zeros(len(x_train), np.int64), x_te.reshape(-1, 64), labels,
-                   source="example:digits-anomaly")
+    return RawData(x_tr[train], np.zeros(len(train), np.int64), x_te.reshape(-1, 64), labels,
+                   source="example:digits-anomaly", x_val=x_tr[val],
+                   y_val=(y_tr[val] == ANOMALY_DIGIT).astype(np.int64))
 
 
 def _digits_autoencoder() -> keras.Model:

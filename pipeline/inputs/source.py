@@ -63,6 +63,19 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
                   validation=raw.validation)
 
 
+def _check_validation(raw: RawData, metric: Metric, output: str | None) -> None:
+    """reconstruction_auc judges on both kinds of sample: a validation split held out of a training split of
+    normal samples only cannot judge anything."""
+    if metric.labels is not Labels.BINARY or raw.y_val is None:
+        return
+    y = output_labels(raw.y_val, output) if output is not None and isinstance(raw.y_val, dict) else raw.y_val
+    if y is not None and len(np.unique(np.asarray(y))) < 2:
+        how = "held out of the training split" if raw.validation == "held out" else "given"
+        raise DataError(f"y_val: reconstruction_auc needs normal (0) and anomalous (1) validation samples, and the "
+                        f"validation split ({how}) has only {int(np.asarray(y).reshape(-1)[0])}s: give x_val and y_val "
+                        "with both (every choice of the build is judged on them)")
+
+
 def data_and_metric(raw: RawData, pre: Preprocess, ref: LoadedModel, section: MetricSection | None,
                     where: str) -> tuple[TrainData, Metric]:
     """The metric (on `[metric] output`, default the first output) and the data checked against the model: plain
@@ -76,6 +89,7 @@ def data_and_metric(raw: RawData, pre: Preprocess, ref: LoadedModel, section: Me
     judged = ref.for_output(index)
     labels = output_labels(raw.y_test, output) if output is not None else raw.y_test
     metric = resolve_metric(section, judged.input_shape, judged.output_shape, where, names, labels=labels)
+    _check_validation(raw, metric, output)
     if not (ref.several_inputs or ref.several_outputs or raw.named):
         return prepare(raw, pre, judged.input_shape, judged.num_classes, metric.labels, judged.output_shape), metric
     assert output is not None
