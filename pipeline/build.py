@@ -146,16 +146,7 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
     if src.reference.notes:  # how the model had to be adapted to load (legacy .h5, revived SavedModel)
         report["reference"]["notes"] = list(src.reference.notes)
     ref = src.reference
-    write_eval(run_dir / VAL_REL, src.data, ref.output_names, src.metric.output or "", split="val")
-    if req.validation_only:
-        report["eval_set"] = {"path": VAL_REL, "samples": refs.val.samples, "split": "validation"}
-    else:
-        write_eval(run_dir / EVAL_REL, src.data, ref.output_names, src.metric.output or "")
-        report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0]), "split": "test"}
-        if refs.test.per_sample is not None:  # `edgepipe verify` pairs a device's run with the reference's
-            save_scores(run_dir / REFERENCE_SCORES_REL, refs.test)
-            report["eval_set"]["reference_scores"] = REFERENCE_SCORES_REL
-    report["validation_set"] = {"path": VAL_REL, "samples": refs.val.samples, "source": src.validation}
+    _write_splits(req, src, refs, run_dir, report)
     if ref.several_inputs or ref.several_outputs:
         report["eval_set"].update(inputs=list(ref.input_names), outputs=list(ref.output_names))
         _refuse_stages(cfg)
@@ -191,6 +182,21 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
                         VAL_REL if req.validation_only else EVAL_REL)
         report["targets"][name] = one_target(job)
     return finalize(report)
+
+
+def _write_splits(req: BuildRequest, src: Source, refs: Refs, run_dir: Path, report: dict[str, Any]) -> None:
+    """OUT/data/val.npz and (unless a search trial) OUT/data/eval.npz with the reference's per-sample scores."""
+    names, output = src.reference.output_names, src.metric.output or ""
+    write_eval(run_dir / VAL_REL, src.data, names, output, split="val")
+    report["validation_set"] = {"path": VAL_REL, "samples": refs.val.samples, "source": src.validation}
+    if req.validation_only:
+        report["eval_set"] = {"path": VAL_REL, "samples": refs.val.samples, "split": "validation"}
+        return
+    write_eval(run_dir / EVAL_REL, src.data, names, output)
+    report["eval_set"] = {"path": EVAL_REL, "samples": int(src.data.y_test.shape[0]), "split": "test"}
+    if refs.test.per_sample is not None:  # `edgepipe verify` pairs a device's run with the reference's
+        save_scores(run_dir / REFERENCE_SCORES_REL, refs.test)
+        report["eval_set"]["reference_scores"] = REFERENCE_SCORES_REL
 
 
 def _stage_metrics(outcome: Any, src: Source, refs: Refs) -> None:

@@ -27,37 +27,16 @@ from typing import Any
 import numpy as np
 
 if __package__:
-    from . import runner_metrics
+    from . import runner_metrics  # noqa: I001 (compact: the file is copied to devices and kept short)
     from .runner_arrays import npz_members, read_member
-    from .runner_sessions import (
-        LiteRTSession,
-        OnnxRuntimeSession,
-        OpenVINOSession,
-        Session,
-        feed_list,
-        n_samples,
-        open_session,
-        output_order,
-        plain_name,
-        stderr_filtered,
-        take,
-    )
+    from .runner_sessions import (LiteRTSession, OnnxRuntimeSession, OpenVINOSession, Session, feed_list,
+                                  n_samples, open_session, output_order, plain_name, stderr_filtered, take)
 else:  # run as a script (on a device): its runner_*.py modules sit next to this file
-    import runner_metrics  # type: ignore[no-redef]
+    import runner_metrics  # type: ignore[no-redef]  # noqa: I001
     from runner_arrays import npz_members, read_member  # type: ignore[no-redef]
     from runner_sessions import (  # type: ignore[no-redef]
-        LiteRTSession,
-        OnnxRuntimeSession,
-        OpenVINOSession,
-        Session,
-        feed_list,
-        n_samples,
-        open_session,
-        output_order,
-        plain_name,
-        stderr_filtered,
-        take,
-    )
+        LiteRTSession, OnnxRuntimeSession, OpenVINOSession, Session, feed_list, n_samples, open_session,
+        output_order, plain_name, stderr_filtered, take)
 
 __all__ = ["LiteRTSession", "OnnxRuntimeSession", "OpenVINOSession", "Session", "feed_list", "n_samples",
            "open_session", "output_order", "read_member", "stderr_filtered", "take"]
@@ -110,10 +89,7 @@ def score(outputs: np.ndarray, y: np.ndarray, metric: str = "accuracy", x: Any =
     return runner_metrics.score(outputs, y, metric, x)
 
 
-# Samples per call when evaluating an artifact that takes a batch dimension > 1.
-EVAL_BATCH = 32
-
-
+EVAL_BATCH = 32  # samples per call when evaluating an artifact that takes a batch dimension > 1
 SPOT_CHECK = 64  # samples, spread over the split, also run one at a time (as deployed) to vouch for a batch
 RELATIVE_TOLERANCE = 1e-3  # of each sample's largest output magnitude, batched vs batch-1
 
@@ -344,8 +320,6 @@ def run(
     result["peak_memory_kb"] = peak_memory_kb()
     result["cpu"] = cpu_info()
     return result
-
-
 
 
 # Processes this runner started (trtexec): killed with it when the SSH connection drops.

@@ -183,22 +183,25 @@ def run_tensorrt(
     result["latency_ms"] = base.latency_stats(samples, warmup, 1) if samples else trtexec_latency(out, warmup)
     result["latency_samples_ms"] = samples
     if eval_path is not None:
-        ev = base.EvalSet(eval_path)
-        try:
-            outputs = base.outputs_all(TensorRTSession(engine, base).exact(), ev.x)[ev.output_index]
-            result["accuracy"], stats = base.runner_metrics.score_and_per_sample(  # as base.evaluate, and per sample
-                outputs, ev.y, metric, None if isinstance(ev.x, dict) else ev.x
-            )
-            if stats is not None:
-                result["per_sample"] = stats.tolist()
-            result["samples"] = ev.samples
-        except Exception as err:  # no tensorrt module / libcudart: latency still counts
-            result["notes"].append(
-                f"accuracy not measured: TensorRT Python API unusable ({type(err).__name__}: {err})"
-            )
+        _evaluate(result, engine, eval_path, base, metric)
     result["peak_memory_kb"] = max(base.peak_memory_kb() or 0, _children_peak_kb()) or None
     result["cpu"] = base.cpu_info()
     return result
+
+
+def _evaluate(result: dict, engine: Path, eval_path: Path, base: ModuleType, metric: str) -> None:
+    """The metric (and its per-sample statistics) of the engine on the eval set, into `result`."""
+    ev = base.EvalSet(eval_path)
+    try:
+        outputs = base.outputs_all(TensorRTSession(engine, base).exact(), ev.x)[ev.output_index]
+        result["accuracy"], stats = base.runner_metrics.score_and_per_sample(  # as base.evaluate, and per sample
+            outputs, ev.y, metric, None if isinstance(ev.x, dict) else ev.x
+        )
+        if stats is not None:
+            result["per_sample"] = stats.tolist()
+        result["samples"] = ev.samples
+    except Exception as err:  # no tensorrt module / libcudart: latency still counts
+        result["notes"].append(f"accuracy not measured: TensorRT Python API unusable ({type(err).__name__}: {err})")
 
 
 def _children_peak_kb() -> int:

@@ -64,6 +64,19 @@ def model_metrics(model: keras.Model, data: TrainData, metric: str = "accuracy",
             "size_bytes": float_size_bytes(model), "latency_ms": round(stats["median"], 4)}
 
 
+def _record(outcome: StageOutcome, name: str, model: keras.Model, data: TrainData, metric: str,
+            extra: dict[str, Any]) -> None:
+    """A stage's entry, measured on the validation split (never the test split: stages are not shipped);
+    `extra`: what the stage did (seconds, cached, notes, details: widths, ranks, sparsity ...)."""
+    val_outputs = model_outputs(model, data.x_val) if data.x_val is not None else None
+    split = "val" if data.x_val is not None else "test"
+    entry = {"name": name, "path": f"stages/{name}/model.keras",
+             **model_metrics(model, data, metric, outputs=val_outputs, split=split),
+             "split": "validation" if split == "val" else "test", **extra}
+    outcome.entries.append(entry)
+    outcome.val_outputs.append(val_outputs)
+
+
 @dataclass
 class StageOutcome:
     model: keras.Model
@@ -117,14 +130,7 @@ def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data:
         dest = run_dir / "stages" / stage.name / "model.keras"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes((hit / "model.keras").read_bytes())
-        val_outputs = model_outputs(model, data.x_val) if data.x_val is not None else None
-        entry = {"name": stage.name, "path": f"stages/{stage.name}/model.keras",
-                 **model_metrics(model, data, metric, outputs=val_outputs, split="val" if data.x_val is not None
-                                 else "test"),
-                 "split": "validation" if data.x_val is not None else "test",
-                 "seconds": round(seconds, 3), "cached": cached,
-                 "notes": notes, "details": details}  # what the stage did (widths, ranks, sparsity ...)
-        outcome.entries.append(entry)
-        outcome.val_outputs.append(val_outputs)
+        _record(outcome, stage.name, model, data, metric, {"seconds": round(seconds, 3), "cached": cached,
+                                                           "notes": notes, "details": details})
         outcome.model, outcome.model_id, outcome.keras_path = model, key, dest
     return outcome

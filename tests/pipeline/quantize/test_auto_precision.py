@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.quantize.auto_precision import TIE, CandidateKind
+from pipeline.quantize.auto_pick import TIE, CandidateKind
 
 ALL = ("tflite", "openvino", "tensorrt")
 SUPPORTED = {"tflite": {k.value for k in CandidateKind},
@@ -176,14 +176,14 @@ def test_auto_is_accepted_for_every_target_and_typos_are_one_line(tmp_path: Path
 
 
 def _measured(kind: CandidateKind, median: float, size: int, drop: float, passed: bool):  # type: ignore[no-untyped-def]
-    from pipeline.quantize.auto_precision import Candidate
+    from pipeline.quantize.auto_pick import Candidate
 
     return Candidate(kind, "", entry={"latency_ms": {"median": median}, "size_bytes": size, "accuracy_drop": drop,
                                       "passed": passed, "violations": [] if passed else ["median latency ..."]})
 
 
 def test_pick_the_fastest_passing_and_within_tie_the_smallest() -> None:
-    from pipeline.quantize.auto_precision import Candidate, pick
+    from pipeline.quantize.auto_pick import Candidate, pick
 
     fast_big = _measured(CandidateKind.FLOAT, 1.00, 4000, 0.0, True)
     tied_small = _measured(CandidateKind.FP16, 1.00 * (1 + TIE / 2), 2000, 0.0, True)
@@ -200,7 +200,7 @@ def test_pick_the_fastest_passing_and_within_tie_the_smallest() -> None:
 
 def test_pick_without_a_passing_candidate_ships_the_most_accurate() -> None:
     from pipeline.errors import TargetError
-    from pipeline.quantize.auto_precision import Candidate, pick
+    from pipeline.quantize.auto_pick import Candidate, pick
 
     accurate = _measured(CandidateKind.FLOAT, 3.0, 4000, -0.001, False)
     win, why, _ = pick([_measured(CandidateKind.INT8, 1.0, 500, 0.02, False), accurate])

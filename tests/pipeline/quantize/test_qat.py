@@ -1,9 +1,9 @@
 """Quantization-aware fine-tuning: a classifier whose widest second-conv channel is scaled x100 (the dense
-layer scaled back: the float function is unchanged, the per-tensor activation range is not) loses 10 to 60
-points in int8 alone; after QAT, LiteRT and ONNX Runtime (Q/DQ) are back within a 0.05 budget, directly and
-through `edgepipe build`'s accuracy-aware ladder, and OpenVINO gets most of the loss back. Every accuracy
-checked here is measured by the runtime's own Python API (tests/runtimes.py), not targets.runner; each
-artifact reads back with the learned ranges."""
+layer scaled back: the float function is unchanged, the per-tensor activation range is not) loses 9 to 60
+points in int8 alone; after QAT each target's artifact (LiteRT, OpenVINO, ONNX Runtime Q/DQ) is back within
+a 0.05 budget, directly and through `edgepipe build`'s accuracy-aware ladder. Every accuracy checked here
+is measured by the runtime's own Python API (tests/runtimes.py), not targets.runner; each artifact reads
+back with the learned ranges."""
 
 from __future__ import annotations
 
@@ -28,17 +28,16 @@ from targets import ExportOptions, FloatModel, get_target
 FACTOR = 100.0
 BUDGET = 0.05
 TARGETS = ("tflite", "openvino", "tensorrt")
-RECOVERED = ("tflite", "tensorrt")  # the targets QAT brings back within BUDGET; OpenVINO: see below
 EPOCHS = 10
-MISS = 0.03  # int8 alone misses BUDGET by more than this: several points
-# Sized on: three such models (tiny_cnn trained as conftest.train trains it, seeds 0, 1 and 2) on an AVX-512
-# VNNI AMD EPYC, QAT for EPOCHS epochs on 80% of the training split, judged on the other 20% (287 samples,
-# the build's validation split) and on the test split (360): int8 alone drops 0.10-0.20 (tflite),
-# 0.57-0.62 (tensorrt) and 0.18-0.34 (openvino); after QAT, tflite and tensorrt drop -0.011..0.021 and
-# openvino -0.003..0.069, getting back 75-100% of what int8 lost. The spread across training seeds stands
-# in for the spread across hosts (another ISA changes the training by its rounding, another seed by its
-# initialization). The smallest margins: QAT within BUDGET by 0.029 (8 of 287 samples), int8 alone over
-# BUDGET + MISS by 0.04 (14 of 360), OpenVINO's recovered share over one half by 0.25.
+# Sized on: four such models on an AVX-512 VNNI (and BF16) AMD EPYC, the suite's trained_cnn and tiny_cnn
+# trained the same way with seeds 0, 1 and 2 (float accuracy 0.90-0.96), QAT for EPOCHS epochs on 80% of
+# the training split, judged on the test split (360 samples) and, for the seeds, on the other 20% (287,
+# the build's validation split): int8 alone drops 0.089-0.20 (tflite), 0.46-0.62 (tensorrt), 0.14-0.34
+# (openvino); after QAT -0.019..0.021 (tflite, tensorrt) and -0.011..0.011 (openvino, with the learned
+# ranges' signatures computed in f32: see test_learned_ranges_are_the_ones_in_each_artifact). The spread
+# across training seeds stands in for the spread across hosts (another ISA changes training by its rounding,
+# another seed by its initialization). Smallest margins: int8 alone over BUDGET by 0.039 (14 of 360
+# samples), QAT within BUDGET by 0.029 (8 of 287).
 
 
 def _splits(npz: Path) -> tuple[np.ndarray, ...]:
@@ -93,36 +92,34 @@ def _keras_accuracy(model: FloatModel, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _int8_accuracy(target: str, model: FloatModel, calib: CalibrationSet, out: Path, x: np.ndarray,
-                   y: np.ndarray, opts: ExportOptions = ExportOptions()) -> float:
+                   y: np.ndarray, opts: ExportOptions = ExportOptions()) -> tuple[float, list[str]]:
+    """The exported artifact's accuracy (its runtime's own API), and the export's notes."""
     result = get_target(target).export(model, calib, out, opts)
-    return accuracy(out / result.artifact, x, y, threads=2)  # OpenVINO: 2 threads (README, known problem)
+    return accuracy(out / result.artifact, x, y, threads=2), list(result.notes)  # OpenVINO: 2 threads (README)
 
 
 @pytest.mark.slow
-def test_qat_recovers_a_model_that_int8_alone_misses(heavy: FloatModel, digits_npz: Path, tmp_path: Path) -> None:
-    """On the test split, against the float model's accuracy: int8 alone misses BUDGET by more than MISS
-    on every target; after QAT (trained on the training split less a validation split) LiteRT and ONNX
-    Runtime are within BUDGET, and OpenVINO has more than half of its loss back (it is not within BUDGET
-    on every model: 0.053 and 0.042 drops were measured)."""
+@pytest.mark.parametrize("target", TARGETS)
+def test_qat_recovers_a_model_that_int8_alone_misses(heavy: FloatModel, digits_npz: Path, tmp_path: Path,
+                                                     target: str) -> None:
+    """On the test split, against the float model's accuracy: int8 alone misses BUDGET by several points
+    (sized above);
+    after QAT (trained on the training split less a validation split, exported with the learned ranges) the
+    artifact is within BUDGET. Measured by the runtime's own Python API."""
     x_fit, y_fit, x_val, y_val, x_te, y_te = _splits(digits_npz)
     reference = _keras_accuracy(heavy, x_te, y_te)
     calib = _calib(digits_npz)
     cache = Cache(tmp_path / "cache")
-    before, after = {}, {}
-    for t in TARGETS:
-        before[t] = _int8_accuracy(t, heavy, calib, tmp_path / f"{t}-int8", x_te, y_te)
-        qat, why = qat_model_for(t, heavy, "heavy", (x_fit, y_fit, x_val, y_val), calib, cache, UI(quiet=True),
-                                 QatConfig(epochs=EPOCHS))
-        assert qat is not None, why
-        after[t] = _int8_accuracy(t, qat.model, calib, tmp_path / f"{t}-qat", x_te, y_te,
+    before, _ = _int8_accuracy(target, heavy, calib, tmp_path / "int8", x_te, y_te)
+    qat, why = qat_model_for(target, heavy, "heavy", (x_fit, y_fit, x_val, y_val), calib, cache, UI(quiet=True),
+                             QatConfig(epochs=EPOCHS))
+    assert qat is not None, why
+    after, notes = _int8_accuracy(target, qat.model, calib, tmp_path / "qat", x_te, y_te,
                                   ExportOptions(activation_ranges=qat.ranges))
-    print(f"float {reference:.4f} int8 {before} after QAT {after}")  # shown with -s
-    for t in TARGETS:
-        assert reference - before[t] > BUDGET + MISS, f"{t}: int8 alone {before[t]:.4f} vs float {reference:.4f}"
-    for t in RECOVERED:
-        assert reference - after[t] <= BUDGET, f"{t}: {after[t]:.4f} after QAT vs float {reference:.4f}"
-    assert after["openvino"] - before["openvino"] > 0.5 * (reference - before["openvino"]), (before, after)
-    again, _ = qat_model_for("tensorrt", heavy, "heavy", (x_fit, y_fit, x_val, y_val), calib, cache, UI(quiet=True),
+    print(f"{target}: float {reference:.4f} int8 {before:.4f} after QAT {after:.4f}; {notes}")  # shown with -s
+    assert reference - before > BUDGET, f"{target}: int8 alone {before:.4f} vs float {reference:.4f}"
+    assert reference - after <= BUDGET, f"{target}: {after:.4f} after QAT vs float {reference:.4f}; {notes}"
+    again, _ = qat_model_for(target, heavy, "heavy", (x_fit, y_fit, x_val, y_val), calib, cache, UI(quiet=True),
                              QatConfig(epochs=EPOCHS))
     assert again is not None and again.model.saved_model_dir.parent == qat.model.saved_model_dir.parent  # cached
 
@@ -204,29 +201,35 @@ def _qat(target: str, model: FloatModel, data: tuple[np.ndarray, ...], calib: Ca
 
 
 @pytest.mark.slow
-def test_learned_ranges_are_the_ones_in_each_artifact(heavy: FloatModel, digits_npz: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("t", TARGETS)
+def test_learned_ranges_are_the_ones_in_each_artifact(heavy: FloatModel, digits_npz: Path, tmp_path: Path,
+                                                      t: str) -> None:
     """Read each artifact: the .tflite tensors' scales, the ONNX activation QuantizeLinear scales (symmetric:
     max|range| / 127, zero point 0) and the IR's activation FakeQuantize limits are the learned ones; the same
-    model exported without them (calibrated min-max) has none of them."""
+    model exported without them (calibrated min-max) has none of them.
+
+    OpenVINO finds the tensors by their statistics on the calibration set (calibration.learned, RTOL 1e-3 of
+    the largest magnitude), so it must compute them in f32 as Keras does: its CPU plugin runs a float model in
+    bf16 by default where the CPU has bf16 (AVX512_BF16, AMX), off by 0.3% on the x100 channel, and the
+    learned range of that tensor is then dropped (targets.openvino._each_output)."""
     x_fit, y_fit, x_val, y_val, _, _ = _splits(digits_npz)
     data = (x_fit[:512], y_fit[:512], x_val[:128], y_val[:128])
     calib = _calib(digits_npz, 32)
     act, conv2, logits = _names(heavy)
-    for t in TARGETS:
-        qat = _qat(t, heavy, data, calib, Cache(tmp_path / "cache"))
-        assert {r.layer for r in qat.ranges} >= {act, conv2}
-        assert all(r.symmetric == (t == "tensorrt") for r in qat.ranges)
-        learned = get_target(t).export(qat.model, calib, tmp_path / t, ExportOptions(activation_ranges=qat.ranges))
-        plain = get_target(t).export(qat.model, calib, tmp_path / f"{t}-plain", ExportOptions())
-        got, calibrated = _read_back(t, tmp_path / t, learned.artifact), _read_back(t, tmp_path / f"{t}-plain", plain.artifact)
-        inner = [r for r in qat.ranges if r.layer != logits]  # NNCF puts no FakeQuantize on the logits
-        for r in inner:
-            assert _uses(t, got, r), f"{t}: {r.layer} learned range {r.lo:.4f}..{r.hi:.4f} not in the artifact"
-            assert not _uses(t, calibrated, r), f"{t}: {r.layer}: calibration alone gives the same range"
-        assert any("quantization-aware" in n for n in learned.notes)
-        if t == "openvino":
-            assert qat.model.keras_path is not None
-            assert _openvino_weights_on_their_grid(tmp_path / t / learned.artifact, qat.model.keras_path)
+    qat = _qat(t, heavy, data, calib, Cache(tmp_path / "cache"))
+    assert {r.layer for r in qat.ranges} >= {act, conv2}
+    assert all(r.symmetric == (t == "tensorrt") for r in qat.ranges)
+    learned = get_target(t).export(qat.model, calib, tmp_path / t, ExportOptions(activation_ranges=qat.ranges))
+    plain = get_target(t).export(qat.model, calib, tmp_path / f"{t}-plain", ExportOptions())
+    got, calibrated = _read_back(t, tmp_path / t, learned.artifact), _read_back(t, tmp_path / f"{t}-plain", plain.artifact)
+    inner = [r for r in qat.ranges if r.layer != logits]  # NNCF puts no FakeQuantize on the logits
+    for r in inner:
+        assert _uses(t, got, r), f"{t}: {r.layer} learned range {r.lo:.4f}..{r.hi:.4f} not in the artifact {got}"
+        assert not _uses(t, calibrated, r), f"{t}: {r.layer}: calibration alone gives the same range"
+    assert any("quantization-aware" in n for n in learned.notes)
+    if t == "openvino":
+        assert qat.model.keras_path is not None
+        assert _openvino_weights_on_their_grid(tmp_path / t / learned.artifact, qat.model.keras_path)
 
 
 def test_models_qat_cannot_take_are_skipped_with_a_reason(tmp_path: Path) -> None:
@@ -303,7 +306,7 @@ def test_build_ladder_recovers_with_qat(heavy: FloatModel, digits_npz: Path, tmp
     t = report["targets"]["tensorrt"]
     print(json.dumps(t["qat"]), [(a["accuracy"], a["qat"]) for a in t["attempts"]], t["accuracy"])  # shown with -s
     first, qat = t["attempts"]
-    assert not first["qat"] and not first["passed"] and first["accuracy_drop"] > BUDGET + MISS
+    assert not first["qat"] and not first["passed"] and first["accuracy_drop"] > 2 * BUDGET
     assert qat["qat"] and qat["passed"] and qat["accuracy_drop"] <= BUDGET
     assert t["qat"]["accuracy_before"] == first["accuracy"] and t["qat"]["accuracy_after"] == qat["accuracy"]
     assert t["qat"]["epochs"] == EPOCHS and t["qat"]["learned_ranges"] >= 3
@@ -311,7 +314,7 @@ def test_build_ladder_recovers_with_qat(heavy: FloatModel, digits_npz: Path, tmp
     shipped = accuracy(run / t["artifact"], x, y)  # ONNX Runtime by hand, graph optimizations off
     reference = _keras_accuracy(heavy, x, y)
     assert t["accuracy"] == shipped and abs(report["reference"]["accuracy"] - reference) <= 1 / len(y)
-    assert t["accuracy_drop"] == pytest.approx(report["reference"]["accuracy"] - shipped, abs=1e-9)
+    assert t["accuracy_drop"] == pytest.approx(report["reference"]["accuracy"] - shipped, abs=1e-6)  # 6 decimals
     assert reference - shipped <= BUDGET and t["passed"] and report["passed"] and rc == 0
     _assert_shipped_with_learned_ranges("tensorrt", run, t, heavy, cache)
     assert json.loads((run / "report.json").read_text())["targets"]["tensorrt"]["qat"] == t["qat"]
