@@ -64,7 +64,7 @@ def heavy(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> FloatMo
 def _int8_accuracy(target: str, model: FloatModel, calib: CalibrationSet, out: Path, x: np.ndarray,
                    y: np.ndarray, opts: ExportOptions = ExportOptions()) -> float:
     result = get_target(target).export(model, calib, out, opts)
-    return runner.evaluate(runner.open_session(out / result.artifact, 2), x, y)  # 2 threads: see README
+    return runner.evaluate(runner.open_session(out / result.artifact, 2), x, y)  # 2 threads: docs/how-it-works/guarantees.md
 
 
 @pytest.mark.slow
