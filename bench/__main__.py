@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         md += tables.target_table(t, [r for r in rows if r.target == t], _RUNTIMES.get(t, "runtime unknown"))
     md += ["The TensorRT rows are informational: edgepipe's tensorrt artifact is symmetric s8 Q/DQ (zero points 0, "
            "per-channel weights) because that is what TensorRT requires, and ONNX Runtime's CPU provider runs s8 "
-           "activations slower than the u8 activations of its own default (see ARCHITECTURE.md); its latency "
+           "activations slower than the u8 activations of its own default (see docs/how-it-works/stack.md); its latency "
            "belongs to the Jetson, so no goal is applied here.", ""]
     if mix is not None:
         md += ["## Where the int8 speed-up comes from: one op type at a time (1 thread)", "",

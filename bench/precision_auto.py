@@ -80,7 +80,7 @@ def mobilenet_config(work: Path) -> Config:
     model = work / "mobilenetv2.keras"
     if not model.exists():
         print(f"MobileNetV2: test accuracy in Keras {_mobilenet(npz, model):.4f} after {EPOCHS} epochs", flush=True)
-    # OpenVINO with 2 threads: its 1-thread int8 FC kernels are wrong on AVX-512 VNNI EPYC (README)
+    # OpenVINO with 2 threads: its 1-thread int8 FC kernels are wrong on AVX-512 VNNI EPYC (docs/how-it-works/guarantees.md)
     cfg = {"model": {"path": str(model)}, "data": {"path": str(npz), "scale": 16.0},
            "quantize": {"calibration_samples": 200}, "budget": {"max_accuracy_drop": 0.01},
            "targets": _auto_targets({t: {"iterations": 200, "warmup": 20} for t in target_names()}

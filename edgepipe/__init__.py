@@ -1,6 +1,6 @@
 """edgepipe from Python: `build` a model (a file or an in-memory `keras.Model`) on data (an .npz, arrays or
 `tf.data.Dataset`s) into verified int8 artifacts, `verify` a run again, `bench` one artifact, `load_run` a
-run directory. The same build as the `edgepipe` command; see the README's "From Python"."""
+run directory. The same build as the `edgepipe` command; see docs/getting-started/python.md."""
 
 from __future__ import annotations
 

@@ -184,7 +184,7 @@ EXAMPLES: dict[str, Example] = {
             "quantize": {"calibration_samples": 300, "calibration": "minmax"},
             "metric": {"name": "accuracy", "output": "digit"},
             "budget": {"max_accuracy_drop": 0.01},
-            # dense layers: OpenVINO verified with two threads (README: one-thread int8 FC on AVX-512 VNNI)
+            # dense layers: OpenVINO verified with two threads (docs/how-it-works/guarantees.md: one-thread int8 FC on AVX-512 VNNI)
             "targets": {"tflite": {}, "openvino": {"threads": 2}, "tensorrt": {}},
         },
         preprocess=Preprocess(scale=16.0),

@@ -1,5 +1,5 @@
 """report.json (schema 1) as typed, frozen objects: what the build writes, `edgepipe verify` rewrites and
-report.html reads. Keys are the contract's (../shared/ARCHITECTURE.md); fields this module does not name are
+report.html reads. Keys are the contract's (docs/reference/report.md); fields this module does not name are
 kept as they are (`extra="allow"`), so a report written by a newer edgepipe or another tool round-trips."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The public Python API: the README's "From Python" example run as written, the Run it returns, tf.data
-input, and the public error types."""
+"""The public Python API: the docs' Python API example (docs/getting-started/python.md) run as written, the
+Run it returns, tf.data input, and the public error types."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
 
 @dataclass(frozen=True)
 class Measured:
-    """The README run measured by hand: the Keras model's and the .tflite's accuracy on x_test (LiteRT's own
+    """The docs example's run measured by hand: the Keras model's and the .tflite's accuracy on x_test (LiteRT's own
     Interpreter, tests/runtimes.py), and the verdict the budget gives those numbers."""
 
     reference: float
@@ -53,9 +53,9 @@ def measured(readme_run: tuple[dict, str]) -> Measured:
     reference = float(np.mean(ns["model"].predict(x, verbose=0).argmax(axis=1) == y))
     report = json.loads((ns["run"].path / "report.json").read_text())
     budget = report["budget"]["max_accuracy_drop"]
-    assert budget == 0.02  # the README example's config
+    assert budget == 0.02  # the docs example's config
     m = Measured(reference, accuracy(ns["run"].targets["tflite"].artifact, x, y), budget, len(y))
-    # Sized on: the README example's int8 drop is 0..2 samples of 450 on the hosts this ran on (AVX-512 VNNI
+    # Sized on: the docs example's int8 drop is 0..2 samples of 450 on the hosts this ran on (AVX-512 VNNI
     # and AVX2-only), the budget 9: a verdict within a sample of the budget would be decided by the host.
     assert abs(m.reference - m.tflite - m.budget) > 1.0 / m.samples, f"a near-tie with the budget: {m}"
     return m

@@ -1,5 +1,5 @@
-"""The README's "From Python" example in a real Jupyter kernel (nbclient + ipykernel): progress is drawn as
-rich's live widget, as on a terminal, and the Run shows as an HTML table."""
+"""The docs' Python API example (docs/getting-started/python.md) in a real Jupyter kernel (nbclient +
+ipykernel): progress is drawn as rich's live widget, as on a terminal, and the Run shows as an HTML table."""
 
 from __future__ import annotations
 

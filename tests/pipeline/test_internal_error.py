@@ -11,7 +11,7 @@ import pipeline.build
 from pipeline import cli
 from pipeline.cli import main
 
-EX_SOFTWARE = 70  # README's exit codes: an internal error
+EX_SOFTWARE = 70  # docs/reference/exit-codes.md: an internal error
 
 
 def test_internal_error_exit_code_and_kept_build_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

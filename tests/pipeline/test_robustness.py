@@ -284,10 +284,10 @@ def test_bad_input_exits_2_with_one_line_and_no_run(case: Case, expected: str, e
 
 
 def test_bad_input_count() -> None:
-    """README's "What edgepipe guarantees" quotes this number."""
+    """The docs' "What edgepipe guarantees" (docs/how-it-works/guarantees.md) quotes this number."""
     assert len(BAD_INPUTS) == 50
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert f"**{len(BAD_INPUTS)} bad inputs**" in readme
+    page = (Path(__file__).resolve().parents[2] / "docs" / "how-it-works" / "guarantees.md").read_text()
+    assert f"**{len(BAD_INPUTS)} bad inputs**" in page
 
 
 # ---- safe loading ------------------------------------------------------------------------------------------

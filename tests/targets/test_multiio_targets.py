@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # one three-target build (about 45 s on 2 cores)
 def run(twoio: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("twoio-build")
     tables = "\n".join(f"[targets.{t}]\niterations = 5\nwarmup = 1\nthreads = 2\n"
-                       for t in ("tflite", "openvino", "tensorrt"))  # OpenVINO: 2 threads (README: AVX-512 VNNI)
+                       for t in ("tflite", "openvino", "tensorrt"))  # OpenVINO: 2 threads (docs/how-it-works/guarantees.md: AVX-512 VNNI)
     cfg = work / "twoio.toml"
     cfg.write_text(f'[model]\npath = "{twoio[0]}"\n[data]\npath = "{twoio[1]}"\nscale = 16.0\n'
                    f'[quantize]\ncalibration_samples = 200\n[metric]\nname = "accuracy"\noutput = "digit"\n'

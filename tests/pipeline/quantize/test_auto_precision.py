@@ -21,7 +21,7 @@ SUPPORTED = {"tflite": {k.value for k in CandidateKind},
 
 
 def _config(path: Path, model: Path, data: Path, budget: str, targets: tuple[str, ...] = ALL) -> Path:
-    # OpenVINO with 2 threads: its 1-thread int8 FC kernels are wrong on AVX-512 VNNI EPYC (README)
+    # OpenVINO with 2 threads: its 1-thread int8 FC kernels are wrong on AVX-512 VNNI EPYC (docs/how-it-works/guarantees.md)
     tables = "\n".join(f'[targets.{t}]\niterations = 30\nwarmup = 3\nprecision = "auto"\n'
                        + ("threads = 2\n" if t == "openvino" else "") for t in targets)
     path.write_text(f'[model]\npath = "{model}"\n\n[data]\npath = "{data}"\nscale = 16.0\n\n'

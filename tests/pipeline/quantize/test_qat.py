@@ -95,7 +95,7 @@ def _int8_accuracy(target: str, model: FloatModel, calib: CalibrationSet, out: P
                    y: np.ndarray, opts: ExportOptions = ExportOptions()) -> tuple[float, list[str]]:
     """The exported artifact's accuracy (its runtime's own API), and the export's notes."""
     result = get_target(target).export(model, calib, out, opts)
-    return accuracy(out / result.artifact, x, y, threads=2), list(result.notes)  # OpenVINO: 2 threads (README)
+    return accuracy(out / result.artifact, x, y, threads=2), list(result.notes)  # OpenVINO: 2 threads (docs/how-it-works/guarantees.md)
 
 
 @pytest.mark.slow
