@@ -241,9 +241,12 @@ def cmd_bench(args: argparse.Namespace, ui: Any) -> int:
     lat = result["latency_ms"]
     where = result["device"] if "emulated" not in result else f"{args.device} (emulated {result['emulated']['cpu_model']})"
     table = Table(title=f"{args.artifact.name} on {where} ({result['runtime']})")
-    for k in ("median", "p90", "p99", "mean", "std", "min"):
+    for k in ("median", "median 95% interval", "p90", "p99", "mean", "std", "min"):
         table.add_column(f"{k} ms", justify="right")
-    table.add_row(*(f"{lat[k]:.4f}" for k in ("median", "p90", "p99", "mean", "std", "min")))
+    ci = lat.get("median_ci")
+    shown = f"{ci[0]:.4f}-{ci[1]:.4f}" if ci else "-"  # trtexec's summary has no samples
+    table.add_row(f"{lat['median']:.4f}", shown, *(f"{lat[k]:.4f}" if lat.get(k) is not None else "-"
+                                                  for k in ("p90", "p99", "mean", "std", "min")))
     ui.console.print(table)
     if result.get("accuracy") is not None:
         ui.info(f"accuracy {result['accuracy']:.4f} on {result['samples']} samples")

@@ -51,10 +51,21 @@ def latency_stats(samples_ms: list[float], warmup: int, threads: int) -> dict:
         "mean": float(a.mean()),
         "std": float(a.std()),
         "min": float(a.min()),
+        "iqr": [float(np.percentile(a, 25)), float(np.percentile(a, 75))],
+        "median_ci": median_interval(a),
         "iterations": int(a.size),
         "warmup": int(warmup),
         "threads": int(threads),
     }
+
+
+def median_interval(samples: Any, z: float = 1.959964) -> list:
+    """A distribution-free 95% interval for the median: the order statistics k and n-1-k with
+    k = floor((n - z sqrt(n)) / 2) (the binomial's normal approximation); [min, max] below 6 samples."""
+    a = np.sort(np.asarray(samples, dtype=np.float64))
+    n = int(a.size)
+    k = max(0, int(np.floor((n - z * np.sqrt(n)) / 2.0))) if n >= 6 else 0
+    return [float(a[k]), float(a[n - 1 - k])] if n else [float("nan"), float("nan")]
 
 
 def measure(

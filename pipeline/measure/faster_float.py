@@ -9,7 +9,8 @@ from typing import Any
 
 from pipeline.measure.device_kind import informational_reason
 from pipeline.measure.scores import Scores
-from pipeline.measure.verify import Verifier, run_measurement
+from pipeline.measure.speedup import Verdict
+from pipeline.measure.verify import Verifier, run_measurement, speedup_of
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,12 @@ def decide(v: Verifier, rel_int8: str, rel_float: str, val_rel: str, reference_v
         return FloatChoice(False, f"ship_faster_float: int8 kept; latency is informational here ({why_not})", int8)
     mf = run_measurement(v.run_dir / rel_float, v.run_dir / val_rel, v.bench, v.ui, f"{label} float (validation)",
                          v.device, target=v.target, metric=v.metric)
+    sp, _ = speedup_of(v, v.run_dir / rel_int8, v.run_dir / rel_float, m8)
+    int8["speedup"] = sp.to_report()
     i_ms, f_ms = float(m8["latency_ms"]["median"]), float(mf["latency_ms"]["median"])
-    if f_ms >= i_ms:
-        return FloatChoice(False, f"ship_faster_float: int8 kept; it is not slower than float on {mf['device']} "
-                                  f"({i_ms:.3f} vs {f_ms:.3f} ms)", int8)
+    if sp.verdict is not Verdict.SLOWER:  # only a difference the interval resolves
+        return FloatChoice(False, f"ship_faster_float: int8 kept; it is not measurably slower than float on "
+                                  f"{mf['device']} ({sp.ratio:.2f}x, 95% interval {sp.lo:.2f}-{sp.hi:.2f}x)", int8)
     drop = v.metric.drop(reference_val.value, mf["accuracy"]) if mf["accuracy"] is not None else None
     limit = v.budget.max_accuracy_drop if v.budget.max_accuracy_drop is not None else v.budget.max_metric_drop
     if drop is not None and limit is not None and drop > limit + 1e-9:

@@ -12,6 +12,7 @@ from pipeline.measure.budget import Measured, check
 from pipeline.measure.device_checks import mark_emulated, record_agreement
 from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.measure.scores import LEVEL, Scores, metric_entry
+from pipeline.measure.speedup import Speedup, Verdict, interleaved_samples, noisy_note, ratio_interval
 from pipeline.ui import UI
 from targets import artifact_files, runner
 from targets.base import TargetName
@@ -114,18 +115,33 @@ def target_entry(v: Verifier, rel_artifact: str, rel_float: str | None, eval_rel
         entry["metric"]["drop"] = entry["accuracy_drop"]
     emulated = device is not None and device.emulated is not None
     if rel_float is not None and not (device is not None and device.tensorrt) and not emulated:
-        fm = run_measurement(v.run_dir / rel_float, None, v.bench, v.ui, f"{label} float", device, target=v.target)
+        sp, float_latency = speedup_of(v, v.run_dir / rel_artifact, v.run_dir / rel_float, m)
         entry["float_artifact"] = rel_float
-        entry["float_latency_ms"] = fm["latency_ms"]
-        speedup = fm["latency_ms"]["median"] / max(m["latency_ms"]["median"], 1e-9)
-        entry["int8_speedup" if precision == "int8" else "speedup_vs_float"] = round(speedup, 3)
-        if speedup <= 1.0 and not entry.get("latency_informational"):
-            entry["notes"].append(f"{precision} is not faster than float on {m['device']} "
-                                  f"({m['latency_ms']['median']:.3f} vs {fm['latency_ms']['median']:.3f} ms)")
+        entry["float_latency_ms"] = float_latency
+        entry["int8_speedup" if precision == "int8" else "speedup_vs_float"] = round(sp.ratio, 3)
+        entry["speedup"] = sp.to_report()
+        if sp.verdict is Verdict.SLOWER and not entry.get("latency_informational"):
+            entry["notes"].append(f"{precision} is slower than float on {m['device']} ({sp.ratio:.2f}x, 95% interval "
+                                  f"{sp.lo:.2f}-{sp.hi:.2f}x)")
+    noisy = noisy_note(entry["latency_ms"])
+    if noisy:
+        entry["notes"].append(noisy)
     if rel_float is not None:
         check_outputs(entry, v.run_dir / rel_artifact, v.run_dir / rel_float, eval_path, v.bench, v.ui, label)
     judge(entry, v.budget)
     return entry
+
+
+def speedup_of(v: Verifier, artifact: Path, float_artifact: Path, m: dict[str, Any]) -> tuple[Speedup, Any]:
+    """int8 against its float twin: on this host both timed in interleaved rounds in one process; on a device,
+    the float twin timed after the artifact (not interleaved). The speed-up and the float twin's latency."""
+    if v.device is None:
+        q, f = interleaved_samples(artifact, float_artifact, v.bench.warmup, v.bench.iterations, v.bench.threads)
+        return ratio_interval(f, q, interleaved=True), runner.latency_stats(f, v.bench.warmup, v.bench.threads)
+    fm = run_measurement(float_artifact, None, v.bench, v.ui, f"{v.target.value} float", v.device, target=v.target)
+    sp = ratio_interval(fm.get("latency_samples_ms") or [fm["latency_ms"]["median"]],
+                        m.get("latency_samples_ms") or [m["latency_ms"]["median"]], interleaved=False)
+    return sp, fm["latency_ms"]
 
 
 def level(budget: BudgetSection) -> float:
@@ -208,11 +224,21 @@ def _drop_budget(budget: BudgetSection) -> float | None:
     return budget.max_accuracy_drop if budget.max_accuracy_drop is not None else budget.max_metric_drop
 
 
+def _interval(entry: dict[str, Any]) -> str:
+    iv = (entry.get("speedup") or {}).get("interval")
+    return f", 95% interval {iv[0]:.2f}-{iv[1]:.2f}x" if iv else ""
+
+
 def warn_if_int8_slower(entry: dict[str, Any], label: str, ui: UI) -> None:
     """The latency gate's warning, on by default: the verifying device measured the int8 artifact no faster
     than its float twin. Both medians are named and `ship_faster_float = true` is offered."""
     speedup, float_ms = entry.get("int8_speedup"), (entry.get("float_latency_ms") or {}).get("median")
     if speedup is None or speedup > 1.0 or float_ms is None or entry.get("precision") != "int8":
+        return
+    resolved = (entry.get("speedup") or {}).get("verdict", Verdict.SLOWER.value) == Verdict.SLOWER.value
+    if not resolved:  # the interval holds 1.0: no measurable difference, nothing to warn of
+        ui.info(f"{label}: int8 and float: no measurable difference in latency ({entry['speedup']['ratio']:.2f}x, "
+                f"95% interval {entry['speedup']['interval'][0]:.2f}-{entry['speedup']['interval'][1]:.2f}x)")
         return
     int8_ms = float((entry.get("latency_ms") or {}).get("median", float("nan")))
     if entry.get("latency_informational") or entry.get("emulated"):  # not the target's kind of device: no advice
@@ -220,5 +246,5 @@ def warn_if_int8_slower(entry: dict[str, Any], label: str, ui: UI) -> None:
                 f"does not decide: {entry.get('latency_informational') or 'emulated'}")
         return
     ui.warn(f"{label}: int8 is not faster than float on {entry.get('device')}: int8 median {int8_ms:.3f} ms vs float "
-            f"median {float_ms:.3f} ms ({speedup:.2f}x); set ship_faster_float = true under [targets.{label}] to "
+            f"median {float_ms:.3f} ms ({speedup:.2f}x{_interval(entry)}); set ship_faster_float = true under [targets.{label}] to "
             "ship the float artifact when it measures faster")

@@ -26,9 +26,12 @@ class LatencyStats(_Entry):
     mean: float | None = None
     std: float | None = None  # trtexec's summary has none
     min: float | None = None
+    iqr: list[float] | None = None  # [p25, p75]: the spread of the samples
+    median_ci: list[float] | None = None  # a distribution-free 95% interval for the median (order statistics)
     iterations: int = 0
     warmup: int = 0
     threads: int = 1
+    informational: bool | None = None  # not measured on the target's kind of device: decides nothing
 
 
 class Attempt(_Entry):
@@ -162,6 +165,7 @@ class TargetEntry(_Entry):
     uncertain: bool | None = None  # metric.uncertain
     latency_informational: str | None = None  # why the latency does not decide (not the target's kind of device)
     deploy_on_host: bool | None = None  # [targets.X] deploy_on_host: this host's latency decides
+    speedup: dict[str, Any] | None = None  # int8 vs float: ratio, interval, level, verdict, interleaved
 
 
 class MetricInfo(_Entry):

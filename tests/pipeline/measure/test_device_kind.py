@@ -49,6 +49,11 @@ def test_tensorrt_on_the_host_is_not_judged_on_latency(trained_cnn: Path, digits
     assert rc == 0 and t["passed"] and not t["violations"], t["violations"]
     assert t["latency_ms"]["informational"] and "not with TensorRT" in t["latency_informational"]
     assert t["latency_ms"]["median"] > 0.0001  # measured, and far over the budget it is not judged against
+    lo, hi = t["latency_ms"]["median_ci"]
+    assert lo <= t["latency_ms"]["median"] <= hi
+    sp = t["speedup"]  # int8 vs float, timed in interleaved rounds in this process
+    assert sp["interleaved"] and sp["interval"][0] <= sp["ratio"] <= sp["interval"][1]
+    assert sp["verdict"] in ("faster", "slower", "no measurable difference")
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the x86 host case")

@@ -1,7 +1,7 @@
 """Accuracy-aware int8 end to end: a model whose float function is intact but whose activations carry
-outlier channels (two channels x500, the next conv scaled back) breaks plain min-max int8; the accuracy-aware
-mode's Keras cross-layer equalization brings every target back within a point with no layer left in float.
-Plus the fallback order, the give-up path and the latency gate."""
+outlier channels (two channels x500, the next conv scaled back) breaks plain min-max int8 (one class for
+every sample); the accuracy-aware mode's Keras cross-layer equalization brings every target back within
+BUDGET with no layer left in float. Plus the fallback order, the give-up path and the latency gate."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ from pipeline.quantize.accuracy_aware import MAX_ATTEMPTS, METHOD_ORDER
 
 FACTOR = 500.0
 CHANNELS = 2
+BUDGET = 0.03
+# Sized on: an AVX-512 VNNI AMD EPYC, the suite's trained_cnn: plain min-max int8 drops 0.85 on every target
+# (the validation split's 287 samples, all predicted as one class); after Keras CLE the drop is -0.004..0.0
+# on the validation split, as the trained CNN's own int8 drop is. BUDGET leaves 0.03 (8 of 287 samples) to a
+# host whose kernels or training round differently.
 
 
 def _config(path: Path, model: Path, data: Path, extra: str, targets: tuple[str, ...], target_extra: str = "") -> Path:
@@ -61,32 +66,34 @@ def outlier_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.Te
     work = tmp_path_factory.mktemp("outliers")
     diff = make_outlier_model(trained_cnn, digits_npz, work / "outliers.keras")
     assert diff < 1e-4, f"the float function changed by {diff}"
-    cfg = _config(work / "outliers.toml", work / "outliers.keras", digits_npz, "[budget]\nmax_accuracy_drop = 0.01\n",
-                  ("tflite", "openvino", "tensorrt"))
+    cfg = _config(work / "outliers.toml", work / "outliers.keras", digits_npz,
+                  f"[budget]\nmax_accuracy_drop = {BUDGET}\n", ("tflite", "openvino", "tensorrt"))
     rc = main(["--quiet", "build", str(cfg), "--out", str(work / "run")])
     return rc, json.loads((work / "run" / "report.json").read_text()), work / "run"
 
 
 @pytest.mark.slow
 def test_outlier_channels_break_minmax_and_equalization_recovers(outlier_run: tuple[int, dict, Path]) -> None:
-    rc, report, _ = outlier_run
-    drops = {}
+    """Every target: plain min-max int8 misses BUDGET by far on the split the ladder judges, the Keras CLE
+    attempt meets it and ships; the shipped entry (test split) is within BUDGET, and its accuracy is what the
+    artifact's runtime gives when run by hand on data/eval.npz."""
+    from runtimes import accuracy, eval_set
+
+    rc, report, run = outlier_run
     for name, t in report["targets"].items():  # shown with -s
         steps = [(a["cross_layer_equalization"], a["calibration"], a["equalize"], len(a["float_layers"]),
                   round(a["accuracy_drop"], 4)) for a in t["attempts"]]
-        print(f"{name}: float {t['float_accuracy']:.4f} final {t['accuracy']:.4f} {steps}")
+        print(f"{name}: final {t['accuracy']:.4f} drop {t['accuracy_drop']:+.4f} {steps}")
+    x, y = eval_set(run / "data" / "eval.npz")
     for name, t in report["targets"].items():
-        plain = t["attempts"][0]
+        plain, cle = t["attempts"]
         assert plain["calibration"] == "minmax" and plain["float_layers"] == [] and not plain["equalize"]
-        assert not plain["cross_layer_equalization"]
-        drops[name] = t["float_accuracy"] - plain["accuracy"]
-        assert t["float_accuracy"] - t["accuracy"] <= 0.01, f"{name}: {t['accuracy']} vs {t['float_accuracy']}"
-        assert t["passed"] and t["precision"] == "int8"
+        assert not plain["cross_layer_equalization"] and not plain["passed"] and plain["accuracy_drop"] > 0.5
+        assert cle["cross_layer_equalization"] and cle["passed"] and cle["accuracy_drop"] <= BUDGET
+        assert t["cross_layer_equalization"][0]["spread_before"] > 100
+        assert t["accuracy_drop"] <= BUDGET and t["passed"] and t["precision"] == "int8", name
         assert t["float_layers"] == [], f"{name}: float layers {t['float_layers']}"
-        if drops[name] > 0.01:  # plain int8 missed: the equalized model is what ships
-            assert t["attempts"][1]["cross_layer_equalization"] and t["attempts"][1]["passed"]
-            assert t["cross_layer_equalization"][0]["spread_before"] > 100
-    assert max(drops.values()) > 0.05, drops
+        assert t["accuracy"] == accuracy(run / t["artifact"], x, y), name
     assert rc == 0 and report["passed"]
 
 

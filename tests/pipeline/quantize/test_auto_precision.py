@@ -130,6 +130,9 @@ def test_a_budget_nothing_meets_ships_the_most_accurate_and_fails(trained_cnn: P
     assert "precision auto chose" in out
 
 
+BUDGET = 0.03  # test_accuracy_aware.BUDGET, sized there on the same outlier model
+
+
 def _outlier_model(trained: Path, npz: Path, dest: Path) -> None:
     """test_accuracy_aware's model whose plain min-max int8 misses the budget (outlier channels)."""
     import importlib.util
@@ -144,8 +147,10 @@ def _outlier_model(trained: Path, npz: Path, dest: Path) -> None:
 @pytest.mark.slow
 def test_the_ladder_gives_the_recovered_int8_candidate(trained_cnn: Path, digits_npz: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Plain int8 of test_accuracy_aware's outlier model misses the budget by 0.85 (every sample one class);
+    the ladder's Keras CLE attempt is within it by a margin sized there (BUDGET)."""
     _outlier_model(trained_cnn, digits_npz, tmp_path / "outliers.keras")
-    cfg = _config(tmp_path / "c.toml", tmp_path / "outliers.keras", digits_npz, "max_accuracy_drop = 0.01",
+    cfg = _config(tmp_path / "c.toml", tmp_path / "outliers.keras", digits_npz, f"max_accuracy_drop = {BUDGET}",
                   ("tflite",))
     rc, report, _ = _build(cfg, tmp_path / "run", capsys)
     t = report["targets"]["tflite"]
@@ -155,7 +160,8 @@ def test_the_ladder_gives_the_recovered_int8_candidate(trained_cnn: Path, digits
     assert rows["int8"]["measured"] and not rows["int8"]["passed"] and "accuracy drop" in rows["int8"]["why"]
     recovered = rows["int8-recovered"]
     assert recovered["measured"] and recovered["passed"] and "Keras CLE" in recovered["detail"]
-    assert recovered["precision"] == "int8" and recovered["accuracy_drop"] <= 0.01
+    assert recovered["precision"] == "int8" and recovered["accuracy_drop"] <= BUDGET
+    assert rows["int8"]["accuracy_drop"] > 0.5 and t["accuracy_drop"] <= BUDGET
     assert not rows["mixed"]["measured"] and "the ladder stopped at its attempt" in rows["mixed"]["why"]
     assert len(t["attempts"]) >= 2 and not t["attempts"][0]["passed"]
 
