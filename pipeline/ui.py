@@ -44,7 +44,7 @@ class UI:
 
     def info(self, msg: str) -> None:
         log.info(msg)
-        self.console.print(msg, highlight=False)
+        self.console.print(escape(msg), highlight=False)  # "[targets.x]" is text, not markup
 
     def warn(self, msg: str) -> None:
         log.warning(msg)

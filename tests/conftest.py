@@ -96,13 +96,21 @@ def write_config(path: Path, model: Path | str, data: Path, extra: str = "",
     return path
 
 
+# The accuracy budget of built_run. Sized on: the trained CNN's int8 artifacts drop 0.0-0.0083 on the test
+# split (360 samples) and 0.0035 on the validation split (287) on an AVX-512 VNNI AMD EPYC (OpenVINO's plain
+# int8 attempt 0.049 there, with one thread: its ladder climbs to NNCF's bias correction, 0.0035); 0.01
+# left one test sample to a host whose kernels round differently, 0.03 leaves seven.
+BUILT_RUN_BUDGET = 0.03
+
+
 @pytest.fixture(scope="session")
 def built_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One full three-target build of the trained CNN, shared by the tests that read its artifacts."""
     from pipeline.cli import main
 
     work = tmp_path_factory.mktemp("build")
-    cfg = write_config(work / "cnn.toml", trained_cnn, digits_npz, "[budget]\nmax_accuracy_drop = 0.01\n")
+    cfg = write_config(work / "cnn.toml", trained_cnn, digits_npz,
+                       f"[budget]\nmax_accuracy_drop = {BUILT_RUN_BUDGET}\n")
     rc = main(["--quiet", "build", str(cfg), "--out", str(work / "run")])
     assert rc == 0, f"build failed with exit {rc}"
     return work / "run"
