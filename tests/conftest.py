@@ -133,3 +133,21 @@ def outlier_model(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.
     path = tmp_path_factory.mktemp("outlier") / "outlier.keras"
     make_outlier_model(trained_cnn, digits_npz, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def dict_outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A trained model with one input and outputs {"digit": ..., "ink": ...}, and its npz (x_train, y_train.digit,
+    y_train.ink, ...; tests/dictio.py)."""
+    from dictio import write_output_dict
+
+    return write_output_dict(tmp_path_factory.mktemp("dictout"))
+
+
+@pytest.fixture(scope="session")
+def dict_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A trained model with inputs {"image", "feats"} and outputs {"ink", "digit"}, and its npz with named keys and a
+    validation split of its own (x_val.<input>, y_val.<output>; tests/dictio.py)."""
+    from dictio import write_input_dict
+
+    return write_input_dict(tmp_path_factory.mktemp("dictin"))

@@ -18,6 +18,7 @@ from pipeline.compress.cost import count_macs, count_params, float_size_bytes
 from pipeline.config import Config
 from pipeline.errors import UsageError
 from pipeline.inputs.arrays import predict_batches
+from pipeline.inputs.dict_io import flat_outputs
 from pipeline.inputs.models import metric_value, predict_named
 from pipeline.ui import UI
 from targets import runner
@@ -35,15 +36,13 @@ class _KerasSession(runner.Session):
         self.fn = tf.function(lambda x: model(x, training=False))
 
     def run(self, x: Any) -> np.ndarray:
-        out = self.fn(x)
-        return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+        return flat_outputs(self.fn(x))[0]
 
 
 def model_outputs(model: keras.Model, x: Any, output: int = 0) -> np.ndarray:
     """The Keras model's outputs (number `output` of several) on a split, a batch at a time for lazy data."""
     def predict(b: Any) -> np.ndarray:
-        pred = model.predict(b, batch_size=256, verbose=0)
-        return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
+        return flat_outputs(model.predict(b, batch_size=256, verbose=0))[output]
 
     return predict_named(predict, x) if isinstance(x, dict) else predict_batches(predict, x)
 

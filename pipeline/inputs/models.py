@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.cache import content_hash as hash_of
 from pipeline.errors import ModelLoadError
-from pipeline.inputs import legacy_h5, savedmodel_v1
+from pipeline.inputs import dict_io, legacy_h5, savedmodel_v1
 from pipeline.inputs.arrays import predict_batches
 
 if TYPE_CHECKING:
@@ -260,10 +260,14 @@ def load_model(path: Path, *, allow_unsafe: bool = False, work_dir: Path | None 
 
 def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: str,
                notes: tuple[str, ...] = ()) -> LoadedModel:
+    """A loaded Keras model; dict inputs or outputs are named by their keys (pipeline.inputs.dict_io)."""
+    adapted = dict_io.plain(model, path)
+    model, notes = adapted.model, notes + adapted.notes
     shapes = tuple(tuple(t.shape[1:]) for t in model.inputs)
     out_shapes = tuple(tuple(t.shape[1:]) for t in model.outputs)
-    out_names = tuple(str(n) for n in (getattr(model, "output_names", None) or [model.layers[-1].name]))
-    in_names = tuple(str(t.name).split(":")[0] for t in model.inputs)
+    out_names = adapted.output_names or \
+        tuple(str(n) for n in (getattr(model, "output_names", None) or [model.layers[-1].name]))
+    in_names = adapted.input_names or tuple(str(t.name).split(":")[0] for t in model.inputs)
     for kind, names in (("input", in_names), ("output", out_names)):
         if len(names) > 1 and (len(set(names)) != len(names) or any(not n or "." in n for n in names)):
             raise ModelLoadError(f"{path}: the model's {kind} names {', '.join(names)} must be distinct and "
@@ -289,8 +293,7 @@ def predict(loaded: LoadedModel, x: Any, batch_size: int = 256, output: int = 0)
         keras_model = loaded.keras_model
 
         def one(b: Any) -> np.ndarray:
-            pred = keras_model.predict(b, batch_size=batch_size, verbose=0)
-            return np.asarray(pred[output] if isinstance(pred, (list, tuple)) else pred)
+            return dict_io.flat_outputs(keras_model.predict(b, batch_size=batch_size, verbose=0))[output]
 
         return predict_named(one, x, batch_size) if isinstance(x, dict) else predict_batches(one, x)
     import tensorflow as tf
