@@ -69,6 +69,8 @@ def with_validation(raw: RawData, seed: int, output: str | None = None) -> RawDa
             raise DataError("x_val: no samples")
         return replace(raw, validation="given")
     n = _rows(raw.x_train)
+    if _rows(raw.y_train) != n:  # mismatched splits: data.prepare names the problem (exit 2)
+        return raw
     held = holdout_index(n, _strata(raw.y_train, output), seed)
     if len(held) == 0 or len(held) >= n:
         raise DataError(f"x_train: {n} sample(s) are too few to hold out a validation split; give x_val and y_val")

