@@ -257,7 +257,10 @@ class OpenVINOSession(Session):
 
         self.runtime = "openvino " + ov.get_version().split("-")[0]
         core = ov.Core()
-        cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads)}
+        # f32: a float or fp16 artifact runs in float32 whatever the CPU (the plugin's default is bf16 where the
+        # CPU has it, so the same artifact would score differently by host)
+        cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
+               "INFERENCE_PRECISION_HINT": "f32"}
         self._source, self._core, self._cfg = path, core, cfg
         self.compiled = core.compile_model(str(path) if isinstance(path, (str, Path)) else path, "CPU", cfg)
         self.request = self.compiled.create_infer_request()

@@ -45,7 +45,8 @@ def _onnx(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
 def _openvino(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": str(threads)})
+    config = {"INFERENCE_NUM_THREADS": str(threads), "INFERENCE_PRECISION_HINT": "f32"}  # as OpenVINOSession
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
     rows = []
     for k in range(len(x)):

@@ -81,7 +81,9 @@ def test_report_matches_contract(built_run: Path) -> None:
     assert r["schema"] == 1 and r["passed"] is True
     assert set(r["reference"]) >= {"path", "accuracy", "params", "macs", "size_bytes"}
     assert (built_run / r["reference"]["path"]).is_file()
-    assert r["eval_set"] == {"path": "data/eval.npz", "samples": 360}
+    assert r["eval_set"] == {"path": "data/eval.npz", "samples": 360, "split": "test",
+                             "reference_scores": "data/reference_scores.npz"}
+    assert r["validation_set"]["path"] == "data/val.npz" and r["validation_set"]["source"] == "held out"
     with np.load(built_run / "data" / "eval.npz") as d:
         assert d["x"].dtype == np.float32 and d["y"].dtype == np.int64 and d["x"].shape == (360, 8, 8, 1)
         assert float(d["x"].max()) <= 1.0  # preprocessed with scale 16
