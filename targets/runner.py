@@ -190,13 +190,19 @@ class EvalSet:
         keys = list(npz_members(path))
         inputs = [k[2:] for k in keys if k.startswith("x.")]  # x read a batch at a time (runner_arrays), y whole
         self.x: Any = {k: read_member(path, "x." + k) for k in inputs} if inputs else read_member(path, "x")
-        self.y = np.asarray(read_member(path, "y"))
+        self._path, self._y = path, None  # type: Path, Any
         names: dict = {}
         if "outputs" in keys:  # small: read whole
             with np.load(str(path)) as data:
                 names = {k: data[k] for k in ("outputs", "output")}
         self.outputs = [str(n) for n in names.get("outputs", [])]
         self.output = str(names["output"]) if "output" in names else (self.outputs[0] if self.outputs else "")
+
+    @property
+    def y(self) -> np.ndarray:  # the labels, read when first asked for (comparing outputs reads none)
+        if self._y is None:
+            self._y = np.asarray(read_member(self._path, "y"))
+        return self._y
 
     @property
     def output_index(self) -> int:

@@ -34,7 +34,8 @@ def test_example_builds_three_int8_targets_judged_on_their_intervals(example: st
     out, err = capsys.readouterr()
     report = json.loads(out)
     ref = report["reference"]
-    assert ref["accuracy"] >= (0.97 if example == "digits-cnn" else 0.95)
+    # teachers trained on 80% of the training split (20% held out for validation): seen 0.986 (cnn), 0.933 (lstm)
+    assert ref["accuracy"] >= (0.95 if example == "digits-cnn" else 0.9)
     assert [s["name"] for s in report["stages"]][0] == "distill"
     final = report["stages"][-1]
     _judged(report, rc)
