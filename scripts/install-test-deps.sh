@@ -12,7 +12,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
 
-# Headless browser for tests/pipeline/test_html_report.py (renders report.html).
+# Headless browser for tests/pipeline/report/test_html.py (renders report.html).
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 
 # --- Other system test dependencies go here (one `command -v X || apt_install PKG` line each) ---
@@ -23,7 +23,7 @@ command -v chromium >/dev/null 2>&1 || apt_install chromium
 command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
   || apt_install openssh-client
 # --- end of openssh ---
-# --- postgresql: tests/pipeline/test_search.py runs a throw-away server (initdb/pg_ctl as user postgres) ---
+# --- postgresql: tests/pipeline/search/test_search.py runs a throw-away server (initdb/pg_ctl as user postgres) ---
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 # --- end of postgresql ---
 # --- qemu-user: tests/targets/test_qdq_as_written.py runs the runner on an emulated AVX2-only CPU (-cpu Haswell) ---

@@ -81,15 +81,17 @@ def reconstruction_auc(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> flo
 def sqnr(outputs: np.ndarray, y: np.ndarray, x: Any = None) -> float:
     """Signal-to-quantization-noise ratio (dB) of the outputs against the reference outputs `y`."""
     ref, out = _flat(y), _flat(outputs)
-    return _sqnr_db(float(np.sum(ref * ref)), float(np.sum((ref - out) ** 2)))
+    return float(sqnr_from_energies(np.float64(np.sum(ref * ref)), np.float64(np.sum((ref - out) ** 2))))
 
 
-def _sqnr_db(signal: float, noise: float) -> float:
-    if noise <= signal * 1e-10:
-        return SQNR_CAP_DB
-    if signal == 0.0:
-        return -SQNR_CAP_DB
-    return float(min(SQNR_CAP_DB, 10.0 * np.log10(signal / noise)))
+def sqnr_from_energies(signal: Any, noise: Any) -> Any:
+    """SQNR in dB from signal and noise energies (numbers or arrays of them), capped at +-SQNR_CAP_DB: the cap
+    where the noise is negligible, minus it where there is no signal."""
+    signal, noise = np.asarray(signal, np.float64), np.asarray(noise, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = np.minimum(SQNR_CAP_DB, 10.0 * np.log10(signal / noise))
+    db = np.where(signal == 0.0, -SQNR_CAP_DB, db)
+    return np.where(noise <= signal * 1e-10, SQNR_CAP_DB, db)
 
 
 def _cosines(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -199,7 +201,7 @@ def from_per_sample(stats: Any, y: Any, spec: str) -> float:
     elif spec == "reconstruction_auc":
         value = roc_auc(y, stats)
     elif spec == "sqnr":
-        value = _sqnr_db(float(np.sum(stats[:, 0])), float(np.sum(stats[:, 1])))
+        value = float(sqnr_from_energies(np.sum(stats[:, 0]), np.sum(stats[:, 1])))
     elif spec in _SIMPLE or parse(spec)[0] == "top_k":
         value = float(np.mean(stats))
     else:

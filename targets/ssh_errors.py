@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import TargetError, UsageError
 
-if TYPE_CHECKING:
-    from .ssh import SshDevice
+
+class SshDevice(Protocol):
+    """What these messages read of a targets.ssh.SshDevice (a protocol: ssh.py imports this module)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def python(self) -> str: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def url(self) -> str: ...
+
 
 _NETWORK = ("connection timed out", "no route to host", "network is unreachable", "host is down")
 _OPTIONS = ("bad configuration option", "bad port", "usage: ssh", "unknown option", "garbage at end")

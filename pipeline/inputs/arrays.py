@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 
 from targets.runner_arrays import NpyArray, open_npy
+from targets.runner_arrays import batches as read_batches
 
 BATCH = 256  # samples per read when a stage walks a lazy split
 
@@ -159,9 +160,8 @@ def _dataset(x: Samples, y: np.ndarray, batch_size: int) -> Any:
 
 
 def batches(x: Samples, size: int = BATCH) -> Iterator[np.ndarray]:
-    """x in slices of `size` samples, each a plain ndarray."""
-    for i in range(0, len(x), size):
-        yield np.asarray(x[i : i + size])
+    """x in slices of `size` samples, each a plain ndarray (the runner's own slicing, BATCH by default)."""
+    return read_batches(x, size)
 
 
 def open_split(path: Path) -> NpyArray | Shards:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from targets.runner_metrics import SQNR_CAP_DB, from_per_sample, parse
+from targets.runner_metrics import from_per_sample, parse, sqnr_from_energies
 
 NEWCOMBE = "newcombe-paired"
 BOOTSTRAP = "paired-bootstrap"
@@ -119,14 +119,6 @@ def paired_proportion_drop(ref_correct: Any, art_correct: Any, level: float = 0.
 # ---------- paired bootstrap: any metric with per-sample statistics ----------
 
 
-def _sqnr_db(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """runner_metrics._sqnr_db over arrays."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        db = np.minimum(SQNR_CAP_DB, 10.0 * np.log10(signal / noise))
-    db = np.where(signal == 0.0, -SQNR_CAP_DB, db)
-    return np.where(noise <= signal * 1e-10, SQNR_CAP_DB, db)
-
-
 class _Resampled:
     """The metric `spec` of one model's per-sample statistics on each row of sample indices (resamples, n)."""
 
@@ -141,7 +133,7 @@ class _Resampled:
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
         if self.spec == "sqnr":
-            return _sqnr_db(self.stats[idx, 0].sum(axis=1), self.stats[idx, 1].sum(axis=1))
+            return sqnr_from_energies(self.stats[idx, 0].sum(axis=1), self.stats[idx, 1].sum(axis=1))
         if self.spec == "reconstruction_auc":
             return self._auc(_counts(idx))
         values = self.stats[idx].mean(axis=1)

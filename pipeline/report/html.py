@@ -108,20 +108,9 @@ def _dicts(items: Any) -> list[Obj]:
     return [x for x in items if isinstance(x, dict)] if isinstance(items, list) else []
 
 
-def _targets(report: Obj) -> dict[str, Obj]:
-    targets = report.get("targets")
-    if not isinstance(targets, dict):
-        return {}
-    return {str(k): v for k, v in targets.items() if isinstance(v, dict)}
-
-
 def _sub(obj: Obj, key: str) -> Obj:
     value = obj.get(key)
     return value if isinstance(value, dict) else {}
-
-
-def _strings(items: Any) -> list[str]:
-    return [str(x) for x in items] if isinstance(items, list) else []
 
 
 def _ul(items: list[str]) -> str:
