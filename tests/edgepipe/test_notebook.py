@@ -17,7 +17,11 @@ def test_readme_example_in_a_notebook(tmp_path: Path, monkeypatch: pytest.Monkey
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(readme_example()), nbformat.v4.new_code_cell("run")]
+    defaults = ('arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}\n'
+                'everything = edgepipe.build(model, arrays, out="runs/digits-defaults")  # nothing else given\n'
+                'print(sorted(everything.targets))')
+    nb.cells = [nbformat.v4.new_code_cell(readme_example()), nbformat.v4.new_code_cell("run"),
+                nbformat.v4.new_code_cell(defaults)]
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the kernel (ipykernel's native spec: this interpreter)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # inherits this process's environment
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
@@ -29,3 +33,10 @@ def test_readme_example_in_a_notebook(tmp_path: Path, monkeypatch: pytest.Monkey
     html = "".join(o["data"].get("text/html", "") for o in run_out if "data" in o)
     assert "<table" in html and "tflite" in html, html[:500]
     assert (tmp_path / "runs" / "digits-api" / "report.json").is_file()
+    # with no config and no targets: every installed target, with the demo's budget
+    from pipeline.init_config import installed_backends
+
+    printed = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert str(sorted(installed_backends())) in printed, printed[-2000:]
+    report = (tmp_path / "runs" / "digits-defaults" / "report.json").read_text()
+    assert '"max_accuracy_drop": 0.01' in report

@@ -45,7 +45,9 @@ def test_verify_over_ssh_rewrites_the_report(built_run: Path, ssh_config: str, t
     assert json.loads(out) == report
     for name in ("tflite", "openvino", "tensorrt"):
         assert report["targets"][name]["device"] == ssh_config, name
+        assert report["targets"][name]["device_name"] == ssh_config, name  # the name the user gave
         assert report["targets"][name]["accuracy_drop"] <= report["budget"]["max_accuracy_drop"]  # conftest
+    assert ssh_config in (run / "report.html").read_text()
 
 
 def test_unreachable_device_is_one_line(built_run: Path, closed_port: int,

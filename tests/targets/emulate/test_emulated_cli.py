@@ -40,6 +40,8 @@ def test_verify_on_emulated_bookworm(built_run: Path, arm_devices: dict, tmp_pat
     assert rc == 0, err
     t = json.loads(out)["targets"]["tflite"]
     _assert_emulated(t, "bookworm", t["runtime"])
+    assert t["device_name"] == "arm-bookworm" and t["device"].startswith("ssh://")  # the name, and how reached
+    assert "arm-bookworm" in (run / "report.html").read_text()
     assert t["runtime"].startswith("ai-edge-litert ")
     host = _host_accuracy(run / t["artifact"], run / "data" / "eval.npz")
     assert abs(t["accuracy"] - host) <= 0.005, (t["accuracy"], host)
