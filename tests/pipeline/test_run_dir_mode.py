@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 from conftest import write_config
+
 from pipeline.cli import main
 
 
