@@ -122,7 +122,7 @@ class Store:
             raise UsageError("the results store needs SQLAlchemy: pip install 'edgepipe[search]', or pass "
                              "--no-store") from None
         url = store_url(spec)
-        if url.startswith("sqlite:///"):
+        if spec is None or "://" not in spec:  # a path: its folder is made (a URL's must exist)
             try:
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:

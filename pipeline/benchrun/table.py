@@ -45,27 +45,27 @@ def where_text(cell: dict[str, Any]) -> str:
 
 
 def run_table(cells: list[dict[str, Any]], title: str) -> Table:
-    """One row per (artifact, device): where, CPU, runtime, threads, cold start, warm latency, memory, accuracy."""
+    """One row per (artifact, device): where it was measured, CPU and runtime, threads, cold start (load, first
+    inference), warm latency (median with its 95% interval, p90, p99), the runner's peak RSS, accuracy. Two
+    lines per row keep it within a terminal's width."""
     table = Table(title=title, title_justify="left")
-    for head, right in (("artifact", False), ("device", False), ("measured on", False), ("CPU", False),
-                        ("runtime", False), ("thr", True), ("load ms", True), ("1st inf. ms", True),
-                        ("median ms [95%]", True), ("p90 ms", True), ("p99 ms", True),
-                        ("RSS MB", True), ("acc.", True)):
-        table.add_column(head, justify="right" if right else "left", overflow="fold",
-                         no_wrap=head not in ("CPU", "runtime", "median ms [95%]", "measured on"))
+    for head, right in (("artifact", False), ("device\nmeasured on", False), ("CPU\nruntime", False), ("thr", True),
+                        ("load ms\n1st inf. ms", True), ("median ms\n[95% interval]", True), ("p90 ms\np99 ms", True),
+                        ("peak RSS\nMB", True), ("accuracy", True)):
+        table.add_column(head, justify="right" if right else "left", overflow="fold", no_wrap=not head.startswith("CPU"))
     for c in cells:
-        first = [escape(c["artifact"]), escape(c["device"])]
+        first = [escape(c["artifact"]), f"{escape(c['device'])}\n" + ("[red]FAILED[/red]" if c["status"] != "ok"
+                                                                      else where_text(c))]
         if c["status"] != "ok":
-            table.add_row(*first, "[red]FAILED[/red]", "", "", str(c["threads"]), f"[red]{escape(str(c['error']))}[/red]",
-                          *([""] * 6))
+            table.add_row(*first, f"[red]{escape(str(c['error']))}[/red]", str(c["threads"]), *([""] * 5))
             continue
         lat, cold = c.get("latency_ms") or {}, c.get("cold_start") or {}
-        rss = c.get("peak_memory_kb")
-        acc = c.get("accuracy")
-        table.add_row(*first, where_text(c), escape(cpu_text(c.get("cpu"))), escape(str(c.get("runtime", ""))),
-                      str(c["threads"]), ms(cold.get("load_ms"), 3), ms(cold.get("first_inference_ms"), 3),
-                      median_text(lat), ms(lat.get("p90")), ms(lat.get("p99")),
-                      "-" if rss is None else f"{rss / 1024:.1f}", "-" if acc is None else f"{acc:.4f}")
+        rss, acc, ci = c.get("peak_memory_kb"), c.get("accuracy"), lat.get("median_ci")
+        table.add_row(*first, f"{escape(cpu_text(c.get('cpu')))}\n{escape(str(c.get('runtime', '')))}", str(c["threads"]),
+                      f"{ms(cold.get('load_ms'))}\n{ms(cold.get('first_inference_ms'))}",
+                      ms(lat.get("median")) + (f"\n[{ms(ci[0], 3)}-{ms(ci[1], 3)}]" if ci else ""),
+                      f"{ms(lat.get('p90'))}\n{ms(lat.get('p99'))}", "-" if rss is None else f"{rss / 1024:.1f}",
+                      "-" if acc is None else f"{acc:.4f}")
     return table
 
 
