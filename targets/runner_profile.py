@@ -9,7 +9,7 @@
   of their tensors.
 
 Each profile: {"available", "reason", "tool", "runs", "ops": [{"name", "type", "precision", "ms"}],
-"total_ms"}; "ms" is per inference, averaged over `runs` inferences after a few untimed ones.
+"total_ms"}; "ms" is per inference: the op's median over `runs` inferences after a few untimed ones.
 """
 
 from __future__ import annotations
@@ -83,17 +83,19 @@ def openvino_profile(artifact: Path, threads: int, x: Any, runs: int) -> dict:
                 continue
             key = info.node_name
             entry = total.setdefault(key, {"name": key, "type": info.node_type, "kernel": info.exec_type,
-                                           "precision": kernel_precision(info.exec_type), "ms": 0.0})
-            entry["ms"] += info.real_time.total_seconds() * 1000.0
+                                           "precision": kernel_precision(info.exec_type), "times": []})
+            entry["times"].append(info.real_time.total_seconds() * 1000.0)
     return _finish("openvino " + ov.get_version().split("-")[0] + " performance counters", total, runs, walls)
 
 
 def _finish(tool: str, total: dict, runs: int, walls: list) -> dict:
-    """The profile: per-op ms per inference; `profiled_run_ms` the median whole inference with the profiler on
+    """The profile: each op's median ms over the runs it ran in (a median, as the latency's: a run preempted
+    half-way must not lend one op its wait); `profiled_run_ms` the median whole inference with the profiler on
     (against the latency measured without it, it says how much the profiler itself costs)."""
     ops = []
     for entry in total.values():
-        entry["ms"] = entry["ms"] / max(runs, 1)
+        times = entry.pop("times")
+        entry["ms"] = float(np.median(times)) * len(times) / max(runs, len(times))  # an op not run every time
         ops.append(entry)
     return {"available": True, "reason": None, "tool": tool, "runs": runs, "ops": ops,
             "total_ms": float(sum(o["ms"] for o in ops)), "profiled_run_ms": float(np.median(walls)) if walls else None}
@@ -161,8 +163,8 @@ def ort_ops(events: list, runs: int) -> dict:
                                         "kernel": args.get("provider", ""),
                                         "precision": node_precision(args.get("input_type_shape", []),
                                                                     args.get("output_type_shape", [])),
-                                        "ms": 0.0})
-        entry["ms"] += float(e.get("dur", 0)) / 1000.0
+                                        "times": []})
+        entry["times"].append(float(e.get("dur", 0)) / 1000.0)
     return total
 
 

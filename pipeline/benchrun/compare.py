@@ -13,6 +13,7 @@ import numpy as np
 
 from pipeline.measure.intervals import drop_interval
 from pipeline.measure.speedup import RESAMPLES, ratio_interval
+from targets.runner import median_interval
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class LatencyVerdict:
     interleaved: bool
     same_artifact: bool
     samples: tuple[int, int]
+    method: str = "samples"
 
     @property
     def interval_flags(self) -> bool:
@@ -49,15 +51,44 @@ class LatencyVerdict:
     def to_dict(self) -> dict[str, Any]:
         return {"ratio": round(self.ratio, 4), "interval": [round(self.lo, 4), round(self.hi, 4)], "level": 0.95,
                 "threshold": self.threshold, "interleaved": self.interleaved, "same_artifact": self.same_artifact,
-                "samples": list(self.samples), "interval_flags": self.interval_flags, "regression": self.regression,
-                "verdict": self.verdict}
+                "samples": list(self.samples), "method": self.method, "interval_flags": self.interval_flags,
+                "regression": self.regression, "verdict": self.verdict}
+
+
+SAMPLES = "samples"  # every sample resampled on its own (speedup.ratio_interval)
+ROUNDS = "paired-rounds"  # the ratio of each interleaved round's medians, a distribution-free interval of their median
+BLOCKS = "blocks"  # medians of consecutive blocks resampled (two runs measured apart)
+BLOCK_COUNT = 10
+
+
+def round_ratios(baseline_ms: Any, candidate_ms: Any, rounds: int) -> np.ndarray:
+    """Per interleaved round, the candidate's block median over the baseline's (the two ran back to back)."""
+    b = np.asarray(baseline_ms, np.float64)
+    c = np.asarray(candidate_ms, np.float64)
+    per = min(len(b), len(c)) // rounds
+    b, c = b[: per * rounds].reshape(rounds, per), c[: per * rounds].reshape(rounds, per)
+    return np.median(c, axis=1) / np.maximum(np.median(b, axis=1), 1e-12)
+
+
+def block_medians(samples: Any, blocks: int = BLOCK_COUNT) -> np.ndarray:
+    a = np.asarray(samples, np.float64)
+    per = max(1, len(a) // blocks)
+    return np.median(a[: per * (len(a) // per)].reshape(-1, per), axis=1)
 
 
 def latency_verdict(baseline_ms: Any, candidate_ms: Any, threshold: float, interleaved: bool,
-                    same_artifact: bool) -> LatencyVerdict:
-    sp = ratio_interval(candidate_ms, baseline_ms, interleaved=interleaved)  # candidate / baseline
-    return LatencyVerdict(sp.ratio, sp.lo, sp.hi, threshold, interleaved, same_artifact,
-                          (len(baseline_ms), len(candidate_ms)))
+                    same_artifact: bool, method: str = SAMPLES, rounds: int = 0) -> LatencyVerdict:
+    """The candidate/baseline ratio and its 95% interval by `method` (SAMPLES, ROUNDS with `rounds`, BLOCKS)."""
+    n = (len(baseline_ms), len(candidate_ms))
+    if method == ROUNDS:
+        r = round_ratios(baseline_ms, candidate_ms, rounds)
+        lo, hi = median_interval(r)
+        return LatencyVerdict(float(np.median(r)), lo, hi, threshold, interleaved, same_artifact, n, method)
+    if method == BLOCKS:
+        sp = ratio_interval(block_medians(candidate_ms), block_medians(baseline_ms), interleaved=interleaved)
+    else:
+        sp = ratio_interval(candidate_ms, baseline_ms, interleaved=interleaved)  # candidate / baseline
+    return LatencyVerdict(sp.ratio, sp.lo, sp.hi, threshold, interleaved, same_artifact, n, method)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.benchrun.cells import artifact_digest, new_cell
-from pipeline.benchrun.compare import latency_verdict, metric_verdict
+from pipeline.benchrun.compare import BLOCKS, ROUNDS, latency_verdict, metric_verdict
 from pipeline.benchrun.devices import BenchDevice, resolve_one
 from pipeline.benchrun.store import Store, cpu_key, redact
 from pipeline.benchrun.table import median_text
@@ -22,7 +22,8 @@ from pipeline.measure.verify import Bench
 from pipeline.ui import UI, print_json
 from targets import runner
 
-COMPARE_ITERATIONS = 300  # per artifact, in rounds of ABBA
+COMPARE_ITERATIONS = 300  # per artifact
+COMPARE_ROUNDS = 20  # ABBA rounds: each round's ratio is one paired observation (bench/compare_rates.py)
 
 
 def stored_pair(store: Store, baseline: int, candidate: int) -> tuple[dict[str, Any], dict[str, Any], bool]:
@@ -50,7 +51,7 @@ def interleaved_now(paths: list[Path], device: BenchDevice,
     if device.ssh is None:
         try:
             return runner_bench.against(paths[0], paths[1], eval_path, settings.warmup, settings.iterations,
-                                        settings.threads)
+                                        settings.threads, COMPARE_ROUNDS)
         except Exception as err:
             raise TargetError(f"the comparison failed in the runtime: {type(err).__name__}: {err}") from err
     from targets.ssh import InRemoteDir, check_settings, files_to_copy, run_runner
@@ -58,7 +59,7 @@ def interleaved_now(paths: list[Path], device: BenchDevice,
     check_settings(settings.warmup, settings.iterations, settings.threads)
     files, names = files_to_copy(paths, eval_path)
     argv = [InRemoteDir(names[0]), "--against", InRemoteDir(names[1]), "--warmup", str(settings.warmup),
-            "--iterations", str(settings.iterations), "--threads", str(settings.threads)]
+            "--iterations", str(settings.iterations), "--threads", str(settings.threads), "--rounds", str(COMPARE_ROUNDS)]
     argv += ["--eval", InRemoteDir("eval.npz")] if eval_path is not None else []
     return run_runner(device.ssh, "runner_bench.py", files, argv)
 
@@ -82,7 +83,7 @@ def measured_pair(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         samples = out["latency_samples_ms"][i]
         cell.update(status="ok", runtime=out.get("runtimes", [out["runtime"]] * 2)[i], cpu=out.get("cpu"),
                     latency_ms=runner.latency_stats(samples, settings.warmup, settings.threads),
-                    latency_samples_ms=samples, interleaved_with=paths[1 - i].name)
+                    latency_samples_ms=samples, interleaved_with=paths[1 - i].name, rounds=out.get("rounds"))
         cell["runtime_name"], _, cell["runtime_version"] = str(cell["runtime"]).partition(" ")
         if out.get("scores"):
             cell.update(out["scores"][i], eval_sha256=file_digest(eval_path) if eval_path else None)
@@ -108,7 +109,10 @@ def cmd_compare(args: argparse.Namespace, ui: UI) -> int:
         raise UsageError("BASELINE and CANDIDATE must both be stored measurement ids (see `edgepipe bench history`) "
                          f"or both artifact files: got {args.baseline!r} and {args.candidate!r}")
     same = base["artifact_sha256"] == cand["artifact_sha256"]
-    lat = latency_verdict(base["latency_samples_ms"], cand["latency_samples_ms"], args.threshold, interleaved, same)
+    # interleaved: each round's ratio, paired; measured apart: medians of consecutive blocks (bench/compare_rates.py)
+    method, rounds = (ROUNDS, int(base.get("rounds") or COMPARE_ROUNDS)) if interleaved else (BLOCKS, 0)
+    lat = latency_verdict(base["latency_samples_ms"], cand["latency_samples_ms"], args.threshold, interleaved, same,
+                          method, rounds)
     met = metric_verdict(base, cand, args.metric_threshold, same)
     doc = {"baseline": side(base), "candidate": side(cand), "latency": lat.to_dict(),
            "metric": None if met is None else met.to_dict(), "store": None if store is None else redact(store.url),
@@ -137,7 +141,7 @@ def show(doc: dict[str, Any], ui: UI) -> None:
         table.add_row(name, escape(s["artifact"]), s["artifact_sha256"][:12], median_text(s["latency_ms"] or {}), acc)
     ui.console.print(table)
     ui.info(f"latency ratio candidate/baseline {lat['ratio']:.3f}x (95% interval {lat['interval'][0]:.3f}-"
-            f"{lat['interval'][1]:.3f}x, threshold {1 + lat['threshold']:.2f}x): {lat['verdict']}")
+            f"{lat['interval'][1]:.3f}x from {lat['method']}, threshold {1 + lat['threshold']:.2f}x): {lat['verdict']}")
     if met is not None:
         iv = met["interval"]
         shown = "" if iv is None else f" (95% interval {iv[0]:+.4f} to {iv[1]:+.4f}, {met['method']})"

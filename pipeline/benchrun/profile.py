@@ -11,7 +11,9 @@ COVERAGE_TOLERANCE = 0.20
 
 
 def summarize(cell: dict[str, Any]) -> None:
-    """Add `share` to each op, and `by_type`, `coverage`, `profiler_slowdown` and `reading` to cell["profile"]."""
+    """Add `share` to each op, and `by_type`, `fell_back`, `coverage` (per-op sum / the median latency measured
+without the profiler), `coverage_profiled` (per-op sum / the median profiled inference), `profiler_slowdown` and
+`reading` to cell["profile"]."""
     prof = cell["profile"]
     ops = [o for o in prof.get("ops", []) if isinstance(o, dict)]
     total = float(prof.get("total_ms") or 0.0)
@@ -21,12 +23,13 @@ def summarize(cell: dict[str, Any]) -> None:
     prof["fell_back"] = sorted({o["type"] for o in ops if o.get("precision") in ("float32", "bfloat16", "float16")})
     median = float((cell.get("latency_ms") or {}).get("median") or 0.0)
     if not prof.get("available") or total <= 0 or median <= 0:
-        prof["coverage"] = prof["profiler_slowdown"] = None
+        prof["coverage"] = prof["coverage_profiled"] = prof["profiler_slowdown"] = None
         prof["reading"] = prof.get("reason") or "no per-op times"
         return
     prof["coverage"] = total / median
     run = prof.get("profiled_run_ms")
     prof["profiler_slowdown"] = (float(run) / median) if run else None
+    prof["coverage_profiled"] = (total / float(run)) if run else None  # of the inferences the ops were timed in
     prof["reading"] = reading(prof["coverage"], prof["profiler_slowdown"])
 
 

@@ -27,7 +27,7 @@ def cpu_text(cpu: dict[str, Any] | None) -> str:
     if not cpu:
         return "-"
     feats = [short for f, short in _SHOWN_FEATURES.items() if f in cpu.get("features", [])]
-    model = " ".join(str(cpu.get("model") or "").split())[:24]
+    model = " ".join(str(cpu.get("model") or "").split())[:32]
     return f"{cpu.get('arch', '?')} {model}".strip() + (f" +{'+'.join(feats)}" if feats else "")
 
 
@@ -41,6 +41,8 @@ def where_text(cell: dict[str, Any]) -> str:
     if cell.get("measured_on") == "emulated":
         emu = cell.get("emulated") or {}
         return f"[yellow]EMULATED[/yellow] {escape(str(emu.get('cpu_model', '')))}"
+    if "loopback" in str(cell.get("where", "")):
+        return "device (loopback)"
     return escape(str(cell.get("measured_on", "")))
 
 
