@@ -14,9 +14,9 @@ from pipeline.benchrun.devices import BenchDevice
 from pipeline.errors import TargetError
 from pipeline.measure.speedup import noisy_note
 from pipeline.measure.verify import Bench, uses_tensorrt
-from targets import artifact_files, target_of_artifact
+from targets import artifact_files, runner_bench, target_of_artifact
 
-RUNNER_BENCH = Path(__file__).resolve().parents[2] / "targets" / "runner_bench.py"
+RUNNER_BENCH = Path(runner_bench.__file__).resolve()  # run as a script: what a device runs, in a fresh process
 EMULATED_MEMORY = "peak memory under emulation includes QEMU's own (the process is qemu-aarch64 running Python)"
 # runner output -> cell, as measured
 _KEPT = ("runtime", "cpu", "cold_start", "latency_ms", "latency_samples_ms", "peak_memory_kb", "accuracy", "samples",

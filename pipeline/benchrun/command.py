@@ -69,8 +69,18 @@ def measure_cells(pairs: list[tuple[Path, BenchDevice]], flags: dict[str, int], 
     return cells
 
 
-def open_store(args: argparse.Namespace) -> Store | None:
-    return None if getattr(args, "no_store", False) else Store.open(args.store)
+def open_store(args: argparse.Namespace, ui: UI) -> Store | None:
+    """The store the run goes to: --store (one that cannot be opened is exit 2), else the default SQLite file;
+    when that cannot be opened (no SQLAlchemy, a read-only home), the run goes on unstored, with a warning."""
+    if getattr(args, "no_store", False):
+        return None
+    if args.store is not None:
+        return Store.open(args.store)
+    try:
+        return Store.open(None)
+    except UsageError as err:
+        ui.warn(f"{err}; this run is not stored (pass --store PATH_OR_URL, or --no-store)")
+        return None
 
 
 def store_run(store: Store | None, cells: list[dict[str, Any]], command: str, ui: UI) -> int | None:
@@ -109,7 +119,7 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
         raise UsageError("--jobs must be at least 1")
     devices = resolve_devices(args.device, args.remote_python)
     pairs = plan(artifacts, devices)
-    store = open_store(args)
+    store = open_store(args, ui)
     cells = measure_cells(pairs, flags, eval_path, args.profile, args.jobs, ui)
     run_id = store_run(store, cells, "bench", ui)
     legacy = len(cells) == 1 and not args.profile and args.html is None

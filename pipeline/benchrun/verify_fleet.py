@@ -75,7 +75,7 @@ def cmd_verify(args: argparse.Namespace, ui: UI) -> int:
     eval_path = (args.run_dir / report["eval_set"]["path"]).resolve()
     devices = resolve_devices(specs, args.remote_python)
     pairs = plan(artifacts, devices)
-    store = open_store(args)
+    store = open_store(args, ui)
     flags: dict[str, int] = {}
     cells = measure_cells(pairs, flags, eval_path, False, args.jobs, ui, Metric.from_report(report.get("metric")).spec)
     judge_cells(cells, report, {d.name: d for d in devices})
