@@ -20,7 +20,7 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE; not 3, which targets/runner.py uses for its o
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2
-        cmd = " ".join(self.prog.split()[1:2])
+        cmd = " ".join(self.prog.split()[1:])
         self.exit(EXIT_USAGE, f"edgepipe: error: {message} (see edgepipe {cmd + ' ' if cmd else ''}--help)\n")
 
 
@@ -45,16 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print report.json on stdout")
     v = sub.add_parser("verify", parents=[quiet], help="re-measure the artifacts of a run and rewrite its report")
     v.add_argument("run_dir", type=Path)
-    _device_args(v)
+    from pipeline.benchrun.args import add_bench_parsers, add_verify_fleet
+
+    add_verify_fleet(v)
     v.add_argument("--json", action="store_true")
-    be = sub.add_parser("bench", parents=[quiet], help="latency of one .tflite / .onnx / OpenVINO .xml in its runtime")
-    be.add_argument("artifact", type=Path)
-    _device_args(be)
-    be.add_argument("--threads", type=int, help="CPU threads (default: the device profile's, else 1)")
-    be.add_argument("--warmup", type=int, help="untimed runs first (default: the device profile's, else 10)")
-    be.add_argument("--iterations", type=int, help="timed runs (default: the device profile's, else 100)")
-    be.add_argument("--eval", type=Path, help="an eval.npz (x, y) to measure accuracy too")
-    be.add_argument("--json", action="store_true")
+    add_bench_parsers(sub, [quiet])
     se = sub.add_parser("search", parents=[quiet], help="multi-objective search over the compression knobs (Optuna)")
     se.add_argument("config", help="a TOML config or a built-in example")
     se.add_argument("--trials", type=int, help="complete trials the study should hold (default: [search] trials)")
@@ -85,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing warnings are not the user's business
-    args = _parser().parse_args(argv)
+    from pipeline.benchrun.args import merge_subcommand
+
+    args = _parser().parse_args(merge_subcommand(sys.argv[1:] if argv is None else argv))
     from pipeline.ui import UI
 
     ui = UI(quiet=args.quiet)
@@ -124,15 +121,15 @@ def internal_error_line(err: Exception, kept_log: Path | None) -> str:
 
 def _dispatch(args: argparse.Namespace, ui: Any) -> int:
     from pipeline import commands
+    from pipeline.benchrun import command, compare_cmd, history, verify_fleet
     from pipeline.devices import cmd_device
 
-    handler = {"build": commands.cmd_build, "verify": commands.cmd_verify, "bench": commands.cmd_bench,
+    handler = {"build": commands.cmd_build, "verify": verify_fleet.cmd_verify, "bench": command.cmd_bench,
+               "bench history": history.cmd_history, "bench compare": compare_cmd.cmd_compare,
                "examples": commands.cmd_examples, "init": commands.cmd_init, "report": commands.cmd_report,
                "search": commands.cmd_search,
                "device": cmd_device}[args.command]
     return handler(args, ui)
-
-
 
 
 if __name__ == "__main__":

@@ -216,43 +216,6 @@ def cmd_verify(args: argparse.Namespace, ui: Any) -> int:
     return 0 if report["passed"] else 1
 
 
-def cmd_bench(args: argparse.Namespace, ui: Any) -> int:
-    from rich.table import Table
-
-    from pipeline.measure.verify import run_measurement
-    from targets import target_of_artifact
-
-    if not args.artifact.is_file():
-        raise UsageError(f"{args.artifact}: artifact not found")
-    target = target_of_artifact(args.artifact)
-    if target is None:
-        raise UsageError(f"{args.artifact}: expected a .tflite, .onnx or OpenVINO .xml file")
-    device = resolve_device(args.device, None, args.remote_python)
-    bench = (device.bench or Bench()).overridden(bench_flags(args))
-    result = run_measurement(args.artifact, args.eval, bench, ui, args.artifact.name, device.ssh, target=target)
-    result.pop("latency_samples_ms", None)
-    result.pop("predictions", None)
-    result.pop("per_sample", None)  # one number per eval sample, for the build's paired intervals
-    if device.ssh is not None and device.ssh.emulated is not None:
-        result["emulated"] = device.ssh.emulated.report()
-    if args.json:
-        print_json(result)
-        return 0
-    lat = result["latency_ms"]
-    where = result["device"] if "emulated" not in result else f"{args.device} (emulated {result['emulated']['cpu_model']})"
-    table = Table(title=f"{args.artifact.name} on {where} ({result['runtime']})")
-    for k in ("median", "median 95% interval", "p90", "p99", "mean", "std", "min"):
-        table.add_column(f"{k} ms", justify="right")
-    ci = lat.get("median_ci")
-    shown = f"{ci[0]:.4f}-{ci[1]:.4f}" if ci else "-"  # trtexec's summary has no samples
-    table.add_row(f"{lat['median']:.4f}", shown, *(f"{lat[k]:.4f}" if lat.get(k) is not None else "-"
-                                                  for k in ("p90", "p99", "mean", "std", "min")))
-    ui.console.print(table)
-    if result.get("accuracy") is not None:
-        ui.info(f"accuracy {result['accuracy']:.4f} on {result['samples']} samples")
-    return 0
-
-
 def bench_flags(args: argparse.Namespace) -> dict[str, int]:
     """The --threads, --warmup and --iterations given on the command line (they win over a profile's)."""
     given = {k: getattr(args, k) for k in ("threads", "warmup", "iterations") if getattr(args, k) is not None}

@@ -298,6 +298,27 @@ def _no_progress(label: str, total: int | None = None) -> Iterator[Callable[[], 
     yield lambda: None
 
 
+def evaluate_into(result: dict, session: Session, eval_path: Path, metric: str = "accuracy",
+                  progress: Callable[..., Any] = _no_progress) -> Any:
+    """The eval set's metric in `result` (accuracy, per_sample, predictions, samples, evaluation, its batch) from
+    the session's exact() twin; returns the first sample, the input latency is then timed on."""
+    ev = EvalSet(eval_path)
+    x, y = ev.x, ev.y
+    exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever the CPU's ISA
+    with progress(f"accuracy on {len(y)} samples"):
+        outputs = outputs_all(exact, x)[ev.output_index]
+    # per-sample statistics too: the host gives the drop against the reference a paired interval
+    result["accuracy"], stats = runner_metrics.score_and_per_sample(outputs, y, metric, None if isinstance(x, dict) else x)
+    if stats is not None:
+        result["per_sample"] = stats.tolist()
+    if metric.split(":")[0] in ("accuracy", "top_k") or metric == "agreement:top1":  # classes: top-1 per sample,
+        result["predictions"] = top1(outputs)  # for host-versus-device agreement
+    result["samples"] = ev.samples
+    result["evaluation"] = exact.evaluation()
+    result["evaluation_batch"] = exact.eval_batch
+    return take(x, slice(0, 1))
+
+
 def run(
     artifact: Path, eval_path: Path | None, warmup: int, iterations: int, threads: int, tensorrt: bool = False,
     progress: Callable[..., Any] = _no_progress, metric: str = "accuracy",
@@ -309,27 +330,7 @@ def run(
         return run_tensorrt(artifact, eval_path, warmup, iterations, metric)
     session = open_session(artifact, threads)
     result: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0}
-    if eval_path is not None:
-        ev = EvalSet(eval_path)
-        x, y = ev.x, ev.y
-        exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever the CPU's ISA
-        with progress(f"accuracy on {len(y)} samples"):
-            outputs = outputs_all(exact, x)[ev.output_index]
-        # per-sample statistics too: the host gives the drop against the reference a paired interval
-        result["accuracy"], stats = runner_metrics.score_and_per_sample(
-            outputs, y, metric, None if isinstance(x, dict) else x
-        )
-        if stats is not None:
-            result["per_sample"] = stats.tolist()
-        if metric.split(":")[0] in ("accuracy", "top_k") or metric == "agreement:top1":  # classes: top-1 per sample,
-            # for host-versus-device agreement
-            result["predictions"] = top1(outputs)
-        result["samples"] = ev.samples
-        result["evaluation"] = exact.evaluation()
-        result["evaluation_batch"] = exact.eval_batch
-        probe = take(x, slice(0, 1))
-    else:
-        probe = zeros_feed(artifact)
+    probe = evaluate_into(result, session, eval_path, metric, progress) if eval_path is not None else zeros_feed(artifact)
     with progress(f"latency, {iterations} runs", total=iterations) as advance:
         stats, samples = measure(session, probe, warmup, iterations, threads, tick=advance)
     result["latency_ms"] = stats
@@ -355,7 +356,7 @@ def run_tensorrt(artifact: Path, eval_path: Path | None, warmup: int, iterations
     return trt_runner.run_tensorrt(artifact, eval_path, warmup, iterations, base=sys.modules[__name__], metric=metric)
 
 
-def _exit_on_stdin_eof() -> None:
+def exit_on_stdin_eof() -> None:
     """End this process (and trtexec) when stdin closes: the SSH connection that started it is gone."""
 
     def watch() -> None:
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exit-on-eof", action="store_true", help="exit when stdin closes (used over SSH)")
     a = p.parse_args(argv)
     if a.exit_on_eof:
-        _exit_on_stdin_eof()
+        exit_on_stdin_eof()
     try:
         out = run(a.artifact, a.eval, a.warmup, a.iterations, a.threads, a.tensorrt, metric=a.metric)
     except Exception as err:  # one JSON line, never a traceback: the host reports it

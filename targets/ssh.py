@@ -2,8 +2,8 @@
 
 The user's ~/.ssh/config (Host aliases, IdentityFile, Port, ProxyJump) and known_hosts apply, because
 this is plain `ssh`. It never prompts (BatchMode) and never weakens host key checking. One run is three
-connections: make a temp dir and unpack runner.py, runner_sessions.py, runner_metrics.py, runner_arrays.py, trt_runner.py, the artifact (+ .bin) and eval.npz into
-it from a tar stream; run `<python> runner.py ...` (every argument quoted); remove the temp dir (always).
+connections: make a temp dir and unpack the runner files (runner*.py, trt_runner.py), the artifact (+ .bin) and eval.npz
+into it from a tar stream; run `<python> runner.py ...` (or runner_bench.py) (every argument quoted); remove the temp dir (always).
 A dropped connection (ssh exit 255 after connecting) is retried once; errors are one line.
 """
 
@@ -37,7 +37,7 @@ RETRY_BACKOFF_S = 2.0
 CLEANUP_TIMEOUT_S = 60.0
 _HERE = Path(__file__).resolve().parent
 _RUNNER_FILES = tuple(_HERE / f for f in ("runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py",
-                                          "trt_runner.py"))
+                                          "trt_runner.py", "runner_bench.py", "runner_profile.py"))
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a host name, address or ssh config alias
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _SPEC_HELP = "expected ssh://USER@HOST[:PORT] or an ssh config Host alias ([USER@]ALIAS)"
@@ -119,6 +119,10 @@ def _valid_host(host: str) -> bool:
         return False
 
 
+class InRemoteDir(str):
+    """A runner argument naming a file copied to the device: the remote temp dir's path goes in front of it."""
+
+
 def run_remote(
     device: SshDevice,
     artifact: Path,
@@ -135,21 +139,34 @@ def run_remote(
     Returns the runner's JSON object plus "device" (the ssh:// URL). `tensorrt=True` runs a .onnx with
     `runner.py --tensorrt` (engine built with trtexec on the device; build_engine.sh goes along).
     """
+    check_settings(warmup, iterations, threads)
+    files, names = files_to_copy([Path(artifact)], eval_path, tensorrt)
+    args: list[str] = [InRemoteDir(names[0])]
+    args += ["--eval", InRemoteDir("eval.npz")] if eval_path is not None else []
+    args += ["--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads)]
+    args += ["--tensorrt"] if tensorrt else []
+    args += ["--metric", metric] if metric != "accuracy" else []
+    return run_runner(device, "runner.py", files, args)
+
+
+def check_settings(warmup: int, iterations: int, threads: int) -> None:
     if warmup < 0 or iterations < 1 or threads < 1:
         raise UsageError(
             f"need warmup >= 0, iterations >= 1, threads >= 1 (got {warmup}, {iterations}, {threads})"
         )
-    files = _files_to_copy(Path(artifact), eval_path, tensorrt)
+
+
+def run_runner(device: SshDevice, script: str, files: dict[str, Path], args: list[str]) -> dict[str, Any]:
+    """Copy `files` (remote name -> local file) to a temp dir on the device, run `<python> script args
+    --exit-on-eof` there (InRemoteDir arguments get the dir in front), remove the dir (always). The runner's
+    JSON object plus "device" (the ssh:// URL)."""
     made: list[str] = []
     try:
         remote_dir = _upload(device, files, made)
-        args = [f"{remote_dir}/runner.py", f"{remote_dir}/{Path(artifact).name}"]
-        args += ["--eval", f"{remote_dir}/eval.npz"] if eval_path is not None else []
-        args += ["--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads)]
-        args += ["--exit-on-eof"] + (["--tensorrt"] if tensorrt else [])
-        args += ["--metric", metric] if metric != "accuracy" else []
+        argv = [f"{remote_dir}/{script}"]
+        argv += [f"{remote_dir}/{a}" if isinstance(a, InRemoteDir) else a for a in args] + ["--exit-on-eof"]
         # through sh, not exec'd: a runtime that dies of a signal gives 128+N here, not ssh's 255 (a "drop")
-        line = " ".join([_quote_python(device.python)] + [shlex.quote(a) for a in args]) + "; exit $?"
+        line = " ".join([_quote_python(device.python)] + [shlex.quote(a) for a in argv]) + "; exit $?"
         command = "sh -c " + shlex.quote(line)
         rc, out, err = _ssh_retrying(device, command, "the run", device.command_timeout, keep_stdin_open=True)
         result = runner_result(device, rc, out, err)
@@ -159,25 +176,33 @@ def run_remote(
     return result
 
 
-def _files_to_copy(artifact: Path, eval_path: Path | None, tensorrt: bool) -> dict[str, Path]:
-    """Remote name -> local file; every problem is found before connecting."""
+def files_to_copy(artifacts: list[Path], eval_path: Path | None, tensorrt: bool = False,
+                  ) -> tuple[dict[str, Path], list[str]]:
+    """Remote name -> local file, and each artifact's remote name; every problem is found before connecting.
+    Several artifacts get a prefix each ("a-", "b-", ...): two runs' model_int8.tflite must not collide (an
+    OpenVINO .xml and its .bin keep one stem)."""
     from . import artifact_files, artifact_suffixes, target_of_artifact
 
-    if target_of_artifact(artifact) is None:
-        *first, last = artifact_suffixes()
-        raise UsageError(f"cannot run {artifact.name!r} on a device: expected a {', '.join(first)} or {last} file")
     files = {p.name: p for p in _RUNNER_FILES}
-    files.update({p.name: p for p in artifact_files(artifact)})
-    if artifact.suffix.lower() == ".xml":  # the IR without its .bin is an error below, not a silent skip
-        files[artifact.with_suffix(".bin").name] = artifact.with_suffix(".bin")
-    if tensorrt and (artifact.parent / "build_engine.sh").is_file():
-        files["build_engine.sh"] = artifact.parent / "build_engine.sh"
+    names = []
+    for i, artifact in enumerate(artifacts):
+        if target_of_artifact(artifact) is None:
+            *first, last = artifact_suffixes()
+            raise UsageError(f"cannot run {artifact.name!r} on a device: expected a {', '.join(first)} or {last} file")
+        prefix = f"{chr(ord('a') + i)}-" if len(artifacts) > 1 else ""
+        parts = artifact_files(artifact)
+        if artifact.suffix.lower() == ".xml":  # the IR without its .bin is an error below, not a silent skip
+            parts = [artifact, artifact.with_suffix(".bin")]
+        files.update({prefix + p.name: p for p in parts})
+        names.append(prefix + artifact.name)
+    if tensorrt and (artifacts[0].parent / "build_engine.sh").is_file():
+        files["build_engine.sh"] = artifacts[0].parent / "build_engine.sh"
     if eval_path is not None:
         files["eval.npz"] = Path(eval_path)
     for path in files.values():
         if not path.is_file():
             raise UsageError(f"file not found: {path}")
-    return files
+    return files, names
 
 
 def _upload(device: SshDevice, files: dict[str, Path], made: list[str]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from targets import runner
+from targets import runner, runner_bench
 
 ROUNDS = 10  # blocks per artifact; the samples of a round run back to back
 RESAMPLES = 2000
@@ -62,18 +62,12 @@ def ratio_interval(float_ms: Any, int8_ms: Any, interleaved: bool, level: float 
 
 def interleaved_samples(int8: Path, float_: Path, warmup: int, iterations: int, threads: int,
                         ) -> tuple[list[float], list[float]]:
-    """Both artifacts opened in this process and timed alternately, ROUNDS blocks each, in ABBA order."""
+    """Both artifacts opened in this process and timed alternately, ROUNDS blocks each, in ABBA order (the same
+    loop that times two artifacts on a device: targets.runner_bench.interleaved)."""
     sessions = [runner.open_session(p, threads) for p in (int8, float_)]
-    feeds = [s.prepare(runner.zeros_feed(p)) for s, p in zip(sessions, (int8, float_), strict=True)]
-    for s, feed in zip(sessions, feeds, strict=True):
-        for _ in range(warmup):
-            s.invoke(feed)
-    per = max(1, iterations // ROUNDS)
-    out: list[list[float]] = [[], []]
-    for r in range(ROUNDS):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-            out[i] += runner.measure(sessions[i], runner.zeros_feed((int8, float_)[i]), 0, per, threads)[1]
-    return out[0], out[1]
+    feeds = [runner.zeros_feed(p) for p in (int8, float_)]
+    q, f = runner_bench.interleaved(sessions, feeds, warmup, iterations, threads, ROUNDS)
+    return list(q), list(f)
 
 
 def noisy_note(latency: dict[str, Any]) -> str | None:

@@ -100,6 +100,16 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
 
 
 @pytest.fixture
+def ssh_config(sshd: SshServer, remote_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An ssh_config naming the throw-away key and known_hosts; the CLI picks it up via EDGEPIPE_SSH_CONFIG."""
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host 127.0.0.1\n  IdentityFile {sshd.key}\n  IdentitiesOnly yes\n  IdentityAgent none\n"
+                   f"  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n")
+    monkeypatch.setenv("EDGEPIPE_SSH_CONFIG", str(cfg))
+    return f"ssh://root@127.0.0.1:{sshd.port}"
+
+
+@pytest.fixture
 def remote_prefix(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A unique prefix for this test's remote temp dirs; none may be left in /tmp afterwards."""
     prefix = f"edgepipe-test{uuid.uuid4().hex[:10]}-"

@@ -12,16 +12,6 @@ import pytest
 from pipeline.cli import main
 
 
-@pytest.fixture
-def ssh_config(sshd, remote_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """An ssh_config naming the throw-away key and known_hosts; the CLI picks it up via EDGEPIPE_SSH_CONFIG."""
-    cfg = tmp_path / "ssh_config"
-    cfg.write_text(f"Host 127.0.0.1\n  IdentityFile {sshd.key}\n  IdentitiesOnly yes\n  IdentityAgent none\n"
-                   f"  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n")
-    monkeypatch.setenv("EDGEPIPE_SSH_CONFIG", str(cfg))
-    return f"ssh://root@127.0.0.1:{sshd.port}"
-
-
 def test_bench_over_ssh(built_run: Path, ssh_config: str, capsys: pytest.CaptureFixture[str]) -> None:
     artifact = built_run / "tflite" / "model_int8.tflite"
     rc = main(["--quiet", "bench", str(artifact), "--device", ssh_config, "--remote-python", sys.executable,

@@ -4,19 +4,14 @@ that resumes."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pwd
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -271,47 +266,6 @@ def _start(cfg: Path, out: Path, *args: str) -> subprocess.Popen[bytes]:
 def _log(out: Path) -> str:
     path = out.parent / f"{out.name}.log"
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL server on 127.0.0.1 (as the `postgres` system user when tests run as root)."""
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
-    if not bins:
-        pytest.skip("PostgreSQL is not installed (scripts/install-test-deps.sh installs it)")
-    bindir = Path(bins[-1]).parent
-    root = Path(tempfile.mkdtemp(prefix="edgepipe-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                            "postgres"], check=True)
-            pw = pwd.getpwnam("postgres")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-
-    def pg(*cmd: str, check: bool = True) -> None:
-        subprocess.run(as_user + list(cmd), check=check, cwd=root, capture_output=True)
-
-    data = str(root / "data")
-    pg(str(bindir / "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
-    pg(str(bindir / "pg_ctl"), "-D", data, "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
-       f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c max_connections=40", "start")
-    try:
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "edgepipe")
-        yield f"postgresql://postgres@127.0.0.1:{port}/edgepipe"
-    finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop", check=False)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow
