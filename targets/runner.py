@@ -307,8 +307,8 @@ def evaluate_into(result: dict, session: Session, eval_path: Path, metric: str =
     exact = session.exact()  # an ONNX Q/DQ graph runs as written, whatever the CPU's ISA
     with progress(f"accuracy on {len(y)} samples"):
         outputs = outputs_all(exact, x)[ev.output_index]
-    # per-sample statistics too: the host gives the drop against the reference a paired interval
-    result["accuracy"], stats = runner_metrics.score_and_per_sample(outputs, y, metric, None if isinstance(x, dict) else x)
+    result["accuracy"], stats = runner_metrics.score_and_per_sample(  # per sample too: the drop's paired interval
+        outputs, y, metric, None if isinstance(x, dict) else x)
     if stats is not None:
         result["per_sample"] = stats.tolist()
     if metric.split(":")[0] in ("accuracy", "top_k") or metric == "agreement:top1":  # classes: top-1 per sample,
