@@ -7,8 +7,7 @@ copies this file to the device and runs it there; the host imports the same func
                      [--tensorrt] [--exit-on-eof]
 
 prints one JSON object on stdout. `--tensorrt` (a .onnx on a Jetson) builds the engine with trtexec and
-times it with trtexec; `--exit-on-eof` ends the run when stdin closes (the SSH connection dropped).
-"""
+times it with trtexec; `--exit-on-eof` ends the run when stdin closes (the SSH connection dropped)."""
 
 from __future__ import annotations
 
