@@ -55,7 +55,7 @@ def informational_reason(target: TargetName | str, device: Any, cpu: dict[str, A
 
 
 def _a(family: DeviceFamily) -> str:
-    return ("an " if family.value[0] in "AEIOUX" else "a ") + family.value
+    return "an " + family.value  # an ARM CPU, an x86 CPU, an NVIDIA GPU
 
 
 def decides_on(target: TargetName | str) -> str:
