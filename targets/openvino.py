@@ -38,9 +38,11 @@ METHOD_NOTE = {
     "entropy": "NNCF has no KL estimator: MINMAX, then each activation FakeQuantize range scaled to the "
                "TensorRT-style KL threshold edgepipe computed (numpy) from the float activations",
 }
-OVERFLOW_NOTE = ("NNCF overflow_fix ENABLE: every weight quantized to 7 bits (s8 in [-64, 63]), so the int16 pair "
-                 "sums of AVX2's VPMADDUBSW cannot saturate on x86 CPUs without VNNI (NNCF's default FIRST_LAYER "
-                 "protects only the first layer); see BENCHMARKS-openvino-overflow.md")
+OVERFLOW_NOTE = ("NNCF overflow_fix ENABLE: convolution and matmul weights quantized to 7 bits (symmetric per output "
+                 "channel, step max|w| / 63: integers in [-63, 63]; depthwise GroupConvolution weights stay 8-bit, "
+                 "[-127, 127]), so the int16 pair sums of AVX2's VPMADDUBSW cannot saturate on x86 CPUs without "
+                 "VNNI (NNCF's default FIRST_LAYER protects only the first layer); see "
+                 "BENCHMARKS-openvino-overflow.md")
 NO_INT16 = ("NNCF quantizes activations for OpenVINO's integer kernels, which are 8-bit: a 16-bit FakeQuantize "
             "would run as float emulation on the CPU")
 NOTE_FP16 = ("fp16: ov.save_model(compress_to_fp16=True): f16 weight constants, decompressed on load; the CPU "
@@ -203,7 +205,10 @@ class OpenVINOTarget:
     supports_equalize = True
     device_family = DeviceFamily.X86_CPU
     symmetric_activations = False
-    weight_levels = 127  # NNCF overflow_fix=ENABLE (OVERFLOW_NOTE): 7-bit weights
+    weight_levels = 127  # NNCF overflow_fix=ENABLE (OVERFLOW_NOTE): 7-bit weights, step max|w| / 63
+    weight_levels_by_kind = {"depthwise": 255}  # NNCF leaves GroupConvolution (depthwise) at 8 bits: [-127, 127]
+    per_tensor_weights: frozenset[str] = frozenset()
+    float_weights: dict[str, str] = {}
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
 

@@ -243,6 +243,9 @@ class TensorRTTarget:
     device_family = DeviceFamily.TENSORRT
     symmetric_activations = True  # TensorRT's explicit int8: symmetric s8 Q/DQ
     weight_levels = 255
+    weight_levels_by_kind: dict[str, int] = {}
+    per_tensor_weights: frozenset[str] = frozenset()  # quantize_static(per_channel=True): every kind per channel
+    float_weights: dict[str, str] = {}
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
     host_latency_note = (

@@ -1,6 +1,6 @@
 """Accuracy-aware int8 end to end: a model whose float function is intact but whose activations carry
 outlier channels (two channels x500, the next conv scaled back) breaks plain min-max int8; the accuracy-aware
-mode's Keras cross-layer equalization brings every target back within a point with no layer left in float.
+mode's SmoothQuant-style migration in Keras brings every target back within a point with no layer left in float.
 Plus the fallback order, the give-up path and the latency gate."""
 
 from __future__ import annotations
@@ -72,20 +72,23 @@ def test_outlier_channels_break_minmax_and_equalization_recovers(outlier_run: tu
     rc, report, _ = outlier_run
     drops = {}
     for name, t in report["targets"].items():  # shown with -s
-        steps = [(a["cross_layer_equalization"], a["calibration"], a["equalize"], len(a["float_layers"]),
+        steps = [(a["equalization"], a["calibration"], a["equalize"], len(a["float_layers"]),
                   round(a["accuracy_drop"], 4)) for a in t["attempts"]]
         print(f"{name}: float {t['float_accuracy']:.4f} final {t['accuracy']:.4f} {steps}")
     for name, t in report["targets"].items():
         plain = t["attempts"][0]
         assert plain["calibration"] == "minmax" and plain["float_layers"] == [] and not plain["equalize"]
-        assert not plain["cross_layer_equalization"]
-        drops[name] = t["float_accuracy"] - plain["accuracy"]
-        assert t["float_accuracy"] - t["accuracy"] <= 0.01, f"{name}: {t['accuracy']} vs {t['float_accuracy']}"
+        assert not plain["equalization"] and not plain["cross_layer_equalization"]
+        drops[name] = t["float_accuracy"] - plain["accuracy"]  # both on the validation split, as the ladder judged
+        assert t["selection"]["validation_drop"] <= 0.01, f"{name}: {t['selection']}"
+        assert t["accuracy_drop"] <= 0.01, f"{name}: {t['accuracy']} on the test split, drop {t['accuracy_drop']}"
         assert t["passed"] and t["precision"] == "int8"
         assert t["float_layers"] == [], f"{name}: float layers {t['float_layers']}"
-        if drops[name] > 0.01:  # plain int8 missed: the equalized model is what ships
-            assert t["attempts"][1]["cross_layer_equalization"] and t["attempts"][1]["passed"]
-            assert t["cross_layer_equalization"][0]["spread_before"] > 100
+        if drops[name] > 0.01:  # plain int8 missed: the migrated model is what ships
+            assert t["attempts"][1]["equalization"] == "smoothquant" and t["attempts"][1]["passed"]
+            assert t["equalization"]["method"] == "smoothquant" and "SmoothQuant" in t["equalization"]["name"]
+            assert t["equalization"]["pairs"][0]["spread_before"] > 100
+            assert t["cross_layer_equalization"] == t["equalization"]["pairs"]  # the earlier key, still there
     assert max(drops.values()) > 0.05, drops
     assert rc == 0 and report["passed"]
 
@@ -149,28 +152,40 @@ def _kept(attempt: dict) -> list[str]:
     return list(attempt["float_layers"]) + list(attempt.get("int16_layers", []))
 
 
+def _keras_equalized(attempts: list[dict]) -> list[dict]:
+    """The attempts right after the first that export a Keras-equalized model with the first's options."""
+    first, found = attempts[0], []
+    for a in attempts[1:]:
+        if not a["equalization"] or a["calibration"] != first["calibration"] or a["equalize"] or _kept(a) or a["qat"]:
+            break
+        found.append(a)
+    return found
+
+
 def _fallback_order_holds(name: str, t: dict) -> None:
     attempts = t["attempts"]
     assert 1 <= len(attempts) <= MAX_ATTEMPTS
     assert [a["passed"] for a in attempts[:-1]] == [False] * (len(attempts) - 1)
     assert attempts[-1]["passed"] == t["passed"]
     first = attempts[0]
-    assert not (first["cross_layer_equalization"] or first["equalize"] or _kept(first))
-    if len(attempts) > 1:  # every model here has layer pairs to equalize
-        cle = attempts[1]
-        assert cle["cross_layer_equalization"] and cle["calibration"] == first["calibration"], "Keras CLE first"
-        assert not (cle["equalize"] or _kept(cle))
-    plain = [a for a in attempts[2:] if not a["equalize"] and not _kept(a) and not a["qat"]]
+    assert not (first["equalization"] or first["cross_layer_equalization"] or first["equalize"] or _kept(first))
+    keras_eq = _keras_equalized(attempts)
+    if len(attempts) > 1:  # every model here has layer pairs to migrate
+        assert [a["equalization"] for a in keras_eq] in (["smoothquant"], ["smoothquant", "cle"]), \
+            "SmoothQuant-style migration first, then cross-layer equalization where it can help"
+    assert all(a["cross_layer_equalization"] == bool(a["equalization"]) for a in attempts), "the earlier key"
+    start = 1 + len(keras_eq)
+    plain = [a for a in attempts[start:] if not a["equalize"] and not _kept(a) and not a["qat"]]
     expected = [m for m in METHOD_ORDER if m != first["calibration"]]
     assert [a["calibration"] for a in plain] == expected[: len(plain)], "then the methods, in order"
     eq = [i for i, a in enumerate(attempts) if a["equalize"] and not _kept(a)]
     assert len(eq) <= (1 if name == "openvino" else 0), "equalize only where the backend has it, once"
-    assert all(i == 2 + len(plain) for i in eq), "equalize after every calibration method"
+    assert all(i == start + len(plain) for i in eq), "equalize after every calibration method"
     qat = [i for i, a in enumerate(attempts) if a["qat"] and not _kept(a)]
-    assert len(qat) <= 1 and all(i == 2 + len(plain) + len(eq) for i in qat), "QAT after equalize, once"
+    assert len(qat) <= 1 and all(i == start + len(plain) + len(eq) for i in qat), "QAT after equalize, once"
     floats = [a for a in attempts if _kept(a)]
     if floats:
-        assert len(plain) == len(expected) and attempts.index(floats[0]) == 2 + len(plain) + len(eq) + len(qat)
+        assert len(plain) == len(expected) and attempts.index(floats[0]) == start + len(plain) + len(eq) + len(qat)
         order = [r["layer"] for r in t["sensitivity"]]
         for k, a in enumerate(floats, start=1):
             assert sorted(_kept(a)) == sorted(order[:k]), "one more layer at a time, most sensitive first"
