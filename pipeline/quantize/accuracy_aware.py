@@ -250,7 +250,8 @@ def _qat(job: Job, out: Outcome) -> None:
     if len(out.attempts) > count:
         out.qat = {"accuracy_before": best.accuracy, "accuracy_after": out.attempts[-1].accuracy,
                    "epochs": qat.epochs, "fake_quant_accuracy_before": qat.fake_quant_accuracy_before,
-                   "fake_quant_accuracy_after": qat.fake_quant_accuracy_after, "learned_ranges": len(qat.ranges)}
+                   "fake_quant_accuracy_after": qat.fake_quant_accuracy_after, "learned_ranges": len(qat.ranges),
+                   **qat.layers_entry()}
 
 
 def _float_layers(job: Job, out: Outcome) -> None:

@@ -57,6 +57,8 @@ class QatEntry(_Entry):
     fake_quant_accuracy_before: float | None = None
     fake_quant_accuracy_after: float | None = None
     learned_ranges: int = 0
+    fake_quantized: list[dict[str, Any]] = []  # by layer: its kernels, each with its kind, levels and grid
+    not_fake_quantized: list[dict[str, Any]] = []  # by weighted layer left out: the reason
 
 
 class EqualizationEntry(_Entry):
