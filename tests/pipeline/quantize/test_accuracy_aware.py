@@ -290,3 +290,55 @@ def test_slower_int8_warns_with_both_medians(digits_npz: Path, tmp_path: Path,
     warning = f"int8 is not faster than float on host: int8 median {int8_ms:.3f} ms vs float median {float_ms:.3f} ms"
     assert warning in err and "set ship_faster_float = true under [targets.tensorrt]" in err, captured.err
     assert f"int8 median {int8_ms:.3f} ms" in (tmp_path / "run" / "build.log").read_text()
+
+
+def _depth_multiplier_cnn(npz: Path, dest: Path) -> Path:
+    """conv -> BN -> ReLU -> DepthwiseConv2D (depth multiplier 2) -> ReLU -> 1x1 conv -> pool -> dense, trained,
+    with two post-BN channels x FACTOR and the depthwise filters reading them / FACTOR (same function). The
+    SmoothQuant-style migration does not cross a depthwise layer with a depth multiplier (its channel groups
+    stop there), cross-layer equalization does (input channel c of the depthwise scales its M filters)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(0)
+    with np.load(npz) as d:
+        x, y = (d["x_train"][..., None] / 16.0).astype(np.float32), d["y_train"]
+    inp = keras.Input((8, 8, 1))
+    h = L.ReLU()(L.BatchNormalization(momentum=0.9, name="bn")(L.Conv2D(12, 3, padding="same", name="c1")(inp)))
+    h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu", name="dw")(h)
+    h = L.Conv2D(24, 1, activation="relu")(h)
+    model = keras.Model(inp, L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h)))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=20, batch_size=32, verbose=0)
+    bn, dw = model.get_layer("bn"), model.get_layer("dw")
+    channels = np.argsort(-np.abs(keras.Model(inp, bn.output).predict(x[:256], verbose=0)).max(axis=(0, 1, 2)))[:2]
+    g, b, mu, var = bn.get_weights()
+    g[channels] *= FACTOR
+    b[channels] *= FACTOR
+    bn.set_weights([g, b, mu, var])
+    k, bias = dw.get_weights()
+    k[:, :, channels, :] /= FACTOR
+    dw.set_weights([k, bias])
+    model.save(dest)
+    return dest
+
+
+@pytest.mark.slow
+def test_cle_is_its_own_attempt_and_the_report_says_it_shipped(digits_npz: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The outliers sit before a depthwise layer with depth multiplier 2: the migration attempt leaves them
+    (misses the budget), the cross-layer equalization attempt, tried after it from the same model, removes
+    them and ships; the report names the method that shipped and keeps the earlier key."""
+    model = _depth_multiplier_cnn(digits_npz, tmp_path / "dm.keras")
+    cfg = _config(tmp_path / "dm.toml", model, digits_npz, "[budget]\nmax_accuracy_drop = 0.02\n", ("tflite",))
+    rc, report = _build(cfg, tmp_path / "run", capsys)
+    t = report["targets"]["tflite"]
+    print([(a["equalization"], a["calibration"], round(a["accuracy_drop"], 4)) for a in t["attempts"]])  # with -s
+    first, migrated, equalized = t["attempts"][:3]
+    assert not first["passed"] and first["accuracy_drop"] > 0.1
+    assert migrated["equalization"] == "smoothquant" and not migrated["passed"]
+    assert equalized["equalization"] == "cle" and equalized["passed"] and equalized["cross_layer_equalization"]
+    assert equalized["calibration"] == first["calibration"] and len(t["attempts"]) == 3
+    assert t["equalization"]["method"] == "cle" and "Nagel" in t["equalization"]["name"]
+    assert any(p["head"] == "c1" and p["max_scale"] > 100 for p in t["equalization"]["pairs"])
+    assert t["passed"] and rc == 0
