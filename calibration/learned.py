@@ -13,7 +13,17 @@ import numpy as np
 
 K = TypeVar("K")
 RTOL = 1e-3  # of the tensor's largest magnitude: float conversions differ by far less, other tensors by more
-INT8_LEVELS = 127.0  # symmetric int8 with zero point 0 on [-127, 127] (what the fake quantization trained)
+SYMMETRIC_QMAX = 127.0  # symmetric int8 activations: zero point 0, integers in [-127, 127], step max|range| / 127
+ASYMMETRIC_STEPS = 255.0  # asymmetric int8 activations: 256 levels, 255 steps over [lo, hi], an integer zero point
+
+
+def on_grid(lo: float, hi: float, steps: float = ASYMMETRIC_STEPS) -> tuple[float, float]:
+    """An asymmetric range moved onto the grid whose zero point is an integer, as the fake quantization trains
+    it and the backends store it: step = (hi - lo) / 255, z = round(-lo / step), and the ends -z step and
+    (255 - z) step (lo <= 0 <= hi). Given these limits, every backend's grid is the trained one."""
+    step = max(hi - lo, 1e-6) / steps
+    zero = float(np.clip(np.round(-lo / step), 0.0, steps))
+    return -zero * step, (steps - zero) * step
 
 
 @dataclass(frozen=True)
@@ -34,8 +44,8 @@ class LearnedRange:
     def scale(self) -> float:
         """The int8 step: max|range| / 127 when symmetric (zero point 0), else (hi - lo) / 255."""
         if self.symmetric:
-            return max(abs(self.lo), abs(self.hi)) / INT8_LEVELS
-        return (self.hi - self.lo) / 255.0
+            return max(abs(self.lo), abs(self.hi)) / SYMMETRIC_QMAX
+        return (self.hi - self.lo) / ASYMMETRIC_STEPS
 
 
 class Signatures:

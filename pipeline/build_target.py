@@ -176,6 +176,7 @@ def one_target(job: TargetJob) -> dict[str, Any]:
         fields = aware.report_fields()
         if exp is not aware.best.exported:  # auto shipped another candidate than the ladder's choice
             fields.pop("cross_layer_equalization", None)
+            fields.pop("equalization", None)
         entry.update(fields)
         entry["notes"] += aware.notes
     note = get_target(job.name).host_latency_note

@@ -38,6 +38,15 @@ class DeviceFamily(str, Enum):
     TENSORRT = "NVIDIA GPU"  # a Jetson, through TensorRT
 
 
+# The kinds of Keras kernels a backend may put on different int8 grids (pipeline.quantize.weight_quant maps each
+# layer's kernels to one): conv (Conv1D/2D, SeparableConv pointwise), conv3d, depthwise (DepthwiseConv,
+# SeparableConv depthwise), transposed (Conv1D/2DTranspose), dense (Dense, also in TimeDistributed), recurrent
+# (LSTM/GRU/SimpleRNN cell kernels, unrolled into matmuls for export). Every target quantizes each of them
+# symmetric per output channel on the axis its own layout gives that channel, unless `per_tensor_weights` says
+# otherwise; tests/targets/test_weight_grids.py reads every artifact back to check it.
+WEIGHT_KINDS = ("conv", "conv3d", "depthwise", "transposed", "dense", "recurrent")
+
+
 class KeptPrecision(str, Enum):
     """What ExportOptions.float_layers are kept in instead of int8. CHEAPEST: per op, the higher precision the
     backend runs fastest (tflite: 16x8 for the ops whose LiteRT 16x8 kernel is about as fast as int8, float
@@ -149,6 +158,9 @@ class Target(Protocol):
     supports_equalize: bool  # whether ExportOptions.equalize does anything here
     symmetric_activations: bool  # its int8 activations are symmetric (zero point 0); else asymmetric
     weight_levels: int  # quantization levels of its int8 weights (255; 127 where an overflow fix keeps 7 bits)
+    weight_levels_by_kind: dict[str, int]  # WEIGHT_KINDS on another grid than weight_levels
+    per_tensor_weights: frozenset[str]  # WEIGHT_KINDS whose weights share one scale per tensor
+    float_weights: dict[str, str]  # WEIGHT_KINDS the int8 artifact keeps in float, and why
     precisions: tuple[Precision, ...]  # what ExportOptions.precision may be here, int8 first
     unsupported: dict[Precision, str]  # why each precision it lacks is missing (one line each)
 
@@ -163,6 +175,14 @@ class Target(Protocol):
         is a name ExportOptions.float_layers accepts, "sqnr_db" the SQNR of that layer's output with only it
         quantized and "accuracy" the top-1 on eval_x with only it quantized. Runs in a child process."""
         ...
+
+
+def weight_grid(target: Target, kind: str) -> tuple[int, bool] | None:
+    """(levels, per_tensor) of the int8 grid `target` puts a WEIGHT_KINDS kernel on, or None when it keeps
+    that kind in float."""
+    if kind in target.float_weights:
+        return None
+    return target.weight_levels_by_kind.get(kind, target.weight_levels), kind in target.per_tensor_weights
 
 
 def float_layer_variants(opts: ExportOptions, table: list[dict[str, Any]], count: int) -> list[ExportOptions]:

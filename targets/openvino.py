@@ -1,20 +1,18 @@
 """OpenVINO for Intel CPUs: convert the SavedModel, quantize the IR with NNCF, save .xml/.bin.
 
 Calibration uses NNCF's own range-estimator presets where they exist (MINMAX, MEAN_QUANTILE, HISTOGRAM).
-NNCF has no KL (entropy) estimator: `entropy` quantizes with MINMAX, then scales each activation
-FakeQuantize's range to the TensorRT-style KL threshold computed here (numpy) from float activations."""
+NNCF has no KL (entropy) estimator: `entropy` quantizes with MINMAX, then sets each activation
+FakeQuantize's limits to the entropy range computed here (numpy) from float activations, both bounds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from calibration import CalibrationSet
-from calibration.learned import LearnedRange, Signatures, match, note
-from calibration.ranges import ValueCollector
+from calibration.learned import note
 from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
 
 from . import runner
@@ -27,6 +25,8 @@ from .base import (
     TargetName,
     UnsupportedPrecision,
 )
+from .openvino_activations import apply_entropy, apply_learned, outputs_of
+from .openvino_weights import TRAINED_NOTE, WEIGHTED, keep_trained_grids
 from .runner import OpenVINOSession
 
 PRESET = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM", "entropy": "MINMAX"}
@@ -35,17 +35,20 @@ METHOD_NOTE = {
     "percentile": "NNCF RangeEstimatorParametersSet.MEAN_QUANTILE (0.01% / 99.99% quantiles per sample, "
                   "averaged over samples)",
     "mse": "NNCF RangeEstimatorParametersSet.HISTOGRAM (histogram search minimising the L2 quantization error)",
-    "entropy": "NNCF has no KL estimator: MINMAX, then each activation FakeQuantize range scaled to the "
-               "TensorRT-style KL threshold edgepipe computed (numpy) from the float activations",
+    "entropy": "NNCF has no KL estimator: MINMAX, then each activation FakeQuantize set to the entropy range "
+               "edgepipe computed (numpy) from the float activations: both bounds, the TensorRT-style KL "
+               "threshold clipping the magnitudes",
 }
-OVERFLOW_NOTE = ("NNCF overflow_fix ENABLE: every weight quantized to 7 bits (s8 in [-64, 63]), so the int16 pair "
-                 "sums of AVX2's VPMADDUBSW cannot saturate on x86 CPUs without VNNI (NNCF's default FIRST_LAYER "
-                 "protects only the first layer); see BENCHMARKS-openvino-overflow.md")
+OVERFLOW_NOTE = ("NNCF overflow_fix ENABLE: convolution and matmul weights quantized to 7 bits (symmetric per output "
+                 "channel, NNCF's step 2 max|w| / 127: integers in [-64, 63]; weights fine-tuned on the 7-bit grid "
+                 "keep theirs, step max|w| / 63, integers in [-63, 63]; depthwise GroupConvolution weights stay "
+                 "8-bit, [-127, 127]), so the int16 pair sums of AVX2's VPMADDUBSW cannot saturate on x86 CPUs "
+                 "without VNNI (NNCF's default FIRST_LAYER protects only the first layer); see "
+                 "BENCHMARKS-openvino-overflow.md")
 NO_INT16 = ("NNCF quantizes activations for OpenVINO's integer kernels, which are 8-bit: a 16-bit FakeQuantize "
             "would run as float emulation on the CPU")
 NOTE_FP16 = ("fp16: ov.save_model(compress_to_fp16=True): f16 weight constants, decompressed on load; the CPU "
              "plugin computes in its inference precision (f32 on x86 without AVX512-FP16/AMX, bf16/f16 where it has them)")
-WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"}
 _converted: dict[str, Any] = {}  # saved model dir -> float ov.Model, converted once per process
 
 
@@ -82,107 +85,6 @@ def _nncf_quantize(ov_model: Any, calib: CalibrationSet, method: str, ignored: l
                          fast_bias_correction=not equalize, ignored_scope=scope, advanced_parameters=advanced)
 
 
-def _each_output(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationSet
-                 ) -> Iterator[dict[tuple[str, int], np.ndarray]]:
-    """Per calibration sample, the values of the named (op, port) outputs of `ov_model` (left unchanged);
-    a Parameter's values are the inputs themselves."""
-    import openvino as ov
-
-    m = ov_model.clone()
-    ops = {op.get_friendly_name(): op for op in m.get_ops()}
-    wanted = [(n, p) for n, p in names if n in ops and ops[n].get_type_name() != "Parameter"]
-    params = [(n, p) for n, p in names if n in ops and ops[n].get_type_name() == "Parameter"]
-    added = m.add_outputs([ops[n].output(p) for n, p in wanted]) if wanted else []
-    results = [o.get_node().get_friendly_name() for o in m.outputs]
-    index = [results.index(o.get_node().get_friendly_name()) for o in added]
-    # f32: on a CPU with bf16 the plugin would compute these statistics in bf16, NNCF's own in f32, and the
-    # learned ranges would not match the IR's tensors (0.3% apart) on such hosts only
-    request = ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-    for batch in calib.batches(1):
-        result = request.infer(batch if isinstance(batch, dict) else [batch.astype(np.float32)])
-        got = {key: np.array(result[i]) for key, i in zip(wanted, index, strict=True)}
-        if isinstance(batch, dict):  # several inputs: a Parameter's values are its own input's
-            yield {**got, **{key: batch[runner.plain_name(key[0])] for key in params
-                             if runner.plain_name(key[0]) in batch}}
-        else:
-            yield {**got, **{key: batch for key in params}}
-
-
-def _outputs_of(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationSet) -> dict[tuple[str, int], list]:
-    """Every value of the named outputs on each sample (small sets: the sensitivity probe's)."""
-    values: dict[tuple[str, int], list] = {}
-    for sample in _each_output(ov_model, names, calib):
-        for key, v in sample.items():
-            values.setdefault(key, []).append(v)
-    return values
-
-
-def collected_values(ov_model: Any, names: list[tuple[str, int]], calib: CalibrationSet) -> ValueCollector:
-    """A bounded subsample of each named output's values over the calibration set (as the other backends
-    collect theirs), keyed by "op:port"; never every activation of every sample."""
-    values = ValueCollector(per_batch=max(1024, (1 << 18) // max(1, len(calib))))
-    for sample in _each_output(ov_model, names, calib):
-        for (n, p), v in sample.items():
-            values.add(f"{n}:{p}", v)
-    return values
-
-
-def _activation_fqs(q_model: Any) -> list[tuple[Any, tuple[str, int]]]:
-    """Activation FakeQuantize ops (not weights) and the (op name, port) they quantize."""
-    found = []
-    for op in q_model.get_ordered_ops():
-        if op.get_type_name() != "FakeQuantize":
-            continue
-        src = op.input(0).get_source_output()
-        if src.get_node().get_type_name() == "Constant":
-            continue
-        found.append((op, (src.get_node().get_friendly_name(), src.get_index())))
-    return found
-
-
-def _apply_entropy(q_model: Any, ov_float: Any, calib: CalibrationSet) -> None:
-    """Scale every activation FakeQuantize's bounds to the KL threshold of the tensor it quantizes."""
-    import openvino.opset13 as ops
-
-    from calibration.ranges import estimate_range
-
-    fqs = _activation_fqs(q_model)
-    values = collected_values(ov_float, [key for _, key in fqs], calib)
-    collected = set(values.names())
-    for fq, (name, port) in fqs:
-        if f"{name}:{port}" not in collected:
-            continue
-        lo, hi = estimate_range(values.values(f"{name}:{port}"), "entropy")
-        bounds = [fq.input(i).get_source_output().get_node().get_data() for i in range(1, 5)]
-        current = max(float(np.abs(bounds[0]).max()), float(np.abs(bounds[1]).max()))
-        threshold = max(abs(lo), abs(hi))
-        if not 0.0 < threshold < current:
-            continue
-        for i, b in enumerate(bounds, start=1):
-            fq.input(i).replace_source_output(ops.constant((b * (threshold / current)).astype(b.dtype)).output(0))
-    q_model.validate_nodes_and_infer_types()
-
-
-def _apply_learned(q_model: Any, ov_float: Any, calib: CalibrationSet, ranges: tuple[LearnedRange, ...]) -> int:
-    """Set every activation FakeQuantize whose input matches a learned range (calibration.learned) to that
-    range (input and output limits alike, as NNCF writes them); how many were set."""
-    import openvino.opset13 as ops
-
-    fqs = _activation_fqs(q_model)
-    signatures = Signatures()
-    for sample in _each_output(ov_float, [key for _, key in fqs], calib):
-        for key, v in sample.items():
-            signatures.add(key, v)
-    found = match(ranges, signatures.values())
-    for fq, key in fqs:
-        if key in found:
-            for i, limit in ((1, found[key].lo), (2, found[key].hi), (3, found[key].lo), (4, found[key].hi)):
-                b = fq.input(i).get_source_output().get_node().get_data()
-                fq.input(i).replace_source_output(ops.constant(np.full_like(b, limit)).output(0))
-    q_model.validate_nodes_and_infer_types()
-    return sum(key in found for _, key in fqs)
-
-
 def _save(ov_model: Any, path: Path, fp16: bool = False) -> None:
     """Save the IR without the build's temporary input path in its rt_info (the same model and calibration
     then give the same bytes) and without NNCF's record of every quantization parameter: a 1.3 KB repr of
@@ -200,24 +102,30 @@ def _save(ov_model: Any, path: Path, fp16: bool = False) -> None:
 
 class OpenVINOTarget:
     name = TargetName.OPENVINO
-    version = "8"  # 8: precisions
+    version = "9"  # 9: learned and entropy ranges on the grid, both entropy bounds; 8: precisions
     host_latency_note = None
     supports_equalize = True
     device_family = DeviceFamily.X86_CPU
     symmetric_activations = False
-    weight_levels = 127  # NNCF overflow_fix=ENABLE (OVERFLOW_NOTE): 7-bit weights
+    weight_levels = 127  # QAT's 7-bit grid, step max|w| / 63, [-63, 63]: the IR keeps it (openvino_weights)
+    weight_levels_by_kind = {"depthwise": 255}  # NNCF leaves GroupConvolution (depthwise) at 8 bits: [-127, 127]
+    per_tensor_weights: frozenset[str] = frozenset()
+    float_weights: dict[str, str] = {}
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
 
     def quantized(self, model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[Any, list[str]]:
-        """The NNCF model, and a note when learned ranges replaced calibrated ones."""
+        """The NNCF model, and notes when weights kept their trained grid (openvino_weights) or learned ranges
+        replaced calibrated ones."""
         ov_float = float_model(model)
         q = _nncf_quantize(ov_float, calib, opts.calibration_method, list(opts.float_layers), opts.equalize)
         if opts.calibration_method == "entropy":
-            _apply_entropy(q, ov_float, calib)
+            apply_entropy(q, ov_float, calib)
+        kept = keep_trained_grids(q, ov_float)
+        notes = [TRAINED_NOTE.format(n=kept)] if kept else []
         if not opts.activation_ranges:
-            return q, []
-        return q, [note(_apply_learned(q, ov_float, calib, opts.activation_ranges), opts.activation_ranges)]
+            return q, notes
+        return q, [*notes, note(apply_learned(q, ov_float, calib, opts.activation_ranges), opts.activation_ranges)]
 
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         import nncf
@@ -279,7 +187,7 @@ class _Probe:
         ops = ov_float.get_ordered_ops()
         self.every = [op.get_friendly_name() for op in ops]
         self.weighted = [op.get_friendly_name() for op in ops if op.get_type_name() in WEIGHTED]
-        self.reference = _outputs_of(ov_float, [(n, 0) for n in self.weighted], small)
+        self.reference = outputs_of(ov_float, [(n, 0) for n in self.weighted], small)
 
     def candidates(self) -> list[str]:
         return self.weighted
@@ -289,7 +197,7 @@ class _Probe:
                               [n for n in self.every if n != layer], self.opts.equalize, validate=False)
 
     def sqnr(self, layer: str, model: Any) -> float | None:
-        got = _outputs_of(model, [(layer, 0)], self.small).get((layer, 0))
+        got = outputs_of(model, [(layer, 0)], self.small).get((layer, 0))
         if got is None or (layer, 0) not in self.reference:
             return None
         return sqnr_db(self.reference[(layer, 0)], got)

@@ -32,6 +32,7 @@ from .base import (
     TargetName,
     UnsupportedPrecision,
 )
+from .onnx_fold import fold_squeezed_scale_shift
 from .runner import OnnxRuntimeSession
 
 ENGINE_SCRIPT = """#!/usr/bin/env bash
@@ -57,6 +58,7 @@ QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBi
 ORT_METHOD = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": "MinMax"}
 COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool", "BatchNormalization",
                "InstanceNormalization", "LayerNormalization", "Resize"}
+LAYOUT_OPS = {"Squeeze", "Unsqueeze", "Reshape", "Transpose", "Flatten"}  # they move values, never change them
 _prepared: dict[str, Path] = {}  # saved model dir -> folder with model_fp32.onnx and model_pre.onnx
 
 
@@ -91,6 +93,15 @@ def _one_batch_axis(path: Path) -> None:
     onnx.save(m, str(path))
 
 
+def _fold_batchnorms(path: Path) -> None:
+    """A 1-D convolution's BatchNorm (Mul and Add after its Squeeze) folded into it (targets.onnx_fold)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    if fold_squeezed_scale_shift(m):
+        onnx.save(m, str(path))
+
+
 def prepared(model: FloatModel) -> Path:
     """model_fp32.onnx and its quant_pre_process'ed twin, converted once per process."""
     key = str(model.saved_model_dir)
@@ -104,6 +115,7 @@ def prepared(model: FloatModel) -> Path:
             shutil.copy2(earlier, folder / "model_fp32.onnx")
         else:
             to_onnx(model, folder / "model_fp32.onnx")
+            _fold_batchnorms(folder / "model_fp32.onnx")
         quant_pre_process(str(folder / "model_fp32.onnx"), str(folder / "model_pre.onnx"), skip_symbolic_shape=False)
         _prepared[key] = folder
     return _prepared[key]
@@ -166,15 +178,25 @@ def learned_overrides(pre: Path, calib: CalibrationSet, work: Path, ranges: tupl
                       ) -> dict[str, list[dict[str, Any]]]:
     """TensorQuantOverrides fixing the scale (zero point 0) of every activation that matches a learned range
     (calibration.learned): max|range| / 127, the grid the symmetric fake quantization trained on. A Relu's
-    input takes its output's scale (zero point 0: clipping then Relu equals Relu then clipping)."""
+    input takes its output's scale (zero point 0: clipping then Relu equals Relu then clipping), and so does
+    the tensor before any layout-only op in front of it (a 1-D convolution's output before its Squeeze: ONNX
+    Runtime gives a Squeeze's output its input's scale)."""
     import onnx
 
     signatures = Signatures()
     _collect(pre, calib, work, signatures)
     found = match(ranges, signatures.values())
-    for node in onnx.load(str(pre)).graph.node:  # TensorRT fuses Conv+Relu: one scale, as in training
+    nodes = onnx.load(str(pre)).graph.node
+    made_by = {out: n for n in nodes for out in n.output}
+    for node in nodes:  # TensorRT fuses Conv+Relu: one scale, as in training, through layout-only ops too
         if node.op_type == "Relu" and node.output[0] in found:
-            found.setdefault(node.input[0], found[node.output[0]])
+            tensor = node.input[0]
+            while True:
+                found.setdefault(tensor, found[node.output[0]])
+                src = made_by.get(tensor)
+                if src is None or src.op_type not in LAYOUT_OPS:
+                    break
+                tensor = src.input[0]
     return {t: [{"scale": np.array(r.scale(), np.float32), "zero_point": np.array(0, np.int8)}] for t, r in found.items()}
 
 
@@ -238,11 +260,14 @@ def to_fp16(src: Path, dest: Path) -> None:
 
 class TensorRTTarget:
     name = TargetName.TENSORRT
-    version = "6"  # 6: precisions; 5: accuracy of the Q/DQ graph as written (ORT_DISABLE_ALL)
+    version = "7"  # 7: 1-D convolutions' BatchNorm folded; 6: precisions; 5: the Q/DQ graph as written
     supports_equalize = False
     device_family = DeviceFamily.TENSORRT
     symmetric_activations = True  # TensorRT's explicit int8: symmetric s8 Q/DQ
     weight_levels = 255
+    weight_levels_by_kind: dict[str, int] = {}
+    per_tensor_weights: frozenset[str] = frozenset()  # quantize_static(per_channel=True): every kind per channel
+    float_weights: dict[str, str] = {}
     precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
     host_latency_note = (

@@ -223,6 +223,10 @@ class TFLiteTarget:
     device_family = DeviceFamily.ARM_CPU
     symmetric_activations = False
     weight_levels = 255
+    weight_levels_by_kind: dict[str, int] = {}
+    per_tensor_weights: frozenset[str] = frozenset()  # FULLY_CONNECTED included: per channel, axis 0
+    float_weights = {"conv3d": "LiteRT has no int8 CONV_3D kernel: the converter keeps it in float between "
+                               "DEQUANTIZE and QUANTIZE"}
     precisions = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)
     unsupported: dict[Precision, str] = {}
 

@@ -1,6 +1,7 @@
 """A model whose float function is intact but whose activations carry outlier channels: two post-BN channels
 scaled by FACTOR and the next conv's matching input weights by 1/FACTOR (ReLU is positively homogeneous). Plain
-min-max int8 misses by several points on it; cross-layer equalization brings it back."""
+min-max int8 misses by several points on it; SmoothQuant-style migration and cross-layer equalization (both in
+pipeline/quantize) bring it back."""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
 """Accuracy-aware int8: when a target's artifact misses `max_accuracy_drop`, try, in order,
-1. cross-layer equalization of the Keras model (pipeline.quantize.equalize), the same for every target,
+1. the Keras model equalized, two separate attempts from the same model, each the same for every target:
+   a. SmoothQuant-style activation-to-weight migration (pipeline.quantize.smoothquant),
+   b. cross-layer equalization as Nagel et al. define it, with high-bias absorption (pipeline.quantize.cle),
+      where it can help: the target quantizes weights per tensor, or the model's layer pairs have channel
+      weight ranges CLE rescales by CLE_MIN_SCALE or more (with per-channel weights alone it only moves
+      activation ranges, as 1a does),
 2. the other calibration methods,
 3. the backend's recovery passes (ExportOptions.equalize: NNCF channel alignment + bias correction),
 4. quantization-aware fine-tuning (pipeline.quantize.qat) exported with its learned activation ranges,
@@ -26,15 +31,16 @@ from pipeline.cache import Cache
 from pipeline.errors import TargetError
 from pipeline.inputs.arrays import take
 from pipeline.measure.metric import ACCURACY, Metric
-from pipeline.quantize.equalized_model import EqualizedModel, equalized_model
+from pipeline.quantize.equalized_model import CLE, SHORT, SMOOTHQUANT, EqualizedModel, equalized_model
 from pipeline.quantize.export import Batch, Exported, export_batch, target_sensitivity
 from pipeline.quantize.qat import QatInputs, QatModel, qat_model_for
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target, runner
-from targets.base import float_layer_variants
+from targets.base import float_layer_variants, weight_grid
 
 SUBSET = 1000  # evaluation samples an attempt is judged on first, when the set has more than twice as many
-MAX_ATTEMPTS = 8  # per target, the first export included
+MAX_ATTEMPTS = 9  # per target, the first export included
+CLE_MIN_SCALE = 4.0  # per-channel weights: CLE is tried when it rescales some channel by this much or more
 METHOD_ORDER = ("percentile", "mse", "entropy", "minmax")  # fallbacks, the configured method skipped
 
 
@@ -63,13 +69,15 @@ class Attempt:
     accuracy: float
     drop: float
     passed: bool
-    equalized: EqualizedModel | None = None  # the Keras CLE model it was exported from, if any
+    equalized: EqualizedModel | None = None  # the Keras-equalized model it was exported from, if any
     qat: QatModel | None = None  # the fine-tuned model it was exported from (with its learned ranges), if any
     samples: int = 0  # evaluation samples its metric was computed on (a subset when it missed there)
 
     def record(self) -> dict[str, Any]:
+        method = self.equalized.method if self.equalized is not None else None
         return {"calibration": self.opts.calibration_method, "equalize": self.opts.equalize,
-                "cross_layer_equalization": self.equalized is not None,
+                "equalization": method,  # smoothquant | cle | None: the Keras equalization it was exported from
+                "cross_layer_equalization": method is not None,  # before the two names: any Keras equalization
                 "float_layers": list(self.exported.result.float_layers),
                 "int16_layers": list(self.exported.result.int16_layers), "accuracy": self.accuracy,
                 "accuracy_drop": self.drop, "passed": self.passed, "qat": self.qat is not None,
@@ -103,7 +111,8 @@ class Outcome:
     def report_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"attempts": [a.record() for a in self.attempts], "sensitivity": self.sensitivity}
         if self.best.equalized is not None:
-            fields["cross_layer_equalization"] = list(self.best.equalized.segments)
+            fields["equalization"] = self.best.equalized.entry()
+            fields["cross_layer_equalization"] = list(self.best.equalized.segments)  # the pairs, as before
         if self.qat is not None:
             fields["qat"] = self.qat
         return fields
@@ -134,7 +143,7 @@ def _metric(job: Job, session: runner.Session, x: Any, y: np.ndarray, what: str)
 
 
 def _describe(opts: ExportOptions, equalized: EqualizedModel | None = None) -> str:
-    parts = (["Keras CLE"] if equalized is not None else []) + (["QAT"] if opts.activation_ranges else [])
+    parts = ([SHORT[equalized.method]] if equalized is not None else []) + (["QAT"] if opts.activation_ranges else [])
     parts += [opts.calibration_method] + (["equalize"] if opts.equalize else [])
     if opts.float_layers:
         parts.append(f"{len(opts.float_layers)} layer(s) kept out of int8")
@@ -154,7 +163,7 @@ def _measure_all(job: Job, out: Outcome, candidates: list[ExportOptions], batch:
 
 
 def _on_best(job: Job, out: Outcome) -> Job:
-    """The job for the next step: the best attempt's model (the QAT or Keras CLE one when that attempt used it)."""
+    """The job for the next step: the best attempt's model (the QAT or equalized one when that attempt used it)."""
     best = out.best
     if best.qat is not None:
         return replace(job, model=replace(best.qat.model, converted=best.exported.folder), model_id=best.qat.model_id)
@@ -178,14 +187,33 @@ def _try(job: Job, out: Outcome, candidates: list[ExportOptions], equalized: Equ
     _measure_all(job, out, candidates, batch, equalized, qat)
 
 
-def _cross_layer(job: Job, out: Outcome) -> None:
-    """The Keras model equalized (built once, cached, shared by every target), exported with the best options."""
-    eq, why = equalized_model(job.model, job.model_id, job.calib, job.cache, job.ui)
-    if eq is None:
-        out.notes.append(f"accuracy-aware: {why}")
-        return
-    out.notes.append(eq.summary())
-    _try(replace(job, model=eq.model, model_id=eq.model_id), out, [replace(out.best.opts, activation_ranges=())], eq)
+def _keras_equalization(job: Job, out: Outcome) -> None:
+    """The Keras model equalized by each method (built once, cached, shared by every target), each exported
+    with the best options so far: two separate attempts, SmoothQuant-style migration first."""
+    opts = replace(out.best.opts, activation_ranges=())
+    for method in (SMOOTHQUANT, CLE):
+        if out.room() <= 0:
+            return
+        eq, why = equalized_model(job.model, job.model_id, job.calib, job.cache, job.ui, method)
+        why = why or (_cle_not_helpful(job.name, eq) if eq is not None and method == CLE else None)
+        if eq is None or why is not None:
+            out.notes.append(f"accuracy-aware: {why}")
+            continue
+        out.notes.append(eq.summary())
+        _try(replace(job, model=eq.model, model_id=eq.model_id), out, [opts], eq)
+
+
+def _cle_not_helpful(target: str, eq: EqualizedModel) -> str | None:
+    """Why CLE is not worth an attempt on `target`, or None: it helps per-tensor weights, and otherwise only
+    where it rescales channels enough to move activation ranges."""
+    kinds = ("conv", "depthwise", "dense")
+    if any((grid := weight_grid(get_target(target), k)) is not None and grid[1] for k in kinds):
+        return None
+    widest = max(float(s["max_scale"]) for s in eq.segments)
+    if widest >= CLE_MIN_SCALE:
+        return None
+    return (f"cross-layer equalization (Nagel et al.) not tried: {target} quantizes every weight per channel and "
+            f"no layer pair has a channel it rescales by {CLE_MIN_SCALE:g}x or more (widest {widest:.2f}x)")
 
 
 def _other_methods(job: Job, out: Outcome) -> None:
@@ -222,7 +250,8 @@ def _qat(job: Job, out: Outcome) -> None:
     if len(out.attempts) > count:
         out.qat = {"accuracy_before": best.accuracy, "accuracy_after": out.attempts[-1].accuracy,
                    "epochs": qat.epochs, "fake_quant_accuracy_before": qat.fake_quant_accuracy_before,
-                   "fake_quant_accuracy_after": qat.fake_quant_accuracy_after, "learned_ranges": len(qat.ranges)}
+                   "fake_quant_accuracy_after": qat.fake_quant_accuracy_after, "learned_ranges": len(qat.ranges),
+                   **qat.layers_entry()}
 
 
 def _float_layers(job: Job, out: Outcome) -> None:
@@ -249,7 +278,7 @@ def search(job: Job, first: Exported, opts: ExportOptions) -> Outcome:
     job = replace(job, model=replace(job.model, converted=first.folder))  # later exports reuse its float model
     if out.prefer_qat:
         _qat(job, out)
-    for phase in (_cross_layer, _other_methods, _equalize, _qat, _float_layers):
+    for phase in (_keras_equalization, _other_methods, _equalize, _qat, _float_layers):
         if out.room() <= 0:
             break
         phase(job, out)

@@ -25,7 +25,7 @@ class CandidateKind(str, Enum):
 @dataclass(frozen=True)
 class Candidate:
     kind: CandidateKind
-    detail: str  # how it was made, e.g. "Keras CLE, percentile"
+    detail: str  # how it was made, e.g. "SmoothQuant migration, percentile"
     exported: Exported | None = None
     entry: dict[str, Any] | None = None  # its measurement (target_entry), None when not built or not measured
     reason: str | None = None  # why it was not built or not measured

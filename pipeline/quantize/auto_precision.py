@@ -24,6 +24,7 @@ from pipeline.measure.scores import Scores
 from pipeline.measure.verify import Bench, Verifier, check_outputs, judge, run_measurement, target_entry
 from pipeline.quantize import accuracy_aware
 from pipeline.quantize.auto_pick import Candidate, CandidateKind, pick
+from pipeline.quantize.equalized_model import SHORT, SMOOTHQUANT
 from pipeline.quantize.export import Exported, export_batch, export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, Precision, TargetName, get_target, precision_problem, runner
@@ -106,9 +107,10 @@ def _finite(v: float) -> float | None:
 
 def describe(record: dict[str, Any]) -> str:
     """An accuracy-aware attempt in words, from its report record (new boolean steps, such as QAT, by name)."""
-    known = {"calibration", "equalize", "cross_layer_equalization", "float_layers", "accuracy", "accuracy_drop",
-             "passed"}
-    parts = (["Keras CLE"] if record.get("cross_layer_equalization") else []) + [str(record.get("calibration"))]
+    known = {"calibration", "equalize", "equalization", "cross_layer_equalization", "float_layers", "accuracy",
+             "accuracy_drop", "passed"}
+    method = record.get("equalization") or (SMOOTHQUANT if record.get("cross_layer_equalization") else None)
+    parts = ([SHORT[method]] if method in SHORT else []) + [str(record.get("calibration"))]
     parts += (["backend equalization"] if record.get("equalize") else [])
     parts += [k for k, v in record.items() if k not in known and v is True]
     if record.get("float_layers"):

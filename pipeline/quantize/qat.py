@@ -1,9 +1,11 @@
 """Quantization-aware fine-tuning (QAT) of a classifier in Keras 3, cached like the other stages.
 
-The float model's logits copy gets fake quantization (pipeline.quantize.fake_quant) in one target's scheme,
-its activation ranges start at the calibration set's min/max, and it fine-tunes a few epochs with the float
-model as the distilling teacher (pipeline.compress.training's distillation loss). The result is a plain float
-model whose weights sit on their per-channel int8 grid, and the learned activation ranges
+The float model's logits copy gets fake quantization (pipeline.quantize.fake_quant) in one target's scheme:
+every kernel of every layer kind that target quantizes to int8, on that target's grid (weight_quant: which
+layers, which grid, and the reason for each weighted layer left out), its activation ranges start at the
+calibration set's min/max, and it fine-tunes a few epochs with the float model as the distilling teacher
+(pipeline.compress.training's distillation loss). The result is a plain float model whose weights sit on
+their int8 grid, and the learned activation ranges
 (calibration.learned.LearnedRange, each with its tensor's statistics on the calibration set): the export
 (ExportOptions.activation_ranges) quantizes every tensor they match with them, the rest as calibrated."""
 
@@ -14,7 +16,7 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +25,12 @@ from calibration.learned import LearnedRange, Signatures
 from pipeline.cache import Cache, cache_key
 from pipeline.ui import UI
 from targets import FloatModel, get_target
+from targets.base import WEIGHT_KINDS, weight_grid
 
-VERSION = "4"  # 4: LSQ-style range gradients; 3: averaging and Add outputs quantized; 2: learned ranges with their signatures
+if TYPE_CHECKING:
+    from pipeline.quantize.weight_quant import Grids
+
+VERSION = "5"  # 5: every layer kind on the target's grid, linear outputs, ranges on the grid; 4: LSQ-style range gradients
 RESULT = "qat.json"
 
 
@@ -40,7 +46,8 @@ class QatConfig:
 
 @dataclass(frozen=True)
 class QatInputs:
-    """What the accuracy-aware ladder needs for QAT: x_train, y_train (class labels), x_eval, y_eval."""
+    """What the accuracy-aware ladder needs for QAT: x_train, y_train (class labels), x_val, y_val (the validation
+    split: QAT trains on the training split, its before/after is judged on the validation split)."""
 
     data: tuple[np.ndarray, ...]
     config: QatConfig = QatConfig()
@@ -58,20 +65,27 @@ class QatModel:
     fake_quant_accuracy_before: float
     fake_quant_accuracy_after: float
     epochs: int
+    fake_quantized: tuple[dict[str, Any], ...] = ()  # per layer: its kernels and their grid
+    not_fake_quantized: tuple[dict[str, Any], ...] = ()  # per weighted layer left out: the reason
 
     def summary(self) -> str:
+        left = f", {len(self.not_fake_quantized)} not (see the report's qat entry)" if self.not_fake_quantized else ""
         return (f"quantization-aware fine-tuning (Keras): fake-quantized accuracy {self.fake_quant_accuracy_before:.4f}"
-                f" -> {self.fake_quant_accuracy_after:.4f}; {len(self.ranges)} activation range(s) learned")
+                f" -> {self.fake_quant_accuracy_after:.4f}; {len(self.ranges)} activation range(s) learned; "
+                f"{len(self.fake_quantized)} weighted layer(s) fake-quantized{left}")
+
+    def layers_entry(self) -> dict[str, Any]:
+        """The report's per-layer lists: every layer fake-quantized (kernels, grid) and every one not (reason)."""
+        return {"fake_quantized": list(self.fake_quantized), "not_fake_quantized": list(self.not_fake_quantized)}
 
 
 def initial_ranges(logits: Any, samples: np.ndarray) -> dict[str, tuple[float, float]]:
     """Min/max on the calibration samples of every output a backend quantizes (fake_quant.quantized_outputs)."""
     import keras
 
-    from pipeline.quantize.fake_quant import quantized_outputs
+    from pipeline.quantize.fake_quant import quantized_names
 
-    final = logits.layers[-1].name
-    names = [layer.name for layer in logits.layers if quantized_outputs(layer, final)]
+    names = quantized_names(logits)
     outs = keras.Model(logits.inputs, [logits.get_layer(n).output for n in names]).predict(samples, verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
     return {n: (float(v.min()), float(v.max())) for n, v in zip(names, outs, strict=True)}
@@ -94,7 +108,7 @@ def learned_ranges(plain: Any, ranges: dict[str, tuple[float, float]], calib: np
 
 
 def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
-              calib: np.ndarray, symmetric: bool, cfg: QatConfig, levels: int = 255) -> tuple[Any, dict[str, Any]]:
+              calib: np.ndarray, symmetric: bool, cfg: QatConfig, grids: Grids) -> tuple[Any, dict[str, Any]]:
     """QAT of a Keras classifier: (the plain fine-tuned model in the input's output convention, a record)."""
     import keras
 
@@ -109,17 +123,17 @@ def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, y_ev
 
     keras.utils.set_random_seed(cfg.seed)
     logits = logits_model(model)
-    q = qat_model(logits, initial_ranges(logits, calib), symmetric, levels)
+    q, planned, done, skipped = qat_model(logits, initial_ranges(logits, calib), symmetric, grids)
     packed = np.concatenate([y.reshape(-1, 1).astype(np.float32), logits.predict(x, verbose=0)], axis=1)
     q.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
               loss=distillation_loss(cfg.temperature, cfg.alpha), metrics=[label_accuracy], jit_compile=False)
     before = _accuracy(q, x_eval, y_eval)
     q.fit(x, packed, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0)
     after = _accuracy(q, x_eval, y_eval)
-    plain, ranges = learned(q)
+    plain, ranges = learned(q, planned)
     found = [asdict(r) for r in learned_ranges(plain, ranges, calib, symmetric)]
     record = {"ranges": found, "fake_quant_accuracy_before": before, "fake_quant_accuracy_after": after,
-              "symmetric": symmetric, "epochs": cfg.epochs}
+              "symmetric": symmetric, "epochs": cfg.epochs, "fake_quantized": done, "not_fake_quantized": skipped}
     return with_output_convention(plain, is_softmax_output(model)), record
 
 
@@ -128,20 +142,29 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _write(model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSet, symmetric: bool,
-           levels: int, cfg: QatConfig, folder: Path) -> None:
+           grids: Grids, cfg: QatConfig, folder: Path) -> None:
     import keras
 
     assert model.keras_path is not None
     source = keras.saving.load_model(model.keras_path, compile=False)
-    if any(isinstance(layer, keras.layers.RNN) for layer in source.layers):
-        raise ValueError("recurrent layers: the fake quantization covers Conv2D and Dense only")
     if isinstance(calib.samples, dict):
         raise ValueError("several inputs: QAT fine-tunes models with one input")
     x, y, x_eval, y_eval = data
-    tuned, record = fine_tune(source, x, y, x_eval, y_eval, calib.samples.astype(np.float32), symmetric, cfg, levels)
+    tuned, record = fine_tune(source, x, y, x_eval, y_eval, calib.samples.astype(np.float32), symmetric, cfg, grids)
     tuned.save(folder / "model.keras")
     tuned.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
     (folder / RESULT).write_text(json.dumps(record))
+
+
+def target_scheme(target: str) -> tuple[bool, Grids]:
+    """The int8 scheme QAT trains for `target`, from the target registry: symmetric activations or not, and
+    per weight kind its grid (levels, per tensor) or why the target keeps that kind in float."""
+    scheme = get_target(target)
+    grids: Grids = {}
+    for kind in WEIGHT_KINDS:
+        grid = weight_grid(scheme, kind)
+        grids[kind] = grid if grid is not None else f"{target} keeps {kind} weights in float: {scheme.float_weights[kind]}"
+    return scheme.symmetric_activations, grids
 
 
 def qat_model_for(target: str, model: FloatModel, model_id: str, data: tuple[np.ndarray, ...],
@@ -150,22 +173,22 @@ def qat_model_for(target: str, model: FloatModel, model_id: str, data: tuple[np.
     """(the fine-tuned model for `target`'s scheme, None) or (None, why not). `data`: x_train, y_train (class
     labels), x_eval, y_eval. Cached by the model's id, the data, the calibration set, the scheme and cfg."""
     if model.keras_path is None:
-        return None, ("quantization-aware fine-tuning skipped: no Keras model file (a SavedModel input, or a "
-                      "recurrent model unrolled for export)")
-    scheme = get_target(target)  # the target's int8 scheme: symmetric activations, weight levels
-    symmetric, levels = scheme.symmetric_activations, scheme.weight_levels
+        return None, "quantization-aware fine-tuning skipped: no Keras model file (a SavedModel input)"
+    symmetric, grids = target_scheme(target)
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in data)).hexdigest()
-    key = cache_key("qat", VERSION, model_id, calib.fingerprint(), digest, str(symmetric), levels, repr(cfg))
+    key = cache_key("qat", VERSION, model_id, calib.fingerprint(), digest, str(symmetric), repr(sorted(grids.items())),
+                    repr(cfg))
     hit = cache.get(key)
     if hit is None:
         with tempfile.TemporaryDirectory(prefix="edgepipe-qat-") as tmp, \
                 ui.task(f"quantization-aware fine-tuning (Keras, {'symmetric' if symmetric else 'asymmetric'})"):
             try:
-                _write(model, data, calib, symmetric, levels, cfg, Path(tmp))
+                _write(model, data, calib, symmetric, grids, cfg, Path(tmp))
             except Exception as err:  # a layer the fake quantization or the loader cannot take
                 return None, f"quantization-aware fine-tuning skipped ({type(err).__name__}: {err})"
             hit = cache.put(key, Path(tmp))
     rec = json.loads((hit / RESULT).read_text())
     ranges = tuple(LearnedRange.from_dict(r) for r in rec["ranges"])
     return QatModel(FloatModel(hit / "saved_model", hit / "model.keras", model.input_shape), key, ranges,
-                    rec["fake_quant_accuracy_before"], rec["fake_quant_accuracy_after"], int(rec["epochs"])), None
+                    rec["fake_quant_accuracy_before"], rec["fake_quant_accuracy_after"], int(rec["epochs"]),
+                    tuple(rec["fake_quantized"]), tuple(rec["not_fake_quantized"])), None

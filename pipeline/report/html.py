@@ -336,11 +336,17 @@ def _candidates(report: Report) -> str:
     return "<h2>Precision candidates (precision = \"auto\")</h2>\n" + "\n".join(parts) if parts else ""
 
 
+def _attempt_how(a: Any) -> str:
+    """An attempt's calibration, with the Keras equalization (smoothquant | cle), backend passes and QAT."""
+    return " + ".join([*([a.equalization] if a.equalization else []), a.calibration,
+                       *(["backend equalization"] if a.equalize else []), *(["QAT"] if a.qat else [])])
+
+
 def _sensitivity(report: Report) -> str:
     parts, metric = [], report.metric_name()
     for name, t in report.targets.items():
         rows = [[_e(r.layer), _fmt(r.sqnr_db, ".2f"), _fmt(r.accuracy)] for r in t.sensitivity or []]
-        tries = [[_e(a.calibration + (" + equalization" if a.equalize else "")), _e(", ".join(a.float_layers) or "-"),
+        tries = [[_e(_attempt_how(a)), _e(", ".join(a.float_layers) or "-"),
                   _e(", ".join(a.int16_layers) or "-"), _fmt(a.accuracy), _fmt(a.accuracy_drop), _verdict(a.passed)] for a in t.attempts]
         if rows or tries:
             parts.append(f"<h3>{_e(name)}</h3>\n" + (_table(["layer", "SQNR (dB)", metric], rows) if rows else "")

@@ -39,6 +39,8 @@ class Attempt(_Entry):
 
     calibration: str
     equalize: bool = False
+    equalization: str | None = None  # smoothquant | cle: the Keras-equalized model it was exported from
+    cross_layer_equalization: bool = False  # kept from before the two names: true when `equalization` is set
     float_layers: list[str] = []
     int16_layers: list[str] = []
     accuracy: float | None = None
@@ -58,6 +60,17 @@ class QatEntry(_Entry):
     fake_quant_accuracy_before: float | None = None
     fake_quant_accuracy_after: float | None = None
     learned_ranges: int = 0
+    fake_quantized: list[dict[str, Any]] = []  # by layer: its kernels, each with its kind, levels and grid
+    not_fake_quantized: list[dict[str, Any]] = []  # by weighted layer left out: the reason
+
+
+class EqualizationEntry(_Entry):
+    """The Keras equalization the shipped attempt was exported from: `smoothquant` (SmoothQuant-style
+    activation-to-weight migration, Xiao et al. 2023) or `cle` (cross-layer equalization, Nagel et al. 2019)."""
+
+    method: str
+    name: str = ""
+    pairs: list[dict[str, Any]] = []
 
 
 class PrecisionCandidate(_Entry):
@@ -155,6 +168,8 @@ class TargetEntry(_Entry):
     passed: bool = False
     error: str | None = None
     attempts: list[Attempt] = []
+    equalization: EqualizationEntry | None = None
+    cross_layer_equalization: list[dict[str, Any]] | None = None  # equalization.pairs, under its earlier name
     qat: QatEntry | None = None
     sensitivity: list[SensitivityRow] | None = None
     precision_candidates: list[PrecisionCandidate] = []  # precision = "auto" only

@@ -39,3 +39,17 @@ def test_scale_and_round_trip() -> None:
     asym = LearnedRange("y", -1.0, 2.0, False, (4.0, -1.0, 1.0, 0.0, 0.5, 0.6))
     assert sym.scale() == 3.0 / 127 and asym.scale() == 3.0 / 255
     assert LearnedRange.from_dict(asdict(sym)) == sym
+
+
+def test_on_grid_puts_the_zero_point_on_an_integer() -> None:
+    """An asymmetric range moved onto the grid the fake quantization trains: 255 steps, an integer zero point,
+    zero itself a grid point, and a range already on it left where it is."""
+    from calibration.learned import ASYMMETRIC_STEPS, on_grid
+
+    for lo, hi in ((-0.37, 5.2), (-3.0, 0.01), (0.0, 6.0), (-1.0, 1.0)):
+        glo, ghi = on_grid(lo, hi)
+        step = (ghi - glo) / ASYMMETRIC_STEPS
+        zero = -glo / step
+        assert abs(zero - round(zero)) < 1e-6 and glo <= 0.0 <= ghi
+        assert abs(step - (hi - lo) / ASYMMETRIC_STEPS) < 1e-12 and abs(glo - lo) <= step / 2 + 1e-12
+        assert on_grid(glo, ghi) == (glo, ghi) or np.allclose(on_grid(glo, ghi), (glo, ghi), rtol=1e-12)

@@ -29,8 +29,8 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-CHOICE_KEYS = ("calibration", "equalize", "cross_layer_equalization", "float_layers", "int16_layers", "qat",
-               "accuracy", "accuracy_drop", "passed", "samples")
+CHOICE_KEYS = ("calibration", "equalize", "equalization", "cross_layer_equalization", "float_layers", "int16_layers",
+               "qat", "accuracy", "accuracy_drop", "passed", "samples")
 
 
 @pytest.fixture(scope="module")

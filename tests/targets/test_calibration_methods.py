@@ -104,7 +104,7 @@ def test_openvino_entropy_collection_is_bounded() -> None:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from targets.openvino import collected_values
+    from targets.openvino_activations import collected_values
 
     param = ops.parameter([1, 64, 64, 4], np.float32, name="x")
     relu = ops.relu(param)
@@ -115,3 +115,37 @@ def test_openvino_entropy_collection_is_bounded() -> None:
     values = collected_values(model, [("act", 0)], calib).values("act:0")
     assert values.size <= 300 * (1024 + 2) < x.size // 10
     assert values.max() == np.maximum(x, 0).max() and values.min() == 0.0
+
+
+def test_openvino_entropy_keeps_both_bounds(tmp_path: Path) -> None:
+    """`entropy` on OpenVINO sets an activation FakeQuantize to the entropy range of its tensor, both bounds (it
+    kept only max(|lo|, |hi|) and scaled NNCF's limits by it), with the zero point on the grid: a skewed,
+    heavy-tailed tensor gets a lower bound of its own, well inside [-hi, 0]."""
+    import keras
+    import openvino as ov
+
+    from calibration.learned import on_grid
+    from calibration.ranges import estimate_range
+    from targets.openvino import OpenVINOTarget
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16,))
+    hidden = keras.layers.Dense(16, name="skewed")(inp)
+    model = keras.Model(inp, keras.layers.Dense(4)(hidden))
+    k, b = model.get_layer("skewed").get_weights()
+    model.get_layer("skewed").set_weights([k * 0.3, b + 2.0])  # mostly positive, a long tail both ways
+    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    x = np.random.default_rng(0).standard_t(2.0, size=(64, 16)).astype(np.float32)
+    calib = make_calibration_set(x, None, 64)
+    q, _ = OpenVINOTarget().quantized(FloatModel(tmp_path / "sm", None, (16,)), calib,
+                                      ExportOptions(calibration_method="entropy"))
+    fqs = [op for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+           and op.input_value(0).get_node().get_type_name() != "Constant"
+           and op.input_value(0).get_node().get_type_name() != "Parameter"]
+    assert len(fqs) == 1
+    lo, hi = (float(np.min(fqs[0].input_value(i).get_node().get_data())) for i in (1, 2))
+    values = keras.Model(inp, hidden).predict(x, verbose=0)
+    elo, ehi = on_grid(*estimate_range(values, "entropy"))
+    assert np.isclose(lo, elo, rtol=1e-4) and np.isclose(hi, ehi, rtol=1e-4), ((lo, hi), (elo, ehi))
+    assert -hi * 0.9 < lo < 0.0 and values.min() < lo  # its own lower bound, clipping the negative tail
+    assert ov.Core().compile_model(q, "CPU") is not None

@@ -1,6 +1,6 @@
 """Accuracy-aware int8 end to end: a model whose float function is intact but whose activations carry
 outlier channels (two channels x500, the next conv scaled back) breaks plain min-max int8 (one class for
-every sample); the accuracy-aware mode's Keras cross-layer equalization brings every target back within
+every sample); the accuracy-aware mode's SmoothQuant-style migration in Keras brings every target back within
 BUDGET with no layer left in float. Plus the fallback order, the give-up path and the latency gate."""
 
 from __future__ import annotations
@@ -82,16 +82,19 @@ def test_outlier_channels_break_minmax_and_equalization_recovers(outlier_run: tu
 
     rc, report, run = outlier_run
     for name, t in report["targets"].items():  # shown with -s
-        steps = [(a["cross_layer_equalization"], a["calibration"], a["equalize"], len(a["float_layers"]),
+        steps = [(a["equalization"], a["calibration"], a["equalize"], len(a["float_layers"]),
                   round(a["accuracy_drop"], 4)) for a in t["attempts"]]
         print(f"{name}: final {t['accuracy']:.4f} drop {t['accuracy_drop']:+.4f} {steps}")
     x, y = eval_set(run / "data" / "eval.npz")
     for name, t in report["targets"].items():
         plain, cle = t["attempts"]
         assert plain["calibration"] == "minmax" and plain["float_layers"] == [] and not plain["equalize"]
-        assert not plain["cross_layer_equalization"] and not plain["passed"] and plain["accuracy_drop"] > 0.5
-        assert cle["cross_layer_equalization"] and cle["passed"] and cle["accuracy_drop"] <= BUDGET
-        assert t["cross_layer_equalization"][0]["spread_before"] > 100
+        assert not plain["equalization"] and not plain["cross_layer_equalization"]
+        assert not plain["passed"] and plain["accuracy_drop"] > 0.5
+        assert cle["equalization"] == "smoothquant" and cle["passed"] and cle["accuracy_drop"] <= BUDGET
+        assert t["equalization"]["method"] == "smoothquant" and "SmoothQuant" in t["equalization"]["name"]
+        assert t["equalization"]["pairs"][0]["spread_before"] > 100
+        assert t["cross_layer_equalization"] == t["equalization"]["pairs"]  # the earlier key, still there
         assert t["accuracy_drop"] <= BUDGET and t["passed"] and t["precision"] == "int8", name
         assert t["float_layers"] == [], f"{name}: float layers {t['float_layers']}"
         assert t["accuracy"] == accuracy(run / t["artifact"], x, y), name
@@ -157,28 +160,40 @@ def _kept(attempt: dict) -> list[str]:
     return list(attempt["float_layers"]) + list(attempt.get("int16_layers", []))
 
 
+def _keras_equalized(attempts: list[dict]) -> list[dict]:
+    """The attempts right after the first that export a Keras-equalized model with the first's options."""
+    first, found = attempts[0], []
+    for a in attempts[1:]:
+        if not a["equalization"] or a["calibration"] != first["calibration"] or a["equalize"] or _kept(a) or a["qat"]:
+            break
+        found.append(a)
+    return found
+
+
 def _fallback_order_holds(name: str, t: dict) -> None:
     attempts = t["attempts"]
     assert 1 <= len(attempts) <= MAX_ATTEMPTS
     assert [a["passed"] for a in attempts[:-1]] == [False] * (len(attempts) - 1)
     assert attempts[-1]["passed"] == t["passed"]
     first = attempts[0]
-    assert not (first["cross_layer_equalization"] or first["equalize"] or _kept(first))
-    if len(attempts) > 1:  # every model here has layer pairs to equalize
-        cle = attempts[1]
-        assert cle["cross_layer_equalization"] and cle["calibration"] == first["calibration"], "Keras CLE first"
-        assert not (cle["equalize"] or _kept(cle))
-    plain = [a for a in attempts[2:] if not a["equalize"] and not _kept(a) and not a["qat"]]
+    assert not (first["equalization"] or first["cross_layer_equalization"] or first["equalize"] or _kept(first))
+    keras_eq = _keras_equalized(attempts)
+    if len(attempts) > 1:  # every model here has layer pairs to migrate
+        assert [a["equalization"] for a in keras_eq] in (["smoothquant"], ["smoothquant", "cle"]), \
+            "SmoothQuant-style migration first, then cross-layer equalization where it can help"
+    assert all(a["cross_layer_equalization"] == bool(a["equalization"]) for a in attempts), "the earlier key"
+    start = 1 + len(keras_eq)
+    plain = [a for a in attempts[start:] if not a["equalize"] and not _kept(a) and not a["qat"]]
     expected = [m for m in METHOD_ORDER if m != first["calibration"]]
     assert [a["calibration"] for a in plain] == expected[: len(plain)], "then the methods, in order"
     eq = [i for i, a in enumerate(attempts) if a["equalize"] and not _kept(a)]
     assert len(eq) <= (1 if name == "openvino" else 0), "equalize only where the backend has it, once"
-    assert all(i == 2 + len(plain) for i in eq), "equalize after every calibration method"
+    assert all(i == start + len(plain) for i in eq), "equalize after every calibration method"
     qat = [i for i, a in enumerate(attempts) if a["qat"] and not _kept(a)]
-    assert len(qat) <= 1 and all(i == 2 + len(plain) + len(eq) for i in qat), "QAT after equalize, once"
+    assert len(qat) <= 1 and all(i == start + len(plain) + len(eq) for i in qat), "QAT after equalize, once"
     floats = [a for a in attempts if _kept(a)]
     if floats:
-        assert len(plain) == len(expected) and attempts.index(floats[0]) == 2 + len(plain) + len(eq) + len(qat)
+        assert len(plain) == len(expected) and attempts.index(floats[0]) == start + len(plain) + len(eq) + len(qat)
         order = [r["layer"] for r in t["sensitivity"]]
         for k, a in enumerate(floats, start=1):
             assert sorted(_kept(a)) == sorted(order[:k]), "one more layer at a time, most sensitive first"
@@ -283,3 +298,55 @@ def test_slower_int8_warns_with_both_medians(digits_npz: Path, tmp_path: Path,
     warning = f"int8 is not faster than float on host: int8 median {int8_ms:.3f} ms vs float median {float_ms:.3f} ms"
     assert warning in err and "set ship_faster_float = true under [targets.tensorrt]" in err, captured.err
     assert f"int8 median {int8_ms:.3f} ms" in (tmp_path / "run" / "build.log").read_text()
+
+
+def _depth_multiplier_cnn(npz: Path, dest: Path) -> Path:
+    """conv -> BN -> ReLU -> DepthwiseConv2D (depth multiplier 2) -> ReLU -> 1x1 conv -> pool -> dense, trained,
+    with two post-BN channels x FACTOR and the depthwise filters reading them / FACTOR (same function). The
+    SmoothQuant-style migration does not cross a depthwise layer with a depth multiplier (its channel groups
+    stop there), cross-layer equalization does (input channel c of the depthwise scales its M filters)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(0)
+    with np.load(npz) as d:
+        x, y = (d["x_train"][..., None] / 16.0).astype(np.float32), d["y_train"]
+    inp = keras.Input((8, 8, 1))
+    h = L.ReLU()(L.BatchNormalization(momentum=0.9, name="bn")(L.Conv2D(12, 3, padding="same", name="c1")(inp)))
+    h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu", name="dw")(h)
+    h = L.Conv2D(24, 1, activation="relu")(h)
+    model = keras.Model(inp, L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h)))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=20, batch_size=32, verbose=0)
+    bn, dw = model.get_layer("bn"), model.get_layer("dw")
+    channels = np.argsort(-np.abs(keras.Model(inp, bn.output).predict(x[:256], verbose=0)).max(axis=(0, 1, 2)))[:2]
+    g, b, mu, var = bn.get_weights()
+    g[channels] *= FACTOR
+    b[channels] *= FACTOR
+    bn.set_weights([g, b, mu, var])
+    k, bias = dw.get_weights()
+    k[:, :, channels, :] /= FACTOR
+    dw.set_weights([k, bias])
+    model.save(dest)
+    return dest
+
+
+@pytest.mark.slow
+def test_cle_is_its_own_attempt_and_the_report_says_it_shipped(digits_npz: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The outliers sit before a depthwise layer with depth multiplier 2: the migration attempt leaves them
+    (misses the budget), the cross-layer equalization attempt, tried after it from the same model, removes
+    them and ships; the report names the method that shipped and keeps the earlier key."""
+    model = _depth_multiplier_cnn(digits_npz, tmp_path / "dm.keras")
+    cfg = _config(tmp_path / "dm.toml", model, digits_npz, "[budget]\nmax_accuracy_drop = 0.02\n", ("tflite",))
+    rc, report = _build(cfg, tmp_path / "run", capsys)
+    t = report["targets"]["tflite"]
+    print([(a["equalization"], a["calibration"], round(a["accuracy_drop"], 4)) for a in t["attempts"]])  # with -s
+    first, migrated, equalized = t["attempts"][:3]
+    assert not first["passed"] and first["accuracy_drop"] > 0.1
+    assert migrated["equalization"] == "smoothquant" and not migrated["passed"]
+    assert equalized["equalization"] == "cle" and equalized["passed"] and equalized["cross_layer_equalization"]
+    assert equalized["calibration"] == first["calibration"] and len(t["attempts"]) == 3
+    assert t["equalization"]["method"] == "cle" and "Nagel" in t["equalization"]["name"]
+    assert any(p["head"] == "c1" and p["max_scale"] > 100 for p in t["equalization"]["pairs"])
+    assert t["passed"] and rc == 0

@@ -160,7 +160,7 @@ def test_the_ladder_gives_the_recovered_int8_candidate(trained_cnn: Path, digits
     assert rc == 0 and t["passed"]
     assert rows["int8"]["measured"] and not rows["int8"]["passed"] and "accuracy drop" in rows["int8"]["why"]
     recovered = rows["int8-recovered"]
-    assert recovered["measured"] and recovered["passed"] and "Keras CLE" in recovered["detail"]
+    assert recovered["measured"] and recovered["passed"] and "SmoothQuant migration" in recovered["detail"]
     assert recovered["precision"] == "int8" and recovered["accuracy_drop"] <= BUDGET
     assert rows["int8"]["accuracy_drop"] > 0.5 and t["accuracy_drop"] <= BUDGET
     assert not rows["mixed"]["measured"] and "the ladder stopped at its attempt" in rows["mixed"]["why"]

@@ -52,7 +52,7 @@ def test_ladder_keeps_sensitive_layers_out_of_int8(trained_cnn: Path, digits_npz
 
     t = _build(tmp_path, _outlier_model(trained_cnn, tmp_path / "outlier.keras"), digits_npz, kept, capsys)
     for a in t["attempts"]:  # shown with -s
-        print(a["calibration"], a["cross_layer_equalization"], a["float_layers"], a["int16_layers"], a["accuracy"])
+        print(a["calibration"], a["equalization"], a["float_layers"], a["int16_layers"], a["accuracy"])
     kept_out = [a for a in t["attempts"] if a["float_layers"] or a["int16_layers"]]
     assert len(kept_out) >= 2, "the ladder's last step: one more layer at a time"
     kinds = tflite_quantizer.op_kinds((tmp_path / "run" / "tflite" / "model_float.tflite").read_bytes())

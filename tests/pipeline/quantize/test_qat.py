@@ -211,7 +211,7 @@ def test_learned_ranges_are_the_ones_in_each_artifact(heavy: FloatModel, digits_
     OpenVINO finds the tensors by their statistics on the calibration set (calibration.learned, RTOL 1e-3 of
     the largest magnitude), so it must compute them in f32 as Keras does: its CPU plugin runs a float model in
     bf16 by default where the CPU has bf16 (AVX512_BF16, AMX), off by 0.3% on the x100 channel, and the
-    learned range of that tensor is then dropped (targets.openvino._each_output)."""
+    learned range of that tensor is then dropped (targets.openvino_activations.each_output)."""
     x_fit, y_fit, x_val, y_val, _, _ = _splits(digits_npz)
     data = (x_fit[:512], y_fit[:512], x_val[:128], y_val[:128])
     calib = _calib(digits_npz, 32)
@@ -233,21 +233,63 @@ def test_learned_ranges_are_the_ones_in_each_artifact(heavy: FloatModel, digits_
 
 
 def test_models_qat_cannot_take_are_skipped_with_a_reason(tmp_path: Path) -> None:
-    """No .keras file, or recurrent layers: (None, one line), nothing cached, no exception."""
-    import keras
-
+    """No .keras file: (None, one line), nothing cached, no exception."""
     x = np.random.default_rng(0).random((16, 4, 3), np.float32)
-    inp = keras.Input((4, 3))
-    rnn = keras.Model(inp, keras.layers.Dense(2)(keras.layers.SimpleRNN(4)(inp)))
-    rnn.save(tmp_path / "rnn.keras")
     calib = CalibrationSet(x[:8], "test", SamplingMethod.RANDOM, 0)
     data = (x, np.zeros(16, np.int64), x, np.zeros(16, np.int64))
-    cache = Cache(tmp_path / "cache")
-    for model, expected in ((FloatModel(tmp_path / "sm", None, (4, 3)), "no Keras model file"),
-                            (FloatModel(tmp_path / "sm", tmp_path / "rnn.keras", (4, 3)), "recurrent layers")):
-        qat, why = qat_model_for("tflite", model, "m", data, calib, cache, UI(quiet=True), QatConfig(epochs=1))
-        assert qat is None and why is not None and expected in why and "\n" not in why
+    model = FloatModel(tmp_path / "sm", None, (4, 3))
+    qat, why = qat_model_for("tflite", model, "m", data, calib, Cache(tmp_path / "cache"), UI(quiet=True),
+                             QatConfig(epochs=1))
+    assert qat is None and why is not None and "no Keras model file" in why and "\n" not in why
     assert not any((tmp_path / "cache").rglob("qat.json"))
+
+
+def _lstm_classifier(npz: Path, dest: Path) -> Path:
+    """The digits as 8 time steps of 8 features: LSTM(16) -> Dense(10), trained a few epochs."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    with np.load(npz) as d:
+        x, y = d["x_train"] / 16.0, d["y_train"]
+    inp = keras.Input((8, 8))
+    model = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.LSTM(16)(inp)))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    model.save(dest)
+    return dest
+
+
+@pytest.mark.slow
+def test_an_lstm_through_qat_has_its_cell_kernels_on_the_grid(digits_npz: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`qat = true` on an LSTM classifier (tflite): the build unrolls the LSTM for export and QAT fine-tunes it;
+    the report's qat entry names the LSTM fake-quantized, its cell kernel and recurrent kernel on LiteRT's grid
+    (with the note that its gates keep calibrated ranges), and the shipped .tflite holds both kernels as exactly
+    the fine-tuned integers and steps (each time step's FULLY_CONNECTED reads them)."""
+    import keras
+    from weight_grids import find, keras_grid, tflite_grids
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDGEPIPE_CACHE_DIR", str(cache))
+    model = _lstm_classifier(digits_npz, tmp_path / "lstm.keras")
+    cfg = tmp_path / "lstm.toml"
+    cfg.write_text(f'[model]\npath = "{model}"\n\n[data]\npath = "{digits_npz}"\nscale = 16.0\n\n'
+                   '[quantize]\ncalibration_samples = 32\nqat = true\nqat_epochs = 2\n\n'
+                   "[targets.tflite]\niterations = 3\nwarmup = 1\n")
+    rc, report = _build(cfg, tmp_path / "run", capsys)
+    t = report["targets"]["tflite"]
+    assert rc == 0 and [a["qat"] for a in t["attempts"]] == [False, True]
+    [lstm] = [r for r in t["qat"]["fake_quantized"] if r["class"] == "LSTM"]
+    assert [(k["weight"], k["kind"], k["levels"]) for k in lstm["kernels"]] == [
+        ("cell.kernel", "recurrent", 255), ("cell.recurrent_kernel", "recurrent", 255)]
+    assert "unrolled" in lstm["note"] and t["qat"]["not_fake_quantized"] == []
+    [found] = list(cache.rglob("qat.json"))
+    tuned = keras.saving.load_model(found.parent / "model.keras", compile=False)
+    cell = next(la for la in tuned.layers if isinstance(la, keras.layers.LSTM)).cell
+    grids = tflite_grids(tmp_path / "run" / t["artifact"])
+    for kernel in (cell.kernel, cell.recurrent_kernel):
+        assert find(keras_grid(np.asarray(kernel.numpy()), "last", 255), grids) is not None
 
 
 @pytest.mark.parametrize(("text", "expected"), [("qat = 1", "quantize.qat"), ('qat = "yes"', "quantize.qat"),

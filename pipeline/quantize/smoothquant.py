@@ -1,4 +1,6 @@
-"""Cross-layer equalization (CLE) of a Keras 3 model, once for every target.
+"""SmoothQuant-style activation-to-weight migration (Xiao et al. 2023, migration strength alpha = 0.5) of a
+Keras 3 model, once for every target. It is not cross-layer equalization in Nagel et al.'s sense (that one,
+which balances the *weight* ranges of two consecutive layers, is pipeline.quantize.cle).
 
 A channel whose activations range far wider than its neighbours' (an outlier channel) ruins per-tensor int8
 activations: the tensor's one scale is set by the outlier and the other channels keep a few levels. Between
@@ -6,12 +8,15 @@ a layer that makes channels (the *head*: Conv/Dense, or a DepthwiseConv) and the
 *tails*: Conv/Dense input rows, or a DepthwiseConv), a channel may be divided by s > 0 at the head and
 multiplied by s at the tails when everything in between is positively homogeneous (ReLU, LeakyReLU, PReLU,
 linear, pooling, padding, Flatten, Dropout) or per-channel affine (BatchNormalization: its beta and moving
-mean divided by s too): the float function is unchanged. s is chosen from the calibration data so that the
-channel's activation range and its tail weights' range meet at their geometric mean, which evens out the
-channel ranges of the tensor while keeping the tails' per-channel int8 weights in reach.
+mean divided by s too): the float function is unchanged. SmoothQuant's s_j = max|X_j|^alpha / max|W_j|^(1-alpha)
+with alpha = 0.5, i.e. s = sqrt(activation range / tail weight range), taken from the calibration data and
+normalised to a geometric mean of 1: the channel's activation range and its tail weights' range meet at their
+geometric mean, which evens out the channel ranges of the tensor while keeping the tails' per-channel int8
+weights in reach. (SmoothQuant applies it to the inputs of transformer matmuls; here it runs on every
+scale-safe head/tail segment of a CNN or MLP.)
 
 Which channels travel together comes from the channel groups of pipeline.compress.channels; a DepthwiseConv
-in a group's path splits it into two segments (head -> depthwise, depthwise -> tails), each equalized."""
+in a group's path splits it into two segments (head -> depthwise, depthwise -> tails), each migrated."""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from pipeline.compress.layer_kinds import activation_name
 
 L = keras.layers
 VERSION = "1"
+ALPHA = 0.5  # SmoothQuant's migration strength: s = act^ALPHA / weight^(1 - ALPHA)
 MAX_SCALE = 1e4  # a channel is never rescaled by more than this, either way
 HOMOGENEOUS = ("linear", "relu", "leaky_relu")  # f(s x) = s f(x) for s > 0
 _MATMUL = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.SeparableConv1D, L.SeparableConv2D)
@@ -51,8 +57,8 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class Equalized:
-    """One segment after equalization: the spread of its channel ranges (largest / median) before and after."""
+class Migrated:
+    """One segment after the migration: the spread of its channel ranges (largest / median) before and after."""
 
     head: str
     tails: tuple[str, ...]
@@ -190,12 +196,13 @@ def _divide_norm(layer: keras.layers.Layer, s: np.ndarray) -> None:
 
 
 def _scales(act: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """s with act / s and weight * s meeting at sqrt(act * weight), normalised to a geometric mean of 1."""
+    """SmoothQuant's s = act^ALPHA / weight^(1 - ALPHA) (alpha 0.5: act / s and weight * s meet at
+    sqrt(act * weight)), normalised to a geometric mean of 1."""
     ok = (act > 1e-12) & (weight > 1e-12)
     if ok.sum() < 2:
         return np.ones_like(act)
     s = np.ones_like(act)
-    s[ok] = np.sqrt(act[ok] / weight[ok])
+    s[ok] = act[ok] ** ALPHA / weight[ok] ** (1.0 - ALPHA)
     s[ok] /= np.exp(np.log(s[ok]).mean())
     return np.clip(s, 1.0 / MAX_SCALE, MAX_SCALE).astype(np.float32)
 
@@ -218,8 +225,8 @@ def _tail_inputs(model: keras.Model, segments: list[Segment], samples: np.ndarra
     return {n: np.abs(o.reshape(-1, o.shape[-1])).max(axis=0) for n, o in zip(names, outs, strict=True)}
 
 
-def _equalize_segment(model: keras.Model, graph: ChannelGraph, seg: Segment,
-                      act_max: dict[str, np.ndarray]) -> Equalized:
+def _migrate_segment(model: keras.Model, graph: ChannelGraph, seg: Segment,
+                      act_max: dict[str, np.ndarray]) -> Migrated:
     layers = {layer.name: layer for layer in model.layers}
     size = graph.groups[seg.group].size
     pos = {t: _positions(graph, t, seg.group, size) if t in graph.input_layouts else np.arange(size)[:, None]
@@ -232,11 +239,11 @@ def _equalize_segment(model: keras.Model, graph: ChannelGraph, seg: Segment,
         _divide_norm(layers[name], s)
     for t in seg.tails:
         _scale_tail(layers[t], pos[t], s)
-    return Equalized(seg.head, seg.tails, size, _spread(act), _spread(act / s), float(max(s.max(), 1 / s.min())))
+    return Migrated(seg.head, seg.tails, size, _spread(act), _spread(act / s), float(max(s.max(), 1 / s.min())))
 
 
-def equalize(model: keras.Model, samples: np.ndarray) -> tuple[keras.Model, list[Equalized]]:
-    """A copy of `model` with every scale-safe channel group equalized on `samples` (preprocessed inputs);
+def migrate(model: keras.Model, samples: np.ndarray) -> tuple[keras.Model, list[Migrated]]:
+    """A copy of `model` with every scale-safe channel group migrated on `samples` (preprocessed inputs);
     the float function is unchanged. Returns the copy and what was done per segment (empty: nothing to do)."""
     copy = to_functional(model)
     graph = analyze_channels(copy, "prune")
@@ -244,4 +251,4 @@ def equalize(model: keras.Model, samples: np.ndarray) -> tuple[keras.Model, list
     if not segments:
         return copy, []
     act_max = _tail_inputs(copy, segments, samples)  # ranges are those of the float function: computed once
-    return copy, [_equalize_segment(copy, graph, seg, act_max) for seg in segments]
+    return copy, [_migrate_segment(copy, graph, seg, act_max) for seg in segments]
