@@ -109,17 +109,22 @@ def test_report_matches_contract(built_run: Path) -> None:
         ):
             assert key in t, f"{name}: {key} missing"
         assert t["precision"] == "int8" and t["device"] == "host"
-        assert set(t["latency_ms"]) == {
+        informational = {"informational"} if t.get("latency_informational") else set()  # not its kind of device
+        assert set(t["latency_ms"]) - informational == {
             "median",
             "p90",
             "p99",
             "mean",
             "std",
             "min",
+            "iqr",
+            "median_ci",
             "iterations",
             "warmup",
             "threads",
         }
+        lo, hi = t["latency_ms"]["median_ci"]
+        assert lo <= t["latency_ms"]["median"] <= hi
         assert t["latency_ms"]["iterations"] == 20 and t["latency_ms"]["min"] <= t["latency_ms"]["median"]
         assert abs(t["accuracy_drop"] - (r["reference"]["accuracy"] - t["accuracy"])) < 1e-6
         assert t["accuracy_drop"] <= r["budget"]["max_accuracy_drop"] and t["passed"]  # sized in conftest

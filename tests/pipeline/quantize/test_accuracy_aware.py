@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from outliers import make_outlier_model  # one outlier model for every test
 
 from pipeline.cli import main
 from pipeline.quantize.accuracy_aware import MAX_ATTEMPTS, METHOD_ORDER
 
-FACTOR = 500.0
-CHANNELS = 2
 BUDGET = 0.03
 # Sized on: an AVX-512 VNNI AMD EPYC, the suite's trained_cnn in two sessions (it is retrained each one):
 # plain min-max int8 drops 0.85-0.86 on every target (the validation split's 287 samples, nearly all
@@ -34,32 +33,6 @@ def _config(path: Path, model: Path, data: Path, extra: str, targets: tuple[str,
 def _build(cfg: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
     rc = main(["--quiet", "build", str(cfg), "--out", str(out), "--json"])
     return rc, json.loads(capsys.readouterr().out)
-
-
-def make_outlier_model(trained: Path, npz: Path, dest: Path) -> float:
-    """Scale a few post-BN channels by FACTOR and the next conv's matching input weights by 1/FACTOR: ReLU is
-    positively homogeneous, so the float function is unchanged. Returns the largest output difference."""
-    import keras
-
-    model = keras.saving.load_model(trained)
-    with np.load(npz) as d:
-        x = (d["x_test"][..., None] / 16.0).astype(np.float32)
-    before = model.predict(x, verbose=0)
-    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
-    conv2 = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][1]
-    relu_out = keras.Model(model.input, model.layers[model.layers.index(bn) + 1].output).predict(x, verbose=0)
-    channels = np.argsort(-relu_out.max(axis=(0, 1, 2)))[:CHANNELS]  # the widest-ranging channels
-    gamma, beta, mean, var = bn.get_weights()
-    gamma[channels] *= FACTOR
-    beta[channels] *= FACTOR
-    bn.set_weights([gamma, beta, mean, var])
-    kernel, bias = conv2.get_weights()
-    kernel[:, :, channels, :] /= FACTOR
-    conv2.set_weights([kernel, bias])
-    after = model.predict(x, verbose=0)
-    assert np.array_equal(before.argmax(1), after.argmax(1))
-    model.save(dest)
-    return float(np.abs(after - before).max())
 
 
 @pytest.fixture(scope="module")
