@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from outliers import make_outlier_model  # one outlier model for every test
+from outliers import FACTOR, make_outlier_model  # one outlier model for every test
 
 from pipeline.cli import main
 from pipeline.quantize.accuracy_aware import MAX_ATTEMPTS, METHOD_ORDER
