@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.cache import content_hash as hash_of
 from pipeline.errors import ModelLoadError
 from pipeline.inputs import dict_io, legacy_h5, savedmodel_v1
-from pipeline.inputs.arrays import predict_batches
+from pipeline.inputs.arrays import PREDICT_BATCH, predict_batches
 
 if TYPE_CHECKING:
     import keras
@@ -286,7 +286,7 @@ def predict_named(predict: Any, x: dict[str, Any], size: int = 256) -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
 
 
-def predict(loaded: LoadedModel, x: Any, batch_size: int = 256, output: int = 0) -> np.ndarray:
+def predict(loaded: LoadedModel, x: Any, batch_size: int = PREDICT_BATCH, output: int = 0) -> np.ndarray:
     """Float predictions of the reference model (Keras, or the SavedModel's serving signature): its output
     number `output`; a lazy x is read a batch at a time; {input name: array} (several inputs) is in memory."""
     if loaded.keras_model is not None:
@@ -295,7 +295,7 @@ def predict(loaded: LoadedModel, x: Any, batch_size: int = 256, output: int = 0)
         def one(b: Any) -> np.ndarray:
             return dict_io.flat_outputs(keras_model.predict(b, batch_size=batch_size, verbose=0))[output]
 
-        return predict_named(one, x, batch_size) if isinstance(x, dict) else predict_batches(one, x)
+        return predict_named(one, x) if isinstance(x, dict) else predict_batches(one, x)
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(loaded.saved_model_dir)).signatures["serving_default"]
