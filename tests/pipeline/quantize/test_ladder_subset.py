@@ -13,7 +13,7 @@ from calibration import make_calibration_set
 from pipeline.cache import Cache
 from pipeline.quantize import accuracy_aware
 from pipeline.quantize.accuracy_aware import SUBSET, Job, measure
-from pipeline.quantize.export import export_target
+from pipeline.quantize.export import ExportRequest, export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, runner
 from targets.runner_arrays import write_npz
@@ -36,7 +36,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     model.export(str(work / "sm"), format="tf_saved_model", verbose=False)
     fm = FloatModel(work / "sm", work / "m.keras", (12,))
     calib = make_calibration_set(x, None, 64)
-    exported = export_target("tflite", fm, "subset-test", calib, ExportOptions(), Cache(), UI(quiet=True))
+    exported = export_target(ExportRequest("tflite", fm, "subset-test", calib, Cache(), UI(quiet=True)), ExportOptions())
     write_npz(work / "eval.npz", {"x": x, "y": y})
     return fm, calib, exported, work / "eval.npz", x, y
 
