@@ -114,7 +114,7 @@ def bench(artifact: str | Path, device: str | None = None, *, threads: int | Non
     path = Path(artifact).expanduser().resolve()
     with public_errors():
         from pipeline.commands import resolve_device
-        from pipeline.measure.verify import Bench, run_measurement
+        from pipeline.measure.verify import Bench, Measuring, run_measurement
         from targets import target_of_artifact
 
         target = target_of_artifact(path) if path.is_file() else None
@@ -127,7 +127,7 @@ def bench(artifact: str | Path, device: str | None = None, *, threads: int | Non
         choice = resolve_device(device, None, None)
         settings = (choice.bench or Bench()).overridden(flags)
         eval_path = None if eval_set is None else Path(eval_set).expanduser().resolve()
-        m = run_measurement(path, eval_path, settings, _ui(quiet), path.name, choice.ssh, target=target)
+        m = run_measurement(path, eval_path, Measuring(settings, _ui(quiet), target, choice.ssh), path.name)
     latency = LatencyStats.model_validate(m["latency_ms"])
     assert latency is not None
     return BenchResult(path, str(m["runtime"]), str(m["device"]), latency, m.get("accuracy"), m.get("samples"))

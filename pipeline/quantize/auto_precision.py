@@ -178,7 +178,8 @@ def other_candidates(job: AutoJob, first: Exported | None) -> list[Candidate]:
     req = job.export_request if first is None else replace(job.export_request,
                                                             model=replace(job.model, converted=first.folder))
     try:
-        built = export_batch(req, options, label=f"{job.name}: exporting {', '.join(k.value for k in kinds)}").exported
+        label = f"{job.name}: exporting {', '.join(k.value for k in kinds)}"
+        built = export_batch(req, options, label=label).exported
     except TargetError:
         built = []
     found: dict[CandidateKind, Candidate] = {}
@@ -219,9 +220,8 @@ def second_round(job: AutoJob, candidates: list[Candidate]) -> list[Candidate]:
         if c.entry is None or not c.entry.get("latency_samples_ms"):
             continue
         try:
-            m = run_measurement(job.run_dir / c.entry["artifact"], None, job.bench, job.ui,  # latency only
-                                f"{job.name} {c.kind.value}", job.device, target=TargetName(job.name),
-                                metric=job.metric)
+            m = run_measurement(job.run_dir / c.entry["artifact"], None, job.verifier().measuring,  # latency only
+                                f"{job.name} {c.kind.value}")
         except TargetError as err:
             job.ui.warn(f"{job.name}: {c.kind.value}: second latency round failed, the first stands ({err})")
             continue
