@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from calibration import CalibrationSet
 from calibration.learned import LearnedRange
+
+if TYPE_CHECKING:
+    from calibration.sensitivity import LayerProbe
+
+    from .sensitivity import SensitivityRequest
 
 
 class TargetName(str, Enum):
@@ -168,12 +173,9 @@ class Target(Protocol):
         """Write the artifact in opts.precision (and its float twin) into out_dir. Runs in a child process."""
         ...
 
-    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
-                    higher_is_better: bool = True) -> list[dict[str, Any]]:
-        """Per-layer sensitivity, most sensitive first: [{"layer", "sqnr_db", "accuracy"}], where "layer"
-        is a name ExportOptions.float_layers accepts, "sqnr_db" the SQNR of that layer's output with only it
-        quantized and "accuracy" the top-1 on eval_x with only it quantized. Runs in a child process."""
+    def probe(self, req: SensitivityRequest) -> LayerProbe:
+        """The backend's part of the per-layer sensitivity (targets.sensitivity, the one algorithm): which
+        layers, each quantized alone, its SQNR, its runtime. Runs in a child process."""
         ...
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from calibration import CalibrationSet
 from calibration.learned import note
-from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
+from calibration.sensitivity import sqnr_db
 
 from . import runner
 from .base import (
@@ -28,6 +26,7 @@ from .base import (
 from .openvino_activations import apply_entropy, apply_learned, outputs_of
 from .openvino_weights import TRAINED_NOTE, WEIGHTED, keep_trained_grids
 from .runner import OpenVINOSession
+from .sensitivity import RuntimeProbe, SensitivityRequest
 
 PRESET = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM", "entropy": "MINMAX"}
 METHOD_NOTE = {
@@ -167,34 +166,30 @@ class OpenVINOTarget:
                          "correction instead of the fast one")
         return notes
 
-    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
-                    higher_is_better: bool = True) -> list[dict[str, Any]]:
+    def probe(self, req: SensitivityRequest) -> RuntimeProbe:
         """Each weighted op quantized alone (every other op in NNCF's ignored scope): SQNR of its output against
         the float model on the calibration samples, and eval accuracy."""
-        opts = opts or ExportOptions()
-        small = calib.head(SAMPLES)
-        probe = _Probe(float_model(model), small, opts, eval_x, eval_y, metric)
-        return sensitivity_table(probe, higher_is_better=higher_is_better)
+        return _Probe(req)
 
 
-class _Probe:
+class _Probe(RuntimeProbe):
     """OpenVINO's LayerProbe: NNCF with every other op in the ignored scope; SQNR of the op's output."""
 
-    def __init__(self, ov_float: Any, small: CalibrationSet, opts: ExportOptions, x: np.ndarray,
-                 y: np.ndarray, metric: str) -> None:
-        self.ov_float, self.small, self.opts, self.x, self.y, self.metric = ov_float, small, opts, x, y, metric
+    def __init__(self, req: SensitivityRequest) -> None:
+        super().__init__(req)
+        self.ov_float = ov_float = float_model(req.model)
         ops = ov_float.get_ordered_ops()
         self.every = [op.get_friendly_name() for op in ops]
         self.weighted = [op.get_friendly_name() for op in ops if op.get_type_name() in WEIGHTED]
-        self.reference = outputs_of(ov_float, [(n, 0) for n in self.weighted], small)
+        self.reference = outputs_of(ov_float, [(n, 0) for n in self.weighted], self.small)
 
     def candidates(self) -> list[str]:
         return self.weighted
 
     def quantized_alone(self, layer: str) -> Any:
-        return _nncf_quantize(self.ov_float, self.small, self.opts.calibration_method,
-                              [n for n in self.every if n != layer], self.opts.equalize, validate=False)
+        opts = self.req.opts
+        return _nncf_quantize(self.ov_float, self.small, opts.calibration_method,
+                              [n for n in self.every if n != layer], opts.equalize, validate=False)
 
     def sqnr(self, layer: str, model: Any) -> float | None:
         got = outputs_of(model, [(layer, 0)], self.small).get((layer, 0))
@@ -202,5 +197,5 @@ class _Probe:
             return None
         return sqnr_db(self.reference[(layer, 0)], got)
 
-    def accuracy(self, model: Any) -> float:
-        return runner.evaluate(OpenVINOSession(model, 1), self.x, self.y, self.metric)
+    def session(self, model: Any) -> runner.Session:
+        return OpenVINOSession(model, 1)

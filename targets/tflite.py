@@ -19,11 +19,12 @@ import numpy as np
 from calibration import CalibrationSet
 from calibration.learned import LearnedRange, Signatures, match, note
 from calibration.ranges import ValueCollector
-from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
+from calibration.sensitivity import sqnr_db
 
 from . import runner, tflite_quantizer
 from .base import DeviceFamily, ExportOptions, ExportResult, FloatModel, KeptPrecision, Precision, TargetName
 from .runner import LiteRTSession
+from .sensitivity import RuntimeProbe, SensitivityRequest
 
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
 _DEBUG_PREFIX = "NumericVerify/"
@@ -266,23 +267,18 @@ class TFLiteTarget:
             notes=tuple(notes),
         )
 
-    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
-                    higher_is_better: bool = True) -> list[dict[str, Any]]:
-        opts = opts or ExportOptions()
-        calibrated = calibrated_model(model, calib, opts.calibration_method)
-        small = calib.head(SAMPLES)
-        probe = _Probe(calibrated, _debugger_sqnr(calibrated, small), eval_x, eval_y, metric)
-        return sensitivity_table(probe, higher_is_better=higher_is_better)
+    def probe(self, req: SensitivityRequest) -> RuntimeProbe:
+        return _Probe(req)
 
 
-class _Probe:
+class _Probe(RuntimeProbe):
     """LiteRT's LayerProbe: the MLIR quantizer with every other op denylisted; SQNR from the debugger."""
 
-    def __init__(self, calibrated: bytes, stats: dict[str, float], x: np.ndarray, y: np.ndarray,
-                 metric: str) -> None:
-        self.calibrated, self.stats, self.x, self.y, self.metric = calibrated, stats, x, y, metric
-        self.names = layer_names(calibrated)
+    def __init__(self, req: SensitivityRequest) -> None:
+        super().__init__(req)
+        self.calibrated = calibrated_model(req.model, req.calib, req.opts.calibration_method)
+        self.stats = _debugger_sqnr(self.calibrated, self.small)
+        self.names = layer_names(self.calibrated)
 
     def candidates(self) -> list[str]:
         return self.names
@@ -295,5 +291,5 @@ class _Probe:
     def sqnr(self, layer: str, model: Any) -> float | None:
         return _lookup(self.stats, layer)
 
-    def accuracy(self, model: Any) -> float:
-        return runner.evaluate(LiteRTSession(model, 1), self.x, self.y, self.metric)
+    def session(self, model: Any) -> runner.Session:
+        return LiteRTSession(model, 1)

@@ -178,7 +178,7 @@ def export_batch(req: ExportRequest, options: list[ExportOptions], label: str | 
 def target_sensitivity(req: ExportRequest, opts: ExportOptions, eval_set: tuple[np.ndarray, np.ndarray],
                        float_variants: int = 0, metric: tuple[str, bool] = ("accuracy", True),
                        ) -> tuple[list[dict[str, Any]], Batch]:
-    """The target's per-layer sensitivity table (targets.base.sensitivity) on `eval_set` (x, y), cached; with
+    """The target's per-layer sensitivity table (targets.sensitivity.sensitivity) on `eval_set` (x, y), cached; with
     `float_variants` = k, also the exports keeping the 1..k most sensitive layers in float
     (targets.base.float_layer_variants), built in the same child process. `metric`: (spec, higher is better)."""
     name, (eval_x, eval_y) = req.name, eval_set
