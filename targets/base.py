@@ -179,6 +179,33 @@ class Target(Protocol):
         ...
 
 
+def start_export(target: Target, opts: ExportOptions, out_dir: Path) -> None:
+    """Every export's start: a precision the target has (else UnsupportedPrecision, saying why not), and the
+    folder it writes into."""
+    if opts.precision not in target.precisions:
+        raise UnsupportedPrecision(f"{target.name.value}: no {opts.precision.value} "
+                                   f"({target.unsupported[opts.precision]})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def plain_result(opts: ExportOptions, artifact: str, float_artifact: str, files: tuple[str, ...],
+                 versions: dict[str, str], notes: list[str]) -> ExportResult:
+    """The result of an export whose int8 artifact keeps exactly opts.float_layers in float and whose other
+    precisions are the float model converted (no calibration): `float_artifact` is its float twin (none when
+    the artifact is the float model itself); `files` in order, each once."""
+    int8 = opts.precision is Precision.INT8
+    return ExportResult(
+        artifact=artifact,
+        float_artifact=None if opts.precision is Precision.FLOAT else float_artifact,
+        precision=opts.precision.value,
+        files=tuple(dict.fromkeys(files)),
+        float_layers=tuple(opts.float_layers) if int8 else (),
+        calibration=opts.calibration_method if int8 else "none",
+        versions=versions,
+        notes=tuple(notes),
+    )
+
+
 def weight_grid(target: Target, kind: str) -> tuple[int, bool] | None:
     """(levels, per_tensor) of the int8 grid `target` puts a WEIGHT_KINDS kernel on, or None when it keeps
     that kind in float."""

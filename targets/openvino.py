@@ -21,7 +21,8 @@ from .base import (
     FloatModel,
     Precision,
     TargetName,
-    UnsupportedPrecision,
+    plain_result,
+    start_export,
 )
 from .openvino_activations import apply_entropy, apply_learned, outputs_of
 from .openvino_weights import TRAINED_NOTE, WEIGHTED, keep_trained_grids
@@ -102,7 +103,7 @@ def _save(ov_model: Any, path: Path, fp16: bool = False) -> None:
 class OpenVINOTarget:
     name = TargetName.OPENVINO
     version = "9"  # 9: learned and entropy ranges on the grid, both entropy bounds; 8: precisions
-    host_latency_note = None
+    host_latency_note: str | None = None
     supports_equalize = True
     device_family = DeviceFamily.X86_CPU
     symmetric_activations = False
@@ -110,7 +111,7 @@ class OpenVINOTarget:
     weight_levels_by_kind = {"depthwise": 255}  # NNCF leaves GroupConvolution (depthwise) at 8 bits: [-127, 127]
     per_tensor_weights: frozenset[str] = frozenset()
     float_weights: dict[str, str] = {}
-    precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
 
     def quantized(self, model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[Any, list[str]]:
@@ -130,9 +131,7 @@ class OpenVINOTarget:
         import nncf
         import openvino as ov
 
-        if opts.precision not in self.precisions:
-            raise UnsupportedPrecision(f"openvino: no {opts.precision.value} ({self.unsupported[opts.precision]})")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        start_export(self, opts, out_dir)
         _save(float_model(model), out_dir / "model_float.xml")
         stem = {Precision.INT8: "model_int8", Precision.FP16: "model_fp16"}.get(opts.precision, "model_float")
         if opts.precision is Precision.INT8:
@@ -143,16 +142,9 @@ class OpenVINOTarget:
             notes = [NOTE_FP16] if opts.precision is Precision.FP16 else []
             if opts.precision is Precision.FP16:
                 _save(float_model(model).clone(), out_dir / "model_fp16.xml", fp16=True)
-        return ExportResult(
-            artifact=f"{stem}.xml",
-            float_artifact=None if opts.precision is Precision.FLOAT else "model_float.xml",
-            precision=opts.precision.value,
-            files=tuple(dict.fromkeys((f"{stem}.xml", f"{stem}.bin", "model_float.xml", "model_float.bin"))),
-            float_layers=tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
-            calibration=opts.calibration_method if opts.precision is Precision.INT8 else "none",
-            versions={"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__},
-            notes=tuple(notes),
-        )
+        return plain_result(opts, f"{stem}.xml", "model_float.xml",
+                            (f"{stem}.xml", f"{stem}.bin", "model_float.xml", "model_float.bin"),
+                            {"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__}, notes)
 
     @staticmethod
     def _int8_notes(opts: ExportOptions) -> list[str]:

@@ -30,7 +30,8 @@ from .base import (
     FloatModel,
     Precision,
     TargetName,
-    UnsupportedPrecision,
+    plain_result,
+    start_export,
 )
 from .onnx_fold import fold_squeezed_scale_shift
 from .runner import OnnxRuntimeSession
@@ -269,9 +270,9 @@ class TensorRTTarget:
     weight_levels_by_kind: dict[str, int] = {}
     per_tensor_weights: frozenset[str] = frozenset()  # quantize_static(per_channel=True): every kind per channel
     float_weights: dict[str, str] = {}
-    precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
-    host_latency_note = (
+    host_latency_note: str | None = (
         "host latency is ONNX Runtime on this CPU running the Q/DQ model, not TensorRT on the Jetson; "
         "measure on the device with --device"
     )
@@ -280,9 +281,7 @@ class TensorRTTarget:
         import onnx
         import onnxruntime as ort
 
-        if opts.precision not in self.precisions:
-            raise UnsupportedPrecision(f"tensorrt: no {opts.precision.value} ({self.unsupported[opts.precision]})")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        start_export(self, opts, out_dir)
         src = prepared(model)
         shutil.copy2(src / "model_fp32.onnx", out_dir / "model_fp32.onnx")
         artifact = ENGINES[opts.precision][0]
@@ -301,16 +300,8 @@ class TensorRTTarget:
         script = out_dir / "build_engine.sh"
         script.write_text(engine_script(opts.precision))
         script.chmod(0o755)
-        return ExportResult(
-            artifact=artifact,
-            float_artifact=None if opts.precision is Precision.FLOAT else "model_fp32.onnx",
-            precision=opts.precision.value,
-            files=tuple(dict.fromkeys((artifact, "model_fp32.onnx", "build_engine.sh"))),
-            float_layers=tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
-            calibration=opts.calibration_method if opts.precision is Precision.INT8 else "none",
-            versions={"onnx": onnx.__version__, "onnxruntime": ort.__version__},
-            notes=tuple(notes),
-        )
+        return plain_result(opts, artifact, "model_fp32.onnx", (artifact, "model_fp32.onnx", "build_engine.sh"),
+                            {"onnx": onnx.__version__, "onnxruntime": ort.__version__}, notes)
 
     @staticmethod
     def _int8_notes(opts: ExportOptions) -> list[str]:

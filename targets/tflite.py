@@ -22,7 +22,16 @@ from calibration.ranges import ValueCollector
 from calibration.sensitivity import sqnr_db
 
 from . import runner, tflite_quantizer
-from .base import DeviceFamily, ExportOptions, ExportResult, FloatModel, KeptPrecision, Precision, TargetName
+from .base import (
+    DeviceFamily,
+    ExportOptions,
+    ExportResult,
+    FloatModel,
+    KeptPrecision,
+    Precision,
+    TargetName,
+    start_export,
+)
 from .runner import LiteRTSession
 from .sensitivity import RuntimeProbe, SensitivityRequest
 
@@ -219,7 +228,7 @@ def _other(model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tup
 class TFLiteTarget:
     name = TargetName.TFLITE
     version = "4"  # 3: precisions; 4: kept layers 16x8 by scope (LiteRT Quantizer)
-    host_latency_note = None
+    host_latency_note: str | None = None
     supports_equalize = False
     device_family = DeviceFamily.ARM_CPU
     symmetric_activations = False
@@ -228,13 +237,13 @@ class TFLiteTarget:
     per_tensor_weights: frozenset[str] = frozenset()  # FULLY_CONNECTED included: per channel, axis 0
     float_weights = {"conv3d": "LiteRT has no int8 CONV_3D kernel: the converter keeps it in float between "
                                "DEQUANTIZE and QUANTIZE"}
-    precisions = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)
     unsupported: dict[Precision, str] = {}
 
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         import tensorflow as tf
 
-        out_dir.mkdir(parents=True, exist_ok=True)
+        start_export(self, opts, out_dir)
         earlier = model.reusable("model_float.tflite")
         if earlier is not None:
             shutil.copy2(earlier, out_dir / "model_float.tflite")
