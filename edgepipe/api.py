@@ -64,8 +64,7 @@ def build(model: ModelLike, data: DataLike, config: ConfigLike = None, targets: 
                                           how='pass targets=["tflite", ...]')
         choice = commands.resolve_device(device, cfg, None)
         chosen = commands.device_targets(chosen, choice, explicit=targets is not None, name=device)
-        run_dir = commands.check_out(Path(out) if out is not None else commands.default_out(cfg))
-        commands.check_inputs(cfg)
+        run_dir = commands.checked_paths(cfg, Path(out) if out is not None else None)
         commands.import_tensorflow_quietly()
         from pipeline.build import BuildRequest
         from pipeline.build import build as run_build
