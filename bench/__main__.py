@@ -16,12 +16,14 @@ import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-
-from pipeline_cost import EXAMPLE, measure_build
+from typing import Any
 
 from pipeline.cache import Cache
 from pipeline.ui import UI
 from targets.runner import cpu_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pipeline_cost, as bench/pipeline_floor.py imports it
+from pipeline_cost import EXAMPLE, measure_build  # noqa: E402
 
 from . import op_mix, tables
 from .artifacts import TARGETS, Prepared, prepare
@@ -122,7 +124,7 @@ def _header(quick: bool, timing: Timing, threads: list[int], elapsed_s: float, l
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="two small models, fewer rounds")
     p.add_argument("--out", type=Path, default=None, help="markdown file (default: BENCHMARKS.md, full runs)")
@@ -130,17 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write every per-round median here")
     p.add_argument("--no-op-mix", action="store_true", help="skip the per-op-type float/int8 probes")
     p.add_argument("--no-pipeline-cost", action="store_true", help=f"skip the `edgepipe build {EXAMPLE}` timing")
-    a = p.parse_args(argv)
-    out = a.out if a.out is not None else (None if a.quick else ROOT / "BENCHMARKS.md")
-    timing = QUICK if a.quick else FULL
-    ui = _Log()
-    t0, load = ui.t0, [os.getloadavg()[0]]
-    threads = sorted({1, os.cpu_count() or 1})
-    cache = Cache(enabled=not a.no_cache)
-    cost = None
-    if not a.no_pipeline_cost:
-        ui.info(f"pipeline cost: edgepipe build {EXAMPLE} with a fresh cache")
-        cost = measure_build()
+    return p
+
+
+def _run(a: argparse.Namespace, timing: Timing, threads: list[int], cache: Cache,
+         ui: _Log) -> tuple[list[tables.Row], list[Prepared], list[str] | None]:
+    """Every selected model prepared and timed on every target and thread count, then the op-mix probes."""
     rows: list[tables.Row] = []
     preps: list[Prepared] = []
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
@@ -150,15 +147,16 @@ def main(argv: list[str] | None = None) -> int:
             preps.append(prep)
             rows += [_measure(prep, t, n, timing, ui) for t in TARGETS for n in threads]
         mix = None if a.no_op_mix else op_mix.measure(Path(tmp), cache, ui, timing)
-    if not cache.enabled:
-        shutil.rmtree(cache.root, ignore_errors=True)
-    elapsed = time.perf_counter() - t0
-    load.append(os.getloadavg()[0])
-    md = _header(a.quick, timing, threads, elapsed, load) + ["## Summary", ""] + tables.summary(rows)
-    md += ["## Latency: float vs edgepipe int8 vs the toolkit's default int8", "",
-           "Goals: MobileNetV2 1.0 @224, one thread: int8 at least 1.9x faster than float on LiteRT and 1.3x on "
-           "OpenVINO; every LiteRT and OpenVINO row: edgepipe's int8 never more than 5% slower than the toolkit's "
-           "default int8 (edgepipe / default <= 1.05).", ""]
+    return rows, preps, mix
+
+
+def _sections(rows: list[tables.Row], preps: list[Prepared], mix: list[str] | None, threads: list[int],
+              cost: Any) -> list[str]:
+    """The markdown after the summary: latency per target, op mix, roofline, conversion time, pipeline cost."""
+    md = ["## Latency: float vs edgepipe int8 vs the toolkit's default int8", "",
+          "Goals: MobileNetV2 1.0 @224, one thread: int8 at least 1.9x faster than float on LiteRT and 1.3x on "
+          "OpenVINO; every LiteRT and OpenVINO row: edgepipe's int8 never more than 5% slower than the toolkit's "
+          "default int8 (edgepipe / default <= 1.05).", ""]
     for t in TARGETS:
         md += tables.target_table(t, [r for r in rows if r.target == t], _RUNTIMES.get(t, "runtime unknown"))
     md += ["The TensorRT rows are informational: edgepipe's tensorrt artifact is symmetric s8 Q/DQ (zero points 0, "
@@ -176,7 +174,28 @@ def main(argv: list[str] | None = None) -> int:
            "ONNX edgepipe's tensorrt export wrote, so its time leaves out the Keras -> ONNX export.", ""] + _export_table(preps)
     if cost is not None:
         md += [f"## Pipeline cost: `edgepipe build {EXAMPLE}` (fresh cache)", ""] + tables.pipeline_table(cost)
-    text = "\n".join(md).rstrip() + "\n"
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    out = a.out if a.out is not None else (None if a.quick else ROOT / "BENCHMARKS.md")
+    timing = QUICK if a.quick else FULL
+    ui = _Log()
+    t0, load = ui.t0, [os.getloadavg()[0]]
+    threads = sorted({1, os.cpu_count() or 1})
+    cache = Cache(enabled=not a.no_cache)
+    cost = None
+    if not a.no_pipeline_cost:
+        ui.info(f"pipeline cost: edgepipe build {EXAMPLE} with a fresh cache")
+        cost = measure_build()
+    rows, preps, mix = _run(a, timing, threads, cache, ui)
+    if not cache.enabled:
+        shutil.rmtree(cache.root, ignore_errors=True)
+    elapsed = time.perf_counter() - t0
+    load.append(os.getloadavg()[0])
+    md = _header(a.quick, timing, threads, elapsed, load) + ["## Summary", ""] + tables.summary(rows)
+    text = "\n".join(md + _sections(rows, preps, mix, threads, cost)).rstrip() + "\n"
     sys.stdout.write(text)
     if a.json is not None:
         a.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "timings": _RAW}, indent=1))

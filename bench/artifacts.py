@@ -18,7 +18,7 @@ import numpy as np
 
 from calibration import CalibrationSet, SamplingMethod
 from pipeline.cache import Cache, cache_key
-from pipeline.quantize.export import export_target
+from pipeline.quantize.export import ExportRequest, export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel
 
@@ -91,7 +91,7 @@ def prepare(bm: BenchModel, work: Path, cache: Cache, log: UI, targets: tuple[st
         log.info(f"  {bm.key}: {target} export (edgepipe) and default int8")
         try:
             t0 = time.perf_counter()
-            exp = export_target(target, fm, model_id, calib, ExportOptions(), cache, quiet)
+            exp = export_target(ExportRequest(target, fm, model_id, calib, cache, quiet), ExportOptions())
             ep_s = 0.0 if exp.cached else time.perf_counter() - t0
             assert exp.result.float_artifact is not None
             source = fm.saved_model_dir if target != "tensorrt" else exp.folder / exp.result.float_artifact

@@ -70,7 +70,7 @@ def mlp(path: Path, width: int, side: int = 0, producer: str = "edgepipe-bench")
 
 
 def interleaved(a: Path, b: Path, iterations: int = ITERATIONS, rounds: int = ROUNDS_N) -> tuple[list[float], list[float]]:
-    out = runner_bench.against(a, b, None, WARMUP, iterations, 1, rounds)
+    out = runner_bench.against(a, b, None, runner.Bench(WARMUP, iterations, 1), rounds)
     return out["latency_samples_ms"][0], out["latency_samples_ms"][1]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from calibration import CalibrationSet, SamplingMethod
 from pipeline.cache import Cache
-from pipeline.quantize.export import export_target
+from pipeline.quantize.export import ExportRequest, export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel
 
@@ -50,8 +50,8 @@ def _int8(km, key: str, target: str, work: Path, cache: Cache) -> Path:  # type:
     x = np.random.default_rng(0).uniform(-1, 1, (16, *shape)).astype(np.float32)
     calib = CalibrationSet(x, "bench:uniform(-1,1)", SamplingMethod.RANDOM, 0)
     model_id = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in km.get_weights())).hexdigest()
-    exp = export_target(target, FloatModel(folder / "saved_model", folder / "model.keras", shape), model_id,
-                        calib, ExportOptions(), cache, UI(quiet=True))
+    fm = FloatModel(folder / "saved_model", folder / "model.keras", shape)
+    exp = export_target(ExportRequest(target, fm, model_id, calib, cache, UI(quiet=True)), ExportOptions())
     return exp.folder / exp.result.artifact
 
 

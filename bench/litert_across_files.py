@@ -32,7 +32,7 @@ import numpy as np
 
 from calibration import CalibrationSet, SamplingMethod
 from pipeline.cache import Cache
-from pipeline.quantize.export import export_target
+from pipeline.quantize.export import ExportRequest, export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel
 
@@ -75,8 +75,8 @@ def _export(preparation: str, work: Path, cache: Cache) -> tuple[Path, Path]:
         h.update(np.ascontiguousarray(w).tobytes())
     x = np.random.default_rng(0).uniform(-1.0, 1.0, (CALIBRATION_SAMPLES, *SHAPE)).astype(np.float32)
     calib = CalibrationSet(x, "bench:uniform(-1,1)", SamplingMethod.RANDOM, 0)
-    exp = export_target("tflite", FloatModel(folder / "saved_model", folder / "model.keras", SHAPE), h.hexdigest(),
-                        calib, ExportOptions(), cache, UI(quiet=True))
+    fm = FloatModel(folder / "saved_model", folder / "model.keras", SHAPE)
+    exp = export_target(ExportRequest("tflite", fm, h.hexdigest(), calib, cache, UI(quiet=True)), ExportOptions())
     assert exp.result.float_artifact is not None
     return exp.folder / exp.result.float_artifact, exp.folder / exp.result.artifact
 

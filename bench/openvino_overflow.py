@@ -159,44 +159,31 @@ def _short(kernels: list[str]) -> str:
     return ", ".join(kernels) if kernels else "-"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.openvino_overflow", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS-openvino-overflow.md")
-    p.add_argument("--epochs", type=int, default=15, help="digits-cnn training epochs")
-    p.add_argument("--no-qemu", action="store_true", help="native runs only")
-    a = p.parse_args(argv)
-    emulate = not a.no_qemu and shutil.which(QEMU) is not None
-    t0 = time.perf_counter()
-    import keras
-    import nncf
+def _irs(folder: Path, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, t0: float) -> dict[str, str]:
+    """Each model's float IR and its three overflow_fix variants, saved under `folder`: {model/variant: .xml}."""
     import openvino as ov
 
-    x_tr, y_tr, x_te, y_te = _digits()
     rng = np.random.default_rng(0)
     calib = [x_tr[i : i + 1].astype(np.float32) for i in rng.choice(len(x_tr), CALIBRATION_SAMPLES, replace=False)]
-    hosts = ["native"] + ([f"qemu -cpu {QEMU_CPU}"] if emulate else [])
+    models: dict[str, str] = {}
+    for name, build in (("digits-cnn", lambda: _digits_cnn(x_tr, y_tr, epochs)),
+                        ("wide-binary", lambda: _wide_binary(x_tr, y_tr))):
+        print(f"[{time.perf_counter() - t0:5.0f}s] {name}: building, quantizing", file=sys.stderr)
+        (folder / name).mkdir()
+        ov_float = _ov_float(build(), folder / name)
+        for variant in ("float", *FIXES):
+            m = ov_float if variant == "float" else _quantize(ov_float, calib, variant)
+            xml = folder / name / f"{variant}.xml"
+            ov.save_model(m, str(xml), compress_to_fp16=False)
+            models[f"{name}/{variant}"] = str(xml)
+    return models
+
+
+def _rows(models: dict[str, str], results: dict[str, Any],
+          hosts: list[str]) -> tuple[list[list[str]], dict[str, set[str]]]:
+    """The table's rows (model, variant, accuracy per host) and the kernels each host's CPU plugin chose."""
     rows: list[list[str]] = []
     kernels: dict[str, set[str]] = {h: set() for h in hosts}
-    with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
-        folder = Path(tmp)
-        np.savez(folder / "eval.npz", x=x_te.astype(np.float32), y=y_te)
-        models: dict[str, str] = {}
-        for name, build in (("digits-cnn", lambda: _digits_cnn(x_tr, y_tr, a.epochs)),
-                            ("wide-binary", lambda: _wide_binary(x_tr, y_tr))):
-            print(f"[{time.perf_counter() - t0:5.0f}s] {name}: building, quantizing", file=sys.stderr)
-            (folder / name).mkdir()
-            ov_float = _ov_float(build(), folder / name)
-            for variant in ("float", *FIXES):
-                m = ov_float if variant == "float" else _quantize(ov_float, calib, variant)
-                xml = folder / name / f"{variant}.xml"
-                ov.save_model(m, str(xml), compress_to_fp16=False)
-                models[f"{name}/{variant}"] = str(xml)
-        job = folder / "job.json"
-        job.write_text(json.dumps({"eval": str(folder / "eval.npz"), "models": models}))
-        results = {}
-        for host in hosts:
-            print(f"[{time.perf_counter() - t0:5.0f}s] evaluating {len(models)} IRs: {host}", file=sys.stderr)
-            results[host] = _run_child(job, emulate=host != "native")
     for key in models:
         name, variant = key.split("/")
         cells = [name, "float (no int8)" if variant == "float" else variant]
@@ -205,10 +192,18 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{r['accuracy']:.3f}")
             kernels[host].update(r["kernels"])
         rows.append(cells)
-    elapsed = time.perf_counter() - t0
+    return rows, kernels
+
+
+def _markdown(rows: list[list[str]], kernels: dict[str, set[str]], hosts: list[str], emulate: bool,
+              elapsed: float, y_te: np.ndarray) -> list[str]:
+    import keras
+    import nncf
+    import openvino as ov
+
     header = ["Model", "overflow_fix", *(f"accuracy, {h}" for h in hosts)]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    md = [
+    return [
         "# OpenVINO int8 on CPUs without VNNI: NNCF overflow_fix",
         "",
         f"Written by `python -m bench.openvino_overflow` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
@@ -239,7 +234,34 @@ def main(argv: list[str] | None = None) -> int:
         "on another CPU), so the fix is not chosen per device profile.",
         "",
     ]
-    text = "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.openvino_overflow", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS-openvino-overflow.md")
+    p.add_argument("--epochs", type=int, default=15, help="digits-cnn training epochs")
+    p.add_argument("--no-qemu", action="store_true", help="native runs only")
+    a = p.parse_args(argv)
+    emulate = not a.no_qemu and shutil.which(QEMU) is not None
+    t0 = time.perf_counter()
+    import keras  # noqa: F401  (the runtimes load in this order, before the data, as they always did)
+    import nncf  # noqa: F401
+    import openvino  # noqa: F401
+
+    x_tr, y_tr, x_te, y_te = _digits()
+    hosts = ["native"] + ([f"qemu -cpu {QEMU_CPU}"] if emulate else [])
+    with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
+        folder = Path(tmp)
+        np.savez(folder / "eval.npz", x=x_te.astype(np.float32), y=y_te)
+        models = _irs(folder, x_tr, y_tr, a.epochs, t0)
+        job = folder / "job.json"
+        job.write_text(json.dumps({"eval": str(folder / "eval.npz"), "models": models}))
+        results = {}
+        for host in hosts:
+            print(f"[{time.perf_counter() - t0:5.0f}s] evaluating {len(models)} IRs: {host}", file=sys.stderr)
+            results[host] = _run_child(job, emulate=host != "native")
+    rows, kernels = _rows(models, results, hosts)
+    text = "\n".join(_markdown(rows, kernels, hosts, emulate, time.perf_counter() - t0, y_te))
     sys.stdout.write(text)
     if a.out is not None:
         a.out.write_text(text)

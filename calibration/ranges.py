@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from calibration import grid
+
 METHODS = ("minmax", "percentile", "entropy", "mse")
 MAX_VALUES = 1 << 18  # larger tensors are subsampled (evenly, deterministically) for entropy / mse
 
@@ -111,11 +113,11 @@ def entropy_range(x: np.ndarray, symmetric: bool = False) -> Range:
 
 
 def fake_quant(a: np.ndarray, lo: float, hi: float, levels: int = 256) -> np.ndarray:
-    """Quantize to `levels` evenly spaced values over [lo, hi] (clipping outside) and back."""
+    """Quantize to `levels` evenly spaced values over [lo, hi] (clipping outside) and back (grid.fake_quant)."""
     if hi <= lo:
         return np.zeros_like(a)
     step = (hi - lo) / (levels - 1)
-    return np.clip(np.round((a - lo) / step), 0, levels - 1) * step + lo
+    return grid.fake_quant(a, step, -lo / step, 0, levels - 1)
 
 
 def mse_range(x: np.ndarray, symmetric: bool = False, steps: int = 100) -> Range:

@@ -4,10 +4,10 @@ run directory. The same build as the `edgepipe` command; see docs/getting-starte
 
 from __future__ import annotations
 
-from edgepipe.api import BenchResult, bench, build, verify
+from edgepipe.api import BenchResult, BuildOptions, bench, build, verify
 from edgepipe.errors import EdgepipeError, InputError, StageError, TargetError
 from edgepipe.run import LatencyStats, Run, TargetResult, load_run
 from pipeline import __version__
 
-__all__ = ["BenchResult", "EdgepipeError", "InputError", "LatencyStats", "Run", "StageError", "TargetError",
+__all__ = ["BenchResult", "BuildOptions", "EdgepipeError", "InputError", "LatencyStats", "Run", "StageError", "TargetError",
            "TargetResult", "__version__", "bench", "build", "load_run", "verify"]

@@ -19,9 +19,19 @@ def _ui(quiet: bool):  # type: ignore[no-untyped-def]
     return UI(quiet=quiet)
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """`build`'s less common settings, as the command's flags: `quiet` prints no progress (--quiet),
+    `allow_unsafe_model` loads a model file with Lambda layers or custom objects, Keras' safe mode off
+    (--allow-unsafe-model: only for a file you trust), `use_cache` False rebuilds everything (--no-cache)."""
+
+    quiet: bool = False
+    allow_unsafe_model: bool = False
+    use_cache: bool = True
+
+
 def build(model: ModelLike, data: DataLike, config: ConfigLike = None, targets: Sequence[str] | None = None,
-          device: str | None = None, out: str | Path | None = None, *, quiet: bool = False,
-          allow_unsafe_model: bool = False, use_cache: bool = True) -> Run:
+          device: str | None = None, out: str | Path | None = None, *, options: BuildOptions = BuildOptions()) -> Run:
     """Build and verify int8 artifacts of `model`, as `edgepipe build` does, and return the run.
 
     model: a .keras / .h5 file or SavedModel directory, or an in-memory `keras.Model` (saved to a
@@ -40,6 +50,8 @@ def build(model: ModelLike, data: DataLike, config: ConfigLike = None, targets: 
     device: None (this host), a device profile or config [devices] name, or ssh://USER@HOST[:PORT].
     out: the run directory (default runs/<config name, else the model's name>); an existing one must be an
         earlier run, which is replaced.
+    options: `BuildOptions(quiet=..., allow_unsafe_model=..., use_cache=...)`, the command's flags of those
+        names (default: progress shown, safe loading, the cache used).
 
     A missed budget is a result (`Run.passed` is False), not an error. Raises `InputError` for bad input,
     `StageError` when a compression stage fails; a target that fails is recorded in the run."""
@@ -52,14 +64,14 @@ def build(model: ModelLike, data: DataLike, config: ConfigLike = None, targets: 
                                           how='pass targets=["tflite", ...]')
         choice = commands.resolve_device(device, cfg, None)
         chosen = commands.device_targets(chosen, choice, explicit=targets is not None, name=device)
-        run_dir = commands.check_out(Path(out) if out is not None else commands.default_out(cfg))
-        commands.check_inputs(cfg)
+        run_dir = commands.checked_paths(cfg, Path(out) if out is not None else None)
         commands.import_tensorflow_quietly()
         from pipeline.build import BuildRequest
         from pipeline.build import build as run_build
 
-        req = BuildRequest(cfg, chosen, run_dir, choice.ssh, allow_unsafe_model, use_cache, choice.bench)
-        run_build(req, _ui(quiet))
+        req = BuildRequest(cfg, chosen, run_dir, choice.ssh, options.allow_unsafe_model, options.use_cache,
+                           choice.bench)
+        run_build(req, _ui(options.quiet))
         return load_run(run_dir)
 
 
@@ -101,7 +113,7 @@ def bench(artifact: str | Path, device: str | None = None, *, threads: int | Non
     path = Path(artifact).expanduser().resolve()
     with public_errors():
         from pipeline.commands import resolve_device
-        from pipeline.measure.verify import Bench, run_measurement
+        from pipeline.measure.verify import Bench, Measuring, run_measurement
         from targets import target_of_artifact
 
         target = target_of_artifact(path) if path.is_file() else None
@@ -114,7 +126,7 @@ def bench(artifact: str | Path, device: str | None = None, *, threads: int | Non
         choice = resolve_device(device, None, None)
         settings = (choice.bench or Bench()).overridden(flags)
         eval_path = None if eval_set is None else Path(eval_set).expanduser().resolve()
-        m = run_measurement(path, eval_path, settings, _ui(quiet), path.name, choice.ssh, target=target)
+        m = run_measurement(path, eval_path, Measuring(settings, _ui(quiet), target, choice.ssh), path.name)
     latency = LatencyStats.model_validate(m["latency_ms"])
     assert latency is not None
     return BenchResult(path, str(m["runtime"]), str(m["device"]), latency, m.get("accuracy"), m.get("samples"))

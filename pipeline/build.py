@@ -155,8 +155,7 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
                          f"function remove [distill], [prune] and [decompose] (quantization only)")
     if cfg.metric is not None:
         report["metric"] = src.metric.to_report()
-    outcome = run_stages(cfg, src.reference.keras_model, src.model_id, src.data, src.data_id, run_dir, cache, ui,
-                         src.metric.spec, src.metric.labels.value)
+    outcome = run_stages(cfg, src, run_dir, cache, ui)
     if outcome is not None:
         report["stages"] = outcome.entries
         _stage_metrics(outcome, src, refs)

@@ -15,7 +15,7 @@ from pipeline.errors import TargetError
 from pipeline.measure.metric import Metric
 from pipeline.measure.scores import Scores
 from pipeline.measure.verify import Bench, Verifier, target_entry
-from pipeline.quantize.export import Exported, export_target
+from pipeline.quantize.export import Exported, ExportRequest, export_target
 from pipeline.quantize.qat import QatInputs
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, Precision, TargetName, get_target
@@ -49,6 +49,11 @@ class TargetJob:
     test_rel: str = EVAL_REL  # what the shipped artifact is reported on (a search trial: VAL_REL)
 
     @property
+    def export_request(self) -> ExportRequest:
+        """What its exports share (pipeline.quantize.export)."""
+        return ExportRequest(self.name, self.model, self.model_id, self.calib, self.cache, self.ui)
+
+    @property
     def section(self) -> TargetSection:
         return self.config.targets.settings(self.name)
 
@@ -75,7 +80,7 @@ def _export(job: TargetJob) -> tuple[Exported, Any]:
     precision = job.section.precision.fixed or Precision.INT8  # auto goes through _auto
     opts = ExportOptions(calibration_method=cfg.quantize.calibration.value, precision=precision,
                          kept_precision=job.section.kept_precision)
-    exp = export_target(job.name, job.model, job.model_id, job.calib, opts, job.cache, job.ui)
+    exp = export_target(job.export_request, opts)
     max_drop = job.max_drop
     if cfg.quantize.qat and max_drop is None:
         max_drop = float("inf")  # no budget: QAT ships whatever it measures

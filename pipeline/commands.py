@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import TARGET_NAMES, Config, config_from_dict, load_config
+from pipeline.config import TARGET_NAMES, Config, InputKind, config_from_dict, load_config
 from pipeline.errors import DataError, ModelLoadError, UsageError
 from pipeline.inputs.arrays import split_path
 from pipeline.inputs.examples import EXAMPLES, get_example
@@ -96,31 +96,31 @@ def resolve_device(spec: str | None, config: Config | None, remote_python: str |
     return DeviceChoice(ssh, bench)
 
 
+# what is missing, by input: the error and what it says after the path
+MISSING = {InputKind.MODEL: (ModelLoadError, "model not found"), InputKind.DATA: (DataError, "data file not found"),
+           InputKind.IMAGES: (DataError, "image folder not found"),
+           InputKind.STUDENT: (ModelLoadError, "student model not found (distill.student)"),
+           InputKind.CALIBRATION: (DataError, "calibration data not found (quantize.calibration_data)")}
+
+
 def check_inputs(config: Config) -> None:
     """Input files that are not there fail now: before TensorFlow loads, before any run directory exists."""
-    if config.model.path is not None:
-        model = config.resolve(config.model.path)
-        if not _exists(model):
-            raise ModelLoadError(f"{model}: model not found")
-    if config.data is not None and config.data.path is not None:
-        data = config.resolve(config.data.path)
-        if not _exists(data):
-            raise DataError(f"{data}: data file not found")
-        if data.is_dir() and not any(split_path(data, k) or any(data.glob(f"{k}.*")) for k in ("x_train", "x_test")):
-            raise DataError(f"{data}: a directory without x_train.npy / x_test.npy (a data folder holds one .npy "
+    for kind, path in config.input_paths():
+        if not _exists(path) or (kind is InputKind.IMAGES and not path.is_dir()):
+            error, what = MISSING[kind]
+            raise error(f"{path}: {what}")
+        if kind is InputKind.DATA and path.is_dir() and not any(
+                split_path(path, k) or any(path.glob(f"{k}.*")) for k in ("x_train", "x_test")):
+            raise DataError(f"{path}: a directory without x_train.npy / x_test.npy (a data folder holds one .npy "
                             "file, or a folder of .npy shards, per split)")
-    if config.data is not None and config.data.images is not None:
-        images = config.resolve(config.data.images)
-        if not _exists(images) or not images.is_dir():
-            raise DataError(f"{images}: image folder not found")
-    if config.distill is not None and not config.distill.student.startswith("width:"):
-        student = config.resolve(config.distill.student)
-        if not _exists(student):
-            raise ModelLoadError(f"{student}: student model not found (distill.student)")
-    if config.quantize.calibration_data is not None:
-        calib = config.resolve(config.quantize.calibration_data)
-        if not _exists(calib):
-            raise DataError(f"{calib}: calibration data not found (quantize.calibration_data)")
+
+
+def checked_paths(config: Config, out: Path | None) -> Path:
+    """Every path a build writes or reads, checked in one place before TensorFlow loads: the run directory
+    (`out`, else runs/<config name>; returned resolved, check_out) and every input the config names."""
+    run_dir = check_out(out if out is not None else default_out(config))
+    check_inputs(config)
+    return run_dir
 
 
 def default_out(config: Config) -> Path:
@@ -182,8 +182,7 @@ def cmd_build(args: argparse.Namespace, ui: Any) -> int:
     if kept != targets:
         ui.info(f"building {', '.join(kept)} only: device {args.device} runs {', '.join(device.targets or ())}")
     targets = kept
-    out = check_out(args.out or default_out(config))
-    check_inputs(config)
+    out = checked_paths(config, args.out)
     import_tensorflow_quietly()
     from pipeline.build import BuildRequest, build
     req = BuildRequest(config, targets, out, device.ssh, args.allow_unsafe_model, not args.no_cache, device.bench)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -283,6 +284,16 @@ class SearchSection(_Strict):
         return self
 
 
+class InputKind(str, Enum):
+    """What a path of the config is an input of (Config.input_paths)."""
+
+    MODEL = "model"
+    DATA = "data"
+    IMAGES = "images"
+    STUDENT = "student"
+    CALIBRATION = "calibration_data"
+
+
 class Config(_Strict):
     name: str = "build"
     base_dir: Path = Path(".")
@@ -314,6 +325,18 @@ class Config(_Strict):
         except RuntimeError:  # "~someone/..." for an unknown user
             raise ConfigError(f"{p}: cannot expand '~' (no such user)") from None
         return path if path.is_absolute() else (self.base_dir / path)
+
+    def input_paths(self) -> Iterator[tuple[InputKind, Path]]:
+        """Every file or folder the build reads, as named by the config, resolved one at a time in this order."""
+        d = self.data
+        named = ((InputKind.MODEL, self.model.path), (InputKind.DATA, d.path if d else None),
+                 (InputKind.IMAGES, d.images if d else None),
+                 (InputKind.STUDENT, None if self.distill is None or self.distill.student.startswith("width:")
+                  else self.distill.student),
+                 (InputKind.CALIBRATION, self.quantize.calibration_data))
+        for kind, p in named:
+            if p is not None:
+                yield kind, self.resolve(p)
 
 
 def _format_error(source: str, err: ValidationError) -> str:

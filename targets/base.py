@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from calibration import CalibrationSet
 from calibration.learned import LearnedRange
+
+if TYPE_CHECKING:
+    from calibration.sensitivity import LayerProbe
+
+    from .sensitivity import SensitivityRequest
 
 
 class TargetName(str, Enum):
@@ -168,13 +173,37 @@ class Target(Protocol):
         """Write the artifact in opts.precision (and its float twin) into out_dir. Runs in a child process."""
         ...
 
-    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
-                    higher_is_better: bool = True) -> list[dict[str, Any]]:
-        """Per-layer sensitivity, most sensitive first: [{"layer", "sqnr_db", "accuracy"}], where "layer"
-        is a name ExportOptions.float_layers accepts, "sqnr_db" the SQNR of that layer's output with only it
-        quantized and "accuracy" the top-1 on eval_x with only it quantized. Runs in a child process."""
+    def probe(self, req: SensitivityRequest) -> LayerProbe:
+        """The backend's part of the per-layer sensitivity (targets.sensitivity, the one algorithm): which
+        layers, each quantized alone, its SQNR, its runtime. Runs in a child process."""
         ...
+
+
+def start_export(target: Target, opts: ExportOptions, out_dir: Path) -> None:
+    """Every export's start: a precision the target has (else UnsupportedPrecision, saying why not), and the
+    folder it writes into."""
+    if opts.precision not in target.precisions:
+        raise UnsupportedPrecision(f"{target.name.value}: no {opts.precision.value} "
+                                   f"({target.unsupported[opts.precision]})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def plain_result(opts: ExportOptions, artifact: str, float_artifact: str, files: tuple[str, ...],
+                 versions: dict[str, str], notes: list[str]) -> ExportResult:
+    """The result of an export whose int8 artifact keeps exactly opts.float_layers in float and whose other
+    precisions are the float model converted (no calibration): `float_artifact` is its float twin (none when
+    the artifact is the float model itself); `files` in order, each once."""
+    int8 = opts.precision is Precision.INT8
+    return ExportResult(
+        artifact=artifact,
+        float_artifact=None if opts.precision is Precision.FLOAT else float_artifact,
+        precision=opts.precision.value,
+        files=tuple(dict.fromkeys(files)),
+        float_layers=tuple(opts.float_layers) if int8 else (),
+        calibration=opts.calibration_method if int8 else "none",
+        versions=versions,
+        notes=tuple(notes),
+    )
 
 
 def weight_grid(target: Target, kind: str) -> tuple[int, bool] | None:

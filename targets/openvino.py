@@ -9,11 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from calibration import CalibrationSet
 from calibration.learned import note
-from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
+from calibration.sensitivity import sqnr_db
 
 from . import runner
 from .base import (
@@ -23,11 +21,13 @@ from .base import (
     FloatModel,
     Precision,
     TargetName,
-    UnsupportedPrecision,
+    plain_result,
+    start_export,
 )
 from .openvino_activations import apply_entropy, apply_learned, outputs_of
 from .openvino_weights import TRAINED_NOTE, WEIGHTED, keep_trained_grids
 from .runner import OpenVINOSession
+from .sensitivity import RuntimeProbe, SensitivityRequest
 
 PRESET = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM", "entropy": "MINMAX"}
 METHOD_NOTE = {
@@ -103,7 +103,7 @@ def _save(ov_model: Any, path: Path, fp16: bool = False) -> None:
 class OpenVINOTarget:
     name = TargetName.OPENVINO
     version = "9"  # 9: learned and entropy ranges on the grid, both entropy bounds; 8: precisions
-    host_latency_note = None
+    host_latency_note: str | None = None
     supports_equalize = True
     device_family = DeviceFamily.X86_CPU
     symmetric_activations = False
@@ -111,7 +111,7 @@ class OpenVINOTarget:
     weight_levels_by_kind = {"depthwise": 255}  # NNCF leaves GroupConvolution (depthwise) at 8 bits: [-127, 127]
     per_tensor_weights: frozenset[str] = frozenset()
     float_weights: dict[str, str] = {}
-    precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
 
     def quantized(self, model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tuple[Any, list[str]]:
@@ -131,9 +131,7 @@ class OpenVINOTarget:
         import nncf
         import openvino as ov
 
-        if opts.precision not in self.precisions:
-            raise UnsupportedPrecision(f"openvino: no {opts.precision.value} ({self.unsupported[opts.precision]})")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        start_export(self, opts, out_dir)
         _save(float_model(model), out_dir / "model_float.xml")
         stem = {Precision.INT8: "model_int8", Precision.FP16: "model_fp16"}.get(opts.precision, "model_float")
         if opts.precision is Precision.INT8:
@@ -144,16 +142,9 @@ class OpenVINOTarget:
             notes = [NOTE_FP16] if opts.precision is Precision.FP16 else []
             if opts.precision is Precision.FP16:
                 _save(float_model(model).clone(), out_dir / "model_fp16.xml", fp16=True)
-        return ExportResult(
-            artifact=f"{stem}.xml",
-            float_artifact=None if opts.precision is Precision.FLOAT else "model_float.xml",
-            precision=opts.precision.value,
-            files=tuple(dict.fromkeys((f"{stem}.xml", f"{stem}.bin", "model_float.xml", "model_float.bin"))),
-            float_layers=tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
-            calibration=opts.calibration_method if opts.precision is Precision.INT8 else "none",
-            versions={"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__},
-            notes=tuple(notes),
-        )
+        return plain_result(opts, f"{stem}.xml", "model_float.xml",
+                            (f"{stem}.xml", f"{stem}.bin", "model_float.xml", "model_float.bin"),
+                            {"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__}, notes)
 
     @staticmethod
     def _int8_notes(opts: ExportOptions) -> list[str]:
@@ -167,34 +158,30 @@ class OpenVINOTarget:
                          "correction instead of the fast one")
         return notes
 
-    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
-                    higher_is_better: bool = True) -> list[dict[str, Any]]:
+    def probe(self, req: SensitivityRequest) -> RuntimeProbe:
         """Each weighted op quantized alone (every other op in NNCF's ignored scope): SQNR of its output against
         the float model on the calibration samples, and eval accuracy."""
-        opts = opts or ExportOptions()
-        small = calib.head(SAMPLES)
-        probe = _Probe(float_model(model), small, opts, eval_x, eval_y, metric)
-        return sensitivity_table(probe, higher_is_better=higher_is_better)
+        return _Probe(req)
 
 
-class _Probe:
+class _Probe(RuntimeProbe):
     """OpenVINO's LayerProbe: NNCF with every other op in the ignored scope; SQNR of the op's output."""
 
-    def __init__(self, ov_float: Any, small: CalibrationSet, opts: ExportOptions, x: np.ndarray,
-                 y: np.ndarray, metric: str) -> None:
-        self.ov_float, self.small, self.opts, self.x, self.y, self.metric = ov_float, small, opts, x, y, metric
+    def __init__(self, req: SensitivityRequest) -> None:
+        super().__init__(req)
+        self.ov_float = ov_float = float_model(req.model)
         ops = ov_float.get_ordered_ops()
         self.every = [op.get_friendly_name() for op in ops]
         self.weighted = [op.get_friendly_name() for op in ops if op.get_type_name() in WEIGHTED]
-        self.reference = outputs_of(ov_float, [(n, 0) for n in self.weighted], small)
+        self.reference = outputs_of(ov_float, [(n, 0) for n in self.weighted], self.small)
 
     def candidates(self) -> list[str]:
         return self.weighted
 
     def quantized_alone(self, layer: str) -> Any:
-        return _nncf_quantize(self.ov_float, self.small, self.opts.calibration_method,
-                              [n for n in self.every if n != layer], self.opts.equalize, validate=False)
+        opts = self.req.opts
+        return _nncf_quantize(self.ov_float, self.small, opts.calibration_method,
+                              [n for n in self.every if n != layer], opts.equalize, validate=False)
 
     def sqnr(self, layer: str, model: Any) -> float | None:
         got = outputs_of(model, [(layer, 0)], self.small).get((layer, 0))
@@ -202,5 +189,5 @@ class _Probe:
             return None
         return sqnr_db(self.reference[(layer, 0)], got)
 
-    def accuracy(self, model: Any) -> float:
-        return runner.evaluate(OpenVINOSession(model, 1), self.x, self.y, self.metric)
+    def session(self, model: Any) -> runner.Session:
+        return OpenVINOSession(model, 1)

@@ -30,14 +30,16 @@ if __package__:
     from .runner_arrays import npz_members, read_member
     from .runner_sessions import (LiteRTSession, OnnxRuntimeSession, OpenVINOSession, Session, feed_list,
                                   n_samples, open_session, output_order, plain_name, stderr_filtered, take)
+    from .runner_settings import Bench
 else:  # run as a script (on a device): its runner_*.py modules sit next to this file
     import runner_metrics  # type: ignore[no-redef]  # noqa: I001
     from runner_arrays import npz_members, read_member  # type: ignore[no-redef]
     from runner_sessions import (  # type: ignore[no-redef]
         LiteRTSession, OnnxRuntimeSession, OpenVINOSession, Session, feed_list, n_samples, open_session,
         output_order, plain_name, stderr_filtered, take)
+    from runner_settings import Bench  # type: ignore[no-redef]
 
-__all__ = ["LiteRTSession", "OnnxRuntimeSession", "OpenVINOSession", "Session", "feed_list", "n_samples",
+__all__ = ["Bench", "LiteRTSession", "OnnxRuntimeSession", "OpenVINOSession", "Session", "feed_list", "n_samples",
            "open_session", "output_order", "read_member", "stderr_filtered", "take"]
 
 
@@ -318,20 +320,18 @@ def evaluate_into(result: dict, session: Session, eval_path: Path, metric: str =
     return take(x, slice(0, 1))
 
 
-def run(
-    artifact: Path, eval_path: Path | None, warmup: int, iterations: int, threads: int, tensorrt: bool = False,
-    progress: Callable[..., Any] = _no_progress, metric: str = "accuracy",
-) -> dict:
-    """The one measurement of an artifact, on a device or on the host: accuracy on the eval set (the session's
-    exact() twin), latency, peak memory and the CPU that measured. `progress(label, total=None)` is a
-    context manager yielding advance(), like pipeline.ui.UI.task."""
+def run(artifact: Path, eval_path: Path | None, bench: Bench = Bench(), tensorrt: bool = False,
+        progress: Callable[..., Any] = _no_progress, metric: str = "accuracy") -> dict:
+    """The one measurement of an artifact, on a device or on the host, timed as `bench` says: accuracy on the
+    eval set (the session's exact() twin), latency, peak memory and the CPU that measured.
+    `progress(label, total=None)` is a context manager yielding advance(), like pipeline.ui.UI.task."""
     if tensorrt:
-        return run_tensorrt(artifact, eval_path, warmup, iterations, metric)
-    session = open_session(artifact, threads)
+        return run_tensorrt(artifact, eval_path, bench.warmup, bench.iterations, metric)
+    session = open_session(artifact, bench.threads)
     result: dict[str, Any] = {"runtime": session.runtime, "accuracy": None, "samples": 0}
     probe = evaluate_into(result, session, eval_path, metric, progress) if eval_path is not None else zeros_feed(artifact)
-    with progress(f"latency, {iterations} runs", total=iterations) as advance:
-        stats, samples = measure(session, probe, warmup, iterations, threads, tick=advance)
+    with progress(f"latency, {bench.iterations} runs", total=bench.iterations) as advance:
+        stats, samples = measure(session, probe, bench.warmup, bench.iterations, bench.threads, tick=advance)
     result["latency_ms"] = stats
     result["latency_samples_ms"] = samples
     result["peak_memory_kb"] = peak_memory_kb()
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.exit_on_eof:
         exit_on_stdin_eof()
     try:
-        out = run(a.artifact, a.eval, a.warmup, a.iterations, a.threads, a.tensorrt, metric=a.metric)
+        out = run(a.artifact, a.eval, Bench(a.warmup, a.iterations, a.threads), a.tensorrt, metric=a.metric)
     except Exception as err:  # one JSON line, never a traceback: the host reports it
         print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
         return 3

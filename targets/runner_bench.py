@@ -92,10 +92,11 @@ def cold_start(artifact: Path, threads: int, probe: Any) -> tuple:
     return session, x, cold
 
 
-def bench(artifact: Path, eval_path: Path | None, warmup: int, iterations: int, threads: int,
-          profile: bool = False, metric: str = "accuracy") -> dict:
+def bench(artifact: Path, eval_path: Path | None, settings: runner.Bench, profile: bool = False,
+          metric: str = "accuracy") -> dict:
     """Cold start, warm latency, peak memory (taken before the eval set and the profiler add theirs), accuracy
     when an eval set is given, per-op times with `profile`, and the CPU."""
+    warmup, iterations, threads = settings.warmup, settings.iterations, settings.threads
     session, x, cold = cold_start(artifact, threads, first_sample(eval_path))
     stats, samples = runner.measure(session, x, warmup, iterations, threads)
     result = {"runtime": session.runtime, "accuracy": None, "samples": 0, "cold_start": cold, "latency_ms": stats,
@@ -125,10 +126,11 @@ def interleaved(sessions: list, feeds: list, warmup: int, iterations: int, threa
     return out[0], out[1]
 
 
-def against(artifact: Path, other: Path, eval_path: Path | None, warmup: int, iterations: int, threads: int,
-            rounds: int = ROUNDS, metric: str = "accuracy") -> dict:
-    """Both artifacts timed in interleaved rounds (`interleaved`); with an eval set, each one's accuracy and
-    per-sample scores on it (paired: the same samples)."""
+def against(artifact: Path, other: Path, eval_path: Path | None, settings: runner.Bench, rounds: int = ROUNDS,
+            metric: str = "accuracy") -> dict:
+    """Both artifacts timed in interleaved rounds (`interleaved`) as `settings` says; with an eval set, each one's
+    accuracy and per-sample scores on it (paired: the same samples)."""
+    warmup, iterations, threads = settings.warmup, settings.iterations, settings.threads
     sessions = [runner.open_session(a, threads) for a in (artifact, other)]
     probe = first_sample(eval_path)
     feeds = [session_feed(s) if probe is None else probe for s in sessions]
@@ -163,13 +165,14 @@ def main(argv: list | None = None) -> int:
     if a.exit_on_eof:
         runner.exit_on_stdin_eof()
     try:
+        settings = runner.Bench(a.warmup, a.iterations, a.threads)
         if a.tensorrt:  # trtexec builds and times the engine: no cold start or profile of ours
-            out = runner.run(a.artifact, a.eval, a.warmup, a.iterations, a.threads, True, metric=a.metric)
+            out = runner.run(a.artifact, a.eval, settings, True, metric=a.metric)
             out["profile"] = runner_profile.unavailable("TensorRT", "trtexec's --dumpProfile is not run by edgepipe")
         elif a.against is not None:
-            out = against(a.artifact, a.against, a.eval, a.warmup, a.iterations, a.threads, a.rounds, a.metric)
+            out = against(a.artifact, a.against, a.eval, settings, a.rounds, a.metric)
         else:
-            out = bench(a.artifact, a.eval, a.warmup, a.iterations, a.threads, a.profile, a.metric)
+            out = bench(a.artifact, a.eval, settings, a.profile, a.metric)
     except Exception as err:  # one JSON line, never a traceback: the host reports it
         print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
         return 3

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import TargetError, UsageError
+from .runner_settings import Bench
 from .ssh_errors import connection_error, last_line, runner_result
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ RETRY_BACKOFF_S = 2.0
 CLEANUP_TIMEOUT_S = 60.0
 _HERE = Path(__file__).resolve().parent
 _RUNNER_FILES = tuple(_HERE / f for f in ("runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py",
-                                          "trt_runner.py", "runner_bench.py", "runner_profile.py"))
+                                          "runner_settings.py", "trt_runner.py", "runner_bench.py",
+                                          "runner_profile.py"))
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a host name, address or ssh config alias
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _SPEC_HELP = "expected ssh://USER@HOST[:PORT] or an ssh config Host alias ([USER@]ALIAS)"
@@ -123,33 +125,26 @@ class InRemoteDir(str):
     """A runner argument naming a file copied to the device: the remote temp dir's path goes in front of it."""
 
 
-def run_remote(
-    device: SshDevice,
-    artifact: Path,
-    eval_path: Path | None,
-    *,
-    warmup: int,
-    iterations: int,
-    threads: int,
-    tensorrt: bool = False,
-    metric: str = "accuracy",
-) -> dict[str, Any]:
-    """Copy runner + artifact (+ eval set) to a temp dir on the device, run it there, remove the dir.
+def run_remote(device: SshDevice, artifact: Path, eval_path: Path | None, bench: Bench, *, tensorrt: bool = False,
+               metric: str = "accuracy") -> dict[str, Any]:
+    """Copy runner + artifact (+ eval set) to a temp dir on the device, run it there as `bench` says, remove the
+    dir.
 
     Returns the runner's JSON object plus "device" (the ssh:// URL). `tensorrt=True` runs a .onnx with
     `runner.py --tensorrt` (engine built with trtexec on the device; build_engine.sh goes along).
     """
-    check_settings(warmup, iterations, threads)
+    check_settings(bench)
     files, names = files_to_copy([Path(artifact)], eval_path, tensorrt)
     args: list[str] = [InRemoteDir(names[0])]
     args += ["--eval", InRemoteDir("eval.npz")] if eval_path is not None else []
-    args += ["--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads)]
+    args += ["--warmup", str(bench.warmup), "--iterations", str(bench.iterations), "--threads", str(bench.threads)]
     args += ["--tensorrt"] if tensorrt else []
     args += ["--metric", metric] if metric != "accuracy" else []
     return run_runner(device, "runner.py", files, args)
 
 
-def check_settings(warmup: int, iterations: int, threads: int) -> None:
+def check_settings(bench: Bench) -> None:
+    warmup, iterations, threads = bench.warmup, bench.iterations, bench.threads
     if warmup < 0 or iterations < 1 or threads < 1:
         raise UsageError(
             f"need warmup >= 0, iterations >= 1, threads >= 1 (got {warmup}, {iterations}, {threads})"

@@ -20,7 +20,7 @@ import numpy as np
 from calibration import CalibrationSet
 from calibration.learned import LearnedRange, Signatures, match, note
 from calibration.ranges import ValueCollector
-from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
+from calibration.sensitivity import sqnr_db
 
 from . import runner
 from .base import (
@@ -30,10 +30,12 @@ from .base import (
     FloatModel,
     Precision,
     TargetName,
-    UnsupportedPrecision,
+    plain_result,
+    start_export,
 )
 from .onnx_fold import fold_squeezed_scale_shift
 from .runner import OnnxRuntimeSession
+from .sensitivity import RuntimeProbe, SensitivityRequest
 
 ENGINE_SCRIPT = """#!/usr/bin/env bash
 # Build the TensorRT engine on the Jetson from the Q/DQ model next to this script (explicit int8).
@@ -268,9 +270,9 @@ class TensorRTTarget:
     weight_levels_by_kind: dict[str, int] = {}
     per_tensor_weights: frozenset[str] = frozenset()  # quantize_static(per_channel=True): every kind per channel
     float_weights: dict[str, str] = {}
-    precisions = (Precision.INT8, Precision.FP16, Precision.FLOAT)
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16, Precision.FLOAT)
     unsupported = {Precision.INT16X8: NO_INT16}
-    host_latency_note = (
+    host_latency_note: str | None = (
         "host latency is ONNX Runtime on this CPU running the Q/DQ model, not TensorRT on the Jetson; "
         "measure on the device with --device"
     )
@@ -279,9 +281,7 @@ class TensorRTTarget:
         import onnx
         import onnxruntime as ort
 
-        if opts.precision not in self.precisions:
-            raise UnsupportedPrecision(f"tensorrt: no {opts.precision.value} ({self.unsupported[opts.precision]})")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        start_export(self, opts, out_dir)
         src = prepared(model)
         shutil.copy2(src / "model_fp32.onnx", out_dir / "model_fp32.onnx")
         artifact = ENGINES[opts.precision][0]
@@ -300,16 +300,8 @@ class TensorRTTarget:
         script = out_dir / "build_engine.sh"
         script.write_text(engine_script(opts.precision))
         script.chmod(0o755)
-        return ExportResult(
-            artifact=artifact,
-            float_artifact=None if opts.precision is Precision.FLOAT else "model_fp32.onnx",
-            precision=opts.precision.value,
-            files=tuple(dict.fromkeys((artifact, "model_fp32.onnx", "build_engine.sh"))),
-            float_layers=tuple(opts.float_layers) if opts.precision is Precision.INT8 else (),
-            calibration=opts.calibration_method if opts.precision is Precision.INT8 else "none",
-            versions={"onnx": onnx.__version__, "onnxruntime": ort.__version__},
-            notes=tuple(notes),
-        )
+        return plain_result(opts, artifact, "model_fp32.onnx", (artifact, "model_fp32.onnx", "build_engine.sh"),
+                            {"onnx": onnx.__version__, "onnxruntime": ort.__version__}, notes)
 
     @staticmethod
     def _int8_notes(opts: ExportOptions) -> list[str]:
@@ -322,36 +314,30 @@ class TensorRTTarget:
                          "(its SmoothQuant needs neural-compressor); ignored")
         return notes
 
-    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
-                    higher_is_better: bool = True) -> list[dict[str, Any]]:
+    def probe(self, req: SensitivityRequest) -> RuntimeProbe:
         """Each compute node quantized alone (quantize_static nodes_to_quantize): SQNR of its output against
         the float model on the calibration samples (qdq_loss_debug collectors), and eval accuracy."""
-        opts = opts or ExportOptions()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        small = calib.head(SAMPLES)
-        probe = _Probe(prepared(model) / "model_pre.onnx", small, opts, out_dir, eval_x, eval_y, metric)
-        return sensitivity_table(probe, higher_is_better=higher_is_better)
+        req.out_dir.mkdir(parents=True, exist_ok=True)
+        return _Probe(req)
 
 
-class _Probe:
+class _Probe(RuntimeProbe):
     """ONNX's LayerProbe: quantize_static of one node; SQNR from qdq_loss_debug; the Q/DQ graph as written."""
 
-    def __init__(self, pre: Path, small: CalibrationSet, opts: ExportOptions, work: Path, x: np.ndarray,
-                 y: np.ndarray, metric: str = "accuracy") -> None:
+    def __init__(self, req: SensitivityRequest) -> None:
         import onnx
 
-        self.pre, self.small, self.opts, self.work, self.x, self.y = pre, small, opts, work, x, y
-        self.metric = metric
-        self.feeds = _feeds(small, _input_names(pre))
-        self.nodes = {n.name: n for n in onnx.load(str(pre)).graph.node if n.op_type in COMPUTE_OPS}
+        super().__init__(req)
+        self.pre, self.work = prepared(req.model) / "model_pre.onnx", req.out_dir
+        self.feeds = _feeds(self.small, _input_names(self.pre))
+        self.nodes = {n.name: n for n in onnx.load(str(self.pre)).graph.node if n.op_type in COMPUTE_OPS}
 
     def candidates(self) -> list[str]:
         return list(self.nodes)
 
     def quantized_alone(self, layer: str) -> Path:
         only = self.work / "model_only.onnx"
-        quantize_qdq(self.pre, only, self.small, self.opts.calibration_method, only=[layer])
+        quantize_qdq(self.pre, only, self.small, self.req.opts.calibration_method, only=[layer])
         return only
 
     def sqnr(self, layer: str, model: Any) -> float | None:
@@ -360,8 +346,8 @@ class _Probe:
         got = _outputs(model, node.op_type, self.feeds, self.work).get(node.output[0])
         return None if ref is None or got is None else sqnr_db(ref, got)
 
-    def accuracy(self, model: Any) -> float:
-        return qdq_accuracy(model, self.x, self.y, self.metric)
+    def session(self, model: Any) -> runner.Session:
+        return OnnxRuntimeSession(model, 1, as_written=True)  # as qdq_accuracy
 
 
 def qdq_accuracy(path: Path, x: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:

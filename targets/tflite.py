@@ -19,11 +19,21 @@ import numpy as np
 from calibration import CalibrationSet
 from calibration.learned import LearnedRange, Signatures, match, note
 from calibration.ranges import ValueCollector
-from calibration.sensitivity import SAMPLES, sensitivity_table, sqnr_db
+from calibration.sensitivity import sqnr_db
 
 from . import runner, tflite_quantizer
-from .base import DeviceFamily, ExportOptions, ExportResult, FloatModel, KeptPrecision, Precision, TargetName
+from .base import (
+    DeviceFamily,
+    ExportOptions,
+    ExportResult,
+    FloatModel,
+    KeptPrecision,
+    Precision,
+    TargetName,
+    start_export,
+)
 from .runner import LiteRTSession
+from .sensitivity import RuntimeProbe, SensitivityRequest
 
 FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
 _DEBUG_PREFIX = "NumericVerify/"
@@ -218,7 +228,7 @@ def _other(model: FloatModel, calib: CalibrationSet, opts: ExportOptions) -> tup
 class TFLiteTarget:
     name = TargetName.TFLITE
     version = "4"  # 3: precisions; 4: kept layers 16x8 by scope (LiteRT Quantizer)
-    host_latency_note = None
+    host_latency_note: str | None = None
     supports_equalize = False
     device_family = DeviceFamily.ARM_CPU
     symmetric_activations = False
@@ -227,13 +237,13 @@ class TFLiteTarget:
     per_tensor_weights: frozenset[str] = frozenset()  # FULLY_CONNECTED included: per channel, axis 0
     float_weights = {"conv3d": "LiteRT has no int8 CONV_3D kernel: the converter keeps it in float between "
                                "DEQUANTIZE and QUANTIZE"}
-    precisions = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.INT16X8, Precision.FP16, Precision.FLOAT)
     unsupported: dict[Precision, str] = {}
 
     def export(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, opts: ExportOptions) -> ExportResult:
         import tensorflow as tf
 
-        out_dir.mkdir(parents=True, exist_ok=True)
+        start_export(self, opts, out_dir)
         earlier = model.reusable("model_float.tflite")
         if earlier is not None:
             shutil.copy2(earlier, out_dir / "model_float.tflite")
@@ -266,23 +276,18 @@ class TFLiteTarget:
             notes=tuple(notes),
         )
 
-    def sensitivity(self, model: FloatModel, calib: CalibrationSet, out_dir: Path, eval_x: np.ndarray,
-                    eval_y: np.ndarray, opts: ExportOptions | None = None, metric: str = "accuracy",
-                    higher_is_better: bool = True) -> list[dict[str, Any]]:
-        opts = opts or ExportOptions()
-        calibrated = calibrated_model(model, calib, opts.calibration_method)
-        small = calib.head(SAMPLES)
-        probe = _Probe(calibrated, _debugger_sqnr(calibrated, small), eval_x, eval_y, metric)
-        return sensitivity_table(probe, higher_is_better=higher_is_better)
+    def probe(self, req: SensitivityRequest) -> RuntimeProbe:
+        return _Probe(req)
 
 
-class _Probe:
+class _Probe(RuntimeProbe):
     """LiteRT's LayerProbe: the MLIR quantizer with every other op denylisted; SQNR from the debugger."""
 
-    def __init__(self, calibrated: bytes, stats: dict[str, float], x: np.ndarray, y: np.ndarray,
-                 metric: str) -> None:
-        self.calibrated, self.stats, self.x, self.y, self.metric = calibrated, stats, x, y, metric
-        self.names = layer_names(calibrated)
+    def __init__(self, req: SensitivityRequest) -> None:
+        super().__init__(req)
+        self.calibrated = calibrated_model(req.model, req.calib, req.opts.calibration_method)
+        self.stats = _debugger_sqnr(self.calibrated, self.small)
+        self.names = layer_names(self.calibrated)
 
     def candidates(self) -> list[str]:
         return self.names
@@ -295,5 +300,5 @@ class _Probe:
     def sqnr(self, layer: str, model: Any) -> float | None:
         return _lookup(self.stats, layer)
 
-    def accuracy(self, model: Any) -> float:
-        return runner.evaluate(LiteRTSession(model, 1), self.x, self.y, self.metric)
+    def session(self, model: Any) -> runner.Session:
+        return LiteRTSession(model, 1)

@@ -58,15 +58,15 @@ def run_sensitivity(job: dict[str, Any]) -> None:
 
     from . import ExportOptions, get_target
     from .base import float_layer_variants
+    from .runner import EvalSet
+    from .sensitivity import SensitivityRequest, sensitivity
 
     target, calib, model = get_target(job["target"]), _calibration(job), _model(job)
-    from .runner import EvalSet
-
     ev = EvalSet(Path(job["eval"]))
-    x, y = ev.x, ev.y
     opts = ExportOptions.from_dict(job.get("options", {}))
-    table = target.sensitivity(model, calib, Path(job["out_dir"]), x, y, opts, metric=job.get("metric", "accuracy"),
-                               higher_is_better=bool(job.get("higher_is_better", True)))
+    req = SensitivityRequest(model, calib, Path(job["out_dir"]), ev.x, ev.y, opts, job.get("metric", "accuracy"),
+                             bool(job.get("higher_is_better", True)))
+    table = sensitivity(target, req)
     Path(job["result"]).write_text(json.dumps(table))
     folder = Path(job.get("variants_dir") or job["out_dir"])
     variants = float_layer_variants(opts, table, int(job.get("float_variants", 0)))

@@ -3,7 +3,10 @@
 - no import cycle among pipeline/, targets/ and calibration/ modules, counting imports inside functions
   (only `if TYPE_CHECKING:` imports, which never run, are left out);
 - layering one way: edgepipe -> pipeline -> targets -> calibration; calibration imports no ML framework;
-- no module over 400 lines, no function over 50 lines; a docstring atop every package and module;
+- no module over 400 lines, no function over 50 lines; a docstring atop every package and module (bench/
+  included);
+- no function over 7 parameters (self and cls not counted, *args and **kwargs counted): what travels together
+  goes as a frozen request or options object;
 - no private name imported from another module.
 """
 
@@ -26,6 +29,8 @@ def _modname(path: Path) -> str:
 
 
 MODULES = {_modname(f): f for p in PACKAGES for f in sorted((ROOT / p).rglob("*.py"))}
+BENCH = {_modname(f): f for f in sorted((ROOT / "bench").rglob("*.py"))}  # sizes and docstrings only
+MAX_PARAMETERS = 7
 
 
 def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
@@ -125,15 +130,38 @@ def test_layering(mod: str) -> None:
         assert not tops & ({"pipeline", "targets"} | ML), f"{mod} imports {tops & ({'pipeline', 'targets'} | ML)}"
 
 
-@pytest.mark.parametrize("mod", sorted(MODULES))
+@pytest.mark.parametrize("mod", sorted(MODULES | BENCH))
 def test_sizes_and_docstrings(mod: str) -> None:
-    source = MODULES[mod].read_text()
+    source = (MODULES | BENCH)[mod].read_text()
     tree = ast.parse(source)
     assert len(source.splitlines()) <= 400, f"{mod}: {len(source.splitlines())} lines"
     assert ast.get_docstring(tree), f"{mod}: no module docstring"
     long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(tree)
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and (n.end_lineno or 0) - n.lineno + 1 > 50]
     assert not long, f"{mod}: functions over 50 lines: {long}"
+
+
+def _parameters(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """How many parameters a caller may pass: every named one but a leading self or cls, *args and **kwargs."""
+    a = fn.args
+    names = [p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+    bound = 1 if names and names[0] in ("self", "cls") else 0
+    return len(names) - bound + (a.vararg is not None) + (a.kwarg is not None)
+
+
+def test_the_checker_counts_parameters() -> None:
+    tree = ast.parse("class C:\n    def m(self, a, /, b, *c, d, **e): ...\n    @classmethod\n    def k(cls, x): ...\n"
+                     "def f(x, y=2): ...\n")
+    counts = {n.name: _parameters(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert counts == {"m": 5, "k": 1, "f": 2}
+
+
+@pytest.mark.parametrize("mod", sorted(MODULES))
+def test_no_long_parameter_lists(mod: str) -> None:
+    tree = ast.parse(MODULES[mod].read_text())
+    long = [f"{n.name} (line {n.lineno}: {_parameters(n)})" for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and _parameters(n) > MAX_PARAMETERS]
+    assert not long, f"{mod}: functions over {MAX_PARAMETERS} parameters (group them in a frozen dataclass): {long}"
 
 
 @pytest.mark.parametrize("mod", sorted(MODULES))

@@ -79,7 +79,7 @@ def measure(artifact: Path, device: BenchDevice, settings: Bench, eval_path: Pat
         return run_here(args, artifact.name)
     from targets.ssh import InRemoteDir, check_settings, files_to_copy, run_runner
 
-    check_settings(settings.warmup, settings.iterations, settings.threads)
+    check_settings(settings)
     files, names = files_to_copy([artifact], eval_path, tensorrt)
     eval_arg = None if eval_path is None else InRemoteDir("eval.npz")
     return run_runner(device.ssh, "runner_bench.py", files,

@@ -50,13 +50,12 @@ def interleaved_now(paths: list[Path], device: BenchDevice,
             raise UsageError(device.why_not(p))
     if device.ssh is None:
         try:
-            return runner_bench.against(paths[0], paths[1], eval_path, settings.warmup, settings.iterations,
-                                        settings.threads, COMPARE_ROUNDS)
+            return runner_bench.against(paths[0], paths[1], eval_path, settings, COMPARE_ROUNDS)
         except Exception as err:
             raise TargetError(f"the comparison failed in the runtime: {type(err).__name__}: {err}") from err
     from targets.ssh import InRemoteDir, check_settings, files_to_copy, run_runner
 
-    check_settings(settings.warmup, settings.iterations, settings.threads)
+    check_settings(settings)
     files, names = files_to_copy(paths, eval_path)
     argv = [InRemoteDir(names[0]), "--against", InRemoteDir(names[1]), "--warmup", str(settings.warmup),
             "--iterations", str(settings.iterations), "--threads", str(settings.threads), "--rounds", str(COMPARE_ROUNDS)]

@@ -6,7 +6,7 @@ The runner owns caching (content hash of input model, stage name, version and co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +39,32 @@ def one_input(x: Samples | dict[str, np.ndarray]) -> Samples:
     if isinstance(x, dict):
         raise TypeError("the compression stages train models with one input")
     return x
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """How one training run goes: epochs, Adam's learning rate, batch size and seed; with `validation_split` and
+    `patience`, early stopping on a seeded validation split (best epoch restored); `callbacks` see the model
+    being trained as `self.model`."""
+
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    seed: int = 0
+    validation_split: float = 0.0
+    patience: int | None = None
+    callbacks: Sequence[Any] = ()
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """The teacher's part of a training loss: its logits (a classifier) or outputs (any other model) on the
+    training samples, their weight `alpha` against the task's own target, and the softmax temperature
+    (classifiers only)."""
+
+    outputs: np.ndarray
+    alpha: float = 0.7
+    temperature: float = 4.0
 
 
 @dataclass(frozen=True)

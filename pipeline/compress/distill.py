@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 
-from pipeline.compress.base import StageContext, StageResult, one_input
+from pipeline.compress.base import Distillation, FitSpec, StageContext, StageResult, one_input
 from pipeline.compress.training import (
     fit_classifier,
     fit_regression,
@@ -68,6 +68,11 @@ class DistillStage:
         assert self.student_path is not None
         return load_student(self.student_path)
 
+    def _spec(self, ctx: StageContext) -> FitSpec:
+        cfg = self.cfg
+        return FitSpec(cfg.epochs, cfg.learning_rate, cfg.batch_size, ctx.seed, cfg.validation_split, cfg.patience,
+                       ctx.progress_callbacks("distill", cfg.epochs))
+
     def run(self, model: keras.Model, ctx: StageContext) -> StageResult:
         """Distil `model` (the teacher: the stage's input) into the configured student."""
         cfg = self.cfg
@@ -80,21 +85,9 @@ class DistillStage:
         if ctx.labels != "classes":
             return self._regress(model, student, ctx)
         teacher_logits = predict_logits(model, one_input(ctx.data.x_train), batch_size=max(cfg.batch_size, 256))
-        trained, history = fit_classifier(
-            student,
-            ctx.data,
-            epochs=cfg.epochs,
-            learning_rate=cfg.learning_rate,
-            batch_size=cfg.batch_size,
-            seed=ctx.seed,
-            teacher_logits=teacher_logits,
-            temperature=cfg.temperature,
-            alpha=cfg.alpha,
-            validation_split=cfg.validation_split,
-            patience=cfg.patience,
-            callbacks=ctx.progress_callbacks("distill", cfg.epochs),
-            softmax=is_softmax_output(model),
-        )
+        trained, history = fit_classifier(student, ctx.data, self._spec(ctx),
+                                          Distillation(teacher_logits, cfg.alpha, cfg.temperature),
+                                          softmax=is_softmax_output(model))
         val_acc = history.get("val_label_accuracy", [])
         best = max(val_acc) if val_acc else None
         details = {
@@ -115,11 +108,8 @@ class DistillStage:
         """Distillation for a model that is not a classifier: MSE to the teacher's outputs and the task's target."""
         cfg = self.cfg
         x, target = task_targets(ctx.data, ctx.labels, ctx.teacher)
-        trained, history = fit_regression(
-            student, x, target, epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
-            seed=ctx.seed, teacher_outputs=predict_outputs(teacher, x, batch_size=max(cfg.batch_size, 256)),
-            alpha=cfg.alpha, validation_split=cfg.validation_split, patience=cfg.patience,
-            callbacks=ctx.progress_callbacks("distill", cfg.epochs))
+        teacher_outputs = predict_outputs(teacher, x, batch_size=max(cfg.batch_size, 256))
+        trained, history = fit_regression(student, x, target, self._spec(ctx), Distillation(teacher_outputs, cfg.alpha))
         val_loss = history.get("val_loss", [])
         best = min(val_loss) if val_loss else None
         details = {

@@ -26,6 +26,8 @@ from targets import runner
 if TYPE_CHECKING:
     import keras
 
+    from pipeline.inputs.source import Source
+
 
 class _KerasSession(runner.Session):
     runtime = "keras"
@@ -85,12 +87,13 @@ class StageOutcome:
     val_outputs: list[np.ndarray | None] = field(default_factory=list)  # each stage's outputs on the validation split
 
 
-def run_stages(config: Config, teacher: keras.Model | None, model_id: str, data: TrainData, data_id: str,
-               run_dir: Path, cache: Cache, ui: UI, metric: str = "accuracy",
-               labels: str = "classes") -> StageOutcome | None:
-    """Apply every configured stage (trained as `labels` says: `StageContext.labels`); None when there is none."""
+def run_stages(config: Config, src: Source, run_dir: Path, cache: Cache, ui: UI) -> StageOutcome | None:
+    """Apply every configured stage to the reference model of `src`, trained on its data as its metric's labels
+    say (`StageContext.labels`) and measured by its metric; None when there is no stage."""
     import keras
 
+    teacher, model_id, data, data_id = src.reference.keras_model, src.model_id, src.data, src.data_id
+    metric, labels = src.metric.spec, src.metric.labels.value
     if config.distill is None and config.prune is None and config.decompose is None:
         return None
     from pipeline.compress import build_stages

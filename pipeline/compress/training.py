@@ -12,14 +12,14 @@ outputs (`fit_regression`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from pipeline.compress.base import TrainData, one_input
+from pipeline.compress.base import Distillation, FitSpec, TrainData, one_input
 from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild
 from pipeline.inputs.arrays import Samples, fit_data, predict_batches, take, validation_data
 
@@ -146,11 +146,10 @@ class _RecalibrateBN(keras.callbacks.Callback):
         recalibrate_batchnorm(self.model, self.x)
 
 
-def teacher_guidance(ctx: Any, temperature: float = 4.0, alpha: float = 0.7) -> dict[str, Any]:
+def teacher_guidance(ctx: Any, temperature: float = 4.0, alpha: float = 0.7) -> Distillation:
     """Fine-tuning after pruning or decomposition also distils from the reference teacher: the pruned
     model then recovers the teacher's accuracy rather than only the labels'."""
-    logits = predict_logits(ctx.teacher, ctx.data.x_train)
-    return {"teacher_logits": logits, "temperature": temperature, "alpha": alpha}
+    return Distillation(predict_logits(ctx.teacher, ctx.data.x_train), alpha, temperature)
 
 
 def fine_tune(model: keras.Model, ctx: Any, section: Any, epochs: int, label: str,
@@ -160,21 +159,12 @@ def fine_tune(model: keras.Model, ctx: Any, section: Any, epochs: int, label: st
     if epochs <= 0:
         return model
     callbacks = [*(callbacks or []), *ctx.progress_callbacks(label, epochs)]
+    spec = FitSpec(epochs, section.learning_rate, section.batch_size, ctx.seed, callbacks=callbacks)
     if ctx.labels != "classes":  # the task's loss: MSE against its targets, its input, or the reference's outputs
         x, target = task_targets(ctx.data, ctx.labels, ctx.teacher)
-        trained, _ = fit_regression(model, x, target, epochs=epochs, learning_rate=section.learning_rate,
-                                    batch_size=section.batch_size, seed=ctx.seed, callbacks=callbacks)
+        trained, _ = fit_regression(model, x, target, spec)
         return trained
-    trained, _ = fit_classifier(
-        model,
-        ctx.data,
-        epochs=epochs,
-        learning_rate=section.learning_rate,
-        batch_size=section.batch_size,
-        seed=ctx.seed,
-        callbacks=callbacks,
-        **teacher_guidance(ctx),
-    )
+    trained, _ = fit_classifier(model, ctx.data, spec, teacher_guidance(ctx))
     return trained
 
 
@@ -195,61 +185,47 @@ def _hold_out(x: Samples, y: np.ndarray, fraction: float, seed: int
     return take(x, tr), y[tr], (take(x, va), y[va])
 
 
-def _fit_callbacks(user: Sequence[Any], x: Samples, has_bn: bool, validating: bool, patience: int | None,
-                   epochs: int, monitor: str = "val_label_accuracy") -> list[Any]:
-    """The user's callbacks, BatchNorm recalibration, and early stopping on validation accuracy (or `monitor`,
+def _fit_callbacks(spec: FitSpec, x: Samples, has_bn: bool, validating: bool,
+                   monitor: str = "val_label_accuracy") -> list[Any]:
+    """The spec's callbacks, BatchNorm recalibration, and early stopping on validation accuracy (or `monitor`,
     minimised when it is a loss)."""
-    out = list(user) + ([_RecalibrateBN(x)] if has_bn else [])
-    if validating and patience is not None:
+    out = list(spec.callbacks) + ([_RecalibrateBN(x)] if has_bn else [])
+    if validating and spec.patience is not None:
         # BatchNorm's moving statistics need some hundred steps before validation accuracy means anything:
         # no stopping in the first third of the epochs.
         out.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="min" if monitor.endswith("loss") else "max", patience=patience, restore_best_weights=True,
-            start_from_epoch=max(patience, epochs // 3)))
+            monitor=monitor, mode="min" if monitor.endswith("loss") else "max", patience=spec.patience,
+            restore_best_weights=True, start_from_epoch=max(spec.patience, spec.epochs // 3)))
     return out
 
 
-def fit_classifier(
-    model: keras.Model,
-    data: TrainData,
-    *,
-    epochs: int,
-    learning_rate: float,
-    batch_size: int,
-    seed: int = 0,
-    teacher_logits: np.ndarray | None = None,
-    temperature: float = 4.0,
-    alpha: float = 0.0,
-    validation_split: float = 0.0,
-    patience: int | None = None,
-    callbacks: Sequence[Any] = (),
-    softmax: bool | None = None,
-) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Train a copy of `model` on logits with hard labels (and distillation when teacher logits are given).
+def fit_classifier(model: keras.Model, data: TrainData, spec: FitSpec, teacher: Distillation | None = None,
+                   softmax: bool | None = None) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train a copy of `model` on logits with hard labels (and distillation from the teacher's logits).
 
     Returns the trained model (uncompiled; in the `softmax` convention, default: the input's) and the
-    Keras history. With `validation_split` and `patience`, EarlyStopping on validation accuracy restores the
-    best epoch. `callbacks` see the logits training model as `self.model`.
+    Keras history. With `spec.validation_split` and `spec.patience`, EarlyStopping on validation accuracy
+    restores the best epoch. `spec.callbacks` see the logits training model as `self.model`.
     """
     if softmax is None:
         softmax = is_softmax_output(model)
-    if epochs <= 0:
+    if spec.epochs <= 0:
         return with_output_convention(model, softmax), {}
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(spec.seed)
     train = logits_model(model)
     y = data.y_train.astype(np.float32).reshape(-1, 1)
-    if teacher_logits is not None and alpha > 0.0:
-        y = np.concatenate([y, np.asarray(teacher_logits, dtype=np.float32)], axis=1)
+    alpha, temperature = (teacher.alpha, teacher.temperature) if teacher is not None else (0.0, 4.0)
+    if teacher is not None and alpha > 0.0:
+        y = np.concatenate([y, np.asarray(teacher.outputs, dtype=np.float32)], axis=1)
     else:
         alpha = 0.0
-    x, y, validation = _hold_out(one_input(data.x_train), y, validation_split, seed)
+    x, y, validation = _hold_out(one_input(data.x_train), y, spec.validation_split, spec.seed)
     has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
-    train.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=distillation_loss(temperature, alpha),
+    train.compile(optimizer=keras.optimizers.Adam(spec.learning_rate), loss=distillation_loss(temperature, alpha),
                   metrics=[label_accuracy], jit_compile=False)
-    history = train.fit(**fit_data(x, y, batch_size), epochs=epochs,
-                        validation_data=validation_data(validation, batch_size), shuffle=True,
-                        verbose=0, callbacks=_fit_callbacks(callbacks, x, has_bn, validation is not None,
-                                                            patience, epochs))
+    history = train.fit(**fit_data(x, y, spec.batch_size), epochs=spec.epochs,
+                        validation_data=validation_data(validation, spec.batch_size), shuffle=True,
+                        verbose=0, callbacks=_fit_callbacks(spec, x, has_bn, validation is not None))
     if has_bn and validation is None:
         recalibrate_batchnorm(train, x)
     trained = with_output_convention(train, softmax)
@@ -293,32 +269,32 @@ def regression_loss(alpha: float, width: int) -> Callable[[Any, Any], Any]:
     return regress_loss
 
 
-def fit_regression(model: keras.Model, x: Samples, target: Samples, *, epochs: int, learning_rate: float,
-                   batch_size: int, seed: int = 0, teacher_outputs: np.ndarray | None = None, alpha: float = 0.0,
-                   validation_split: float = 0.0, patience: int | None = None,
-                   callbacks: Sequence[Any] = ()) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Train a copy of `model` on its outputs as they are: MSE against `target` (and against `teacher_outputs`
-    with weight `alpha`, for distillation). Early stopping (with `validation_split` and `patience`) watches the
-    validation loss. Returns the trained model (uncompiled functional) and the Keras history."""
-    if epochs <= 0:
+def fit_regression(model: keras.Model, x: Samples, target: Samples, spec: FitSpec,
+                   teacher: Distillation | None = None) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train a copy of `model` on its outputs as they are: MSE against `target` (and against the teacher's
+    outputs with weight `teacher.alpha`, for distillation). Early stopping (with `spec.validation_split` and
+    `spec.patience`) watches the validation loss. Returns the trained model (uncompiled functional) and the
+    Keras history."""
+    if spec.epochs <= 0:
         return rebuild(model), {}
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(spec.seed)
     train = rebuild(model)
     flat = keras.Model(train.inputs, L.Flatten()(train.outputs[0]))  # shares train's layers: one y of any shape
     y = np.asarray(target, dtype=np.float32).reshape(len(x), -1)
     width = y.shape[1]
-    if teacher_outputs is not None and alpha > 0.0:
-        y = np.concatenate([y, np.asarray(teacher_outputs, dtype=np.float32).reshape(len(x), -1)], axis=1)
+    alpha = teacher.alpha if teacher is not None else 0.0
+    if teacher is not None and alpha > 0.0:
+        y = np.concatenate([y, np.asarray(teacher.outputs, dtype=np.float32).reshape(len(x), -1)], axis=1)
     else:
         alpha = 0.0
-    x, y, validation = _hold_out(x, y, validation_split, seed)
+    x, y, validation = _hold_out(x, y, spec.validation_split, spec.seed)
     has_bn = any(isinstance(layer, L.BatchNormalization) for layer in train.layers)
-    flat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=regression_loss(alpha, width),
+    flat.compile(optimizer=keras.optimizers.Adam(spec.learning_rate), loss=regression_loss(alpha, width),
                  jit_compile=False)
-    history = flat.fit(**fit_data(x, y, batch_size), epochs=epochs,
-                       validation_data=validation_data(validation, batch_size), shuffle=True,
-                       verbose=0, callbacks=_fit_callbacks(callbacks, x, has_bn, validation is not None, patience,
-                                                           epochs, monitor="val_loss"))
+    history = flat.fit(**fit_data(x, y, spec.batch_size), epochs=spec.epochs,
+                       validation_data=validation_data(validation, spec.batch_size), shuffle=True,
+                       verbose=0, callbacks=_fit_callbacks(spec, x, has_bn, validation is not None,
+                                                           monitor="val_loss"))
     if has_bn and validation is None:
         recalibrate_batchnorm(train, x)
     return rebuild(train), {k: [float(v) for v in vals] for k, vals in history.history.items()}

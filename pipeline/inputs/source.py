@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.cache import Cache, cache_key
-from pipeline.compress.base import TrainData, one_input
+from pipeline.compress.base import FitSpec, TrainData, one_input
 from pipeline.config import Config, MetricSection
 from pipeline.errors import ConfigError, DataError, ModelLoadError
 from pipeline.inputs.data import Preprocess, RawData, prepare, preprocess_from, read_data, read_image_folder
@@ -50,8 +50,8 @@ def _example_teacher(name: str, raw: RawData, data: TrainData, seed: int, cache:
         else:
             x = np.asarray(one_input(data.x_train))
             target = x if ex.reconstructs else data.y_train  # an autoencoder learns its input
-            train_teacher(model, x, np.asarray(target), epochs=ex.epochs, learning_rate=2e-3, seed=seed,
-                          callbacks=callbacks, reconstruct=ex.reconstructs)
+            spec = FitSpec(ex.epochs, learning_rate=2e-3, batch_size=64, seed=seed, callbacks=callbacks)
+            train_teacher(model, x, np.asarray(target), spec, reconstruct=ex.reconstructs)
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp) / "model.keras")
             hit = cache.put(key, Path(tmp))

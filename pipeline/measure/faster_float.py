@@ -24,14 +24,12 @@ def decide(v: Verifier, rel_int8: str, rel_float: str, val_rel: str, reference_v
     """Whether the float twin ships: only on a latency measured on the target's kind of device, only when
     faster there, and only when its validation drop is within the budget."""
     label = v.target.value
-    m8 = run_measurement(v.run_dir / rel_int8, None, v.bench, v.ui, f"{label} int8 latency", v.device,
-                         target=v.target)
+    m8 = run_measurement(v.run_dir / rel_int8, None, v.measuring, f"{label} int8 latency")
     int8 = {"artifact": rel_int8, "latency_ms": m8["latency_ms"]}
     why_not = informational_reason(v.target, v.device, m8.get("cpu"), v.deploy_on_host)
     if why_not is not None:
         return FloatChoice(False, f"ship_faster_float: int8 kept; latency is informational here ({why_not})", int8)
-    mf = run_measurement(v.run_dir / rel_float, v.run_dir / val_rel, v.bench, v.ui, f"{label} float (validation)",
-                         v.device, target=v.target, metric=v.metric)
+    mf = run_measurement(v.run_dir / rel_float, v.run_dir / val_rel, v.measuring, f"{label} float (validation)")
     sp, _ = speedup_of(v, v.run_dir / rel_int8, v.run_dir / rel_float, m8)
     int8["speedup"] = sp.to_report()
     i_ms, f_ms = float(m8["latency_ms"]["median"]), float(mf["latency_ms"]["median"])

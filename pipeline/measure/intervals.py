@@ -158,10 +158,20 @@ def _counts(idx: np.ndarray) -> np.ndarray:
     return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """A paired bootstrap's settings: the interval's confidence level, how many resamples, the seed."""
+
+    level: float = 0.95
+    resamples: int = 2000
+    seed: int = 0
+
+
 def paired_bootstrap_drop(ref_stats: Any, art_stats: Any, y: Any, spec: str, higher_is_better: bool,
-                          level: float = 0.95, resamples: int = 2000, seed: int = 0) -> DropInterval:
+                          how: Bootstrap = Bootstrap()) -> DropInterval:
     """The drop of metric `spec` in its worse direction, with a percentile interval from resampling the
     samples jointly for both models (their pairing kept); seeded, so a build reports the same interval twice."""
+    level, resamples = how.level, how.resamples
     ref, art = _pair(ref_stats, art_stats)
     n = ref.shape[0]
     if n == 0:
@@ -171,7 +181,7 @@ def paired_bootstrap_drop(ref_stats: Any, art_stats: Any, y: Any, spec: str, hig
     sign = 1.0 if higher_is_better else -1.0
     reference = from_per_sample(ref, y, spec)
     drop = sign * (reference - from_per_sample(art, y, spec))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(how.seed)
     block, of_ref, of_art = max(1, _BLOCK // n), _Resampled(ref, labels, spec), _Resampled(art, labels, spec)
     drops = []
     for start in range(0, resamples, block):
@@ -199,7 +209,7 @@ def drop_interval(ref_stats: Any, art_stats: Any, y: Any, spec: str, higher_is_b
         return None
     if is_proportion(spec):
         return paired_proportion_drop(ref_stats, art_stats, level, higher_is_better)
-    return paired_bootstrap_drop(ref_stats, art_stats, y, spec, higher_is_better, level)
+    return paired_bootstrap_drop(ref_stats, art_stats, y, spec, higher_is_better, Bootstrap(level))
 
 
 # ---------- how many samples would resolve the budget ----------

@@ -12,6 +12,7 @@ from pipeline.measure.metric import Metric
 from pipeline.measure.scores import REFERENCE_SCORES_REL, load_scores, metric_entry
 from pipeline.measure.verify import (
     Bench,
+    Measuring,
     Verifier,
     judge,
     level,
@@ -50,7 +51,7 @@ def verify_run(run_dir: Path, device: Any, ui: UI, profile: Bench | None = None,
         bench = profile or Bench(int(lat.get("warmup", 10)), int(lat.get("iterations", 100)),
                                  int(lat.get("threads", 1)))
         try:
-            m = run_measurement(artifact, eval_path, bench, ui, name, device, target=TargetName(name), metric=metric)
+            m = run_measurement(artifact, eval_path, Measuring(bench, ui, TargetName(name), device, metric), name)
         except TargetError as err:  # one target failing on the device does not stop the others
             ui.warn(str(err))
             t.update(error=str(err), passed=False)

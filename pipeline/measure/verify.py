@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +16,9 @@ from pipeline.measure.speedup import Speedup, Verdict, interleaved_samples, nois
 from pipeline.ui import UI
 from targets import artifact_files, runner
 from targets.base import TargetName
+from targets.runner_settings import Bench  # the runner's settings, imported from here by the pipeline
 
 HOST = "host"
-
-
-@dataclass(frozen=True)
-class Bench:
-    warmup: int = 10
-    iterations: int = 100
-    threads: int = 1
-
-    def overridden(self, explicit: dict[str, int]) -> Bench:
-        """These settings with those given explicitly (a CLI flag, a config key) in their place."""
-        names = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in explicit.items() if k in names})
 
 
 def uses_tensorrt(device: Any, target: TargetName) -> bool:
@@ -49,27 +38,37 @@ def run_on_host(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, la
     def progress(what: str, total: int | None = None) -> Any:
         return ui.task(f"{label}: {what}", total=total)
 
-    out = runner.run(artifact, eval_path, bench.warmup, bench.iterations, bench.threads, progress=progress,
-                     metric=metric.spec)
-    return {**out, "device": HOST}
+    return {**runner.run(artifact, eval_path, bench, progress=progress, metric=metric.spec), "device": HOST}
 
 
-def run_measurement(artifact: Path, eval_path: Path | None, bench: Bench, ui: UI, label: str,
-                    device: Any = None, *, target: TargetName, metric: Metric = ACCURACY) -> dict[str, Any]:
-    """On the host, or on an SSH device (`device` is a targets.ssh.SshDevice). `target` is the target the
-    artifact belongs to; `label` only names the measurement in progress lines and errors."""
+@dataclass(frozen=True)
+class Measuring:
+    """How and where an artifact of `target` is measured: the runner's settings, the progress UI, the device
+    (None: this host; else a targets.ssh.SshDevice) and the task's metric."""
+
+    bench: Bench
+    ui: UI
+    target: TargetName
+    device: Any = None
+    metric: Metric = ACCURACY
+
+
+def run_measurement(artifact: Path, eval_path: Path | None, how: Measuring, label: str) -> dict[str, Any]:
+    """On the host, or on an SSH device, as `how` says; `label` only names the measurement in progress lines
+    and errors."""
+    device = how.device
     if device is None:
         try:
-            return run_on_host(artifact, eval_path, bench, ui, label, metric)
+            return run_on_host(artifact, eval_path, how.bench, how.ui, label, how.metric)
         except EdgepipeError:
             raise
         except Exception as err:  # the runtime failed on this artifact: that target fails, the others go on
             raise TargetError(f"{label}: {artifact.name} failed in its runtime: {type(err).__name__}: {err}") from err
     from targets.ssh import run_remote
 
-    with ui.task(f"{label}: measuring on {device.url}"):
-        return run_remote(device, artifact, eval_path, warmup=bench.warmup, iterations=bench.iterations,
-                          threads=bench.threads, tensorrt=uses_tensorrt(device, target), metric=metric.spec)
+    with how.ui.task(f"{label}: measuring on {device.url}"):
+        return run_remote(device, artifact, eval_path, how.bench, tensorrt=uses_tensorrt(device, how.target),
+                          metric=how.metric.spec)
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,10 @@ class Verifier:
     metric: Metric = ACCURACY
     deploy_on_host: bool = False  # [targets.X] deploy_on_host: this host's latency counts (device_kind)
 
+    @property
+    def measuring(self) -> Measuring:
+        return Measuring(self.bench, self.ui, self.target, self.device, self.metric)
+
 
 def target_entry(v: Verifier, rel_artifact: str, rel_float: str | None, eval_rel: str,
                  reference: Scores | float, float_accuracy: float | None,
@@ -93,8 +96,7 @@ def target_entry(v: Verifier, rel_artifact: str, rel_float: str | None, eval_rel
     report's target entry. "accuracy" keys hold the metric's value for accuracy only: `metric` names it, with
     the drop against `reference` (Scores: with its paired interval) on the same samples."""
     eval_path, label, device = v.run_dir / eval_rel, v.target.value, v.device
-    m = run_measurement(v.run_dir / rel_artifact, eval_path, v.bench, v.ui, label, device, target=v.target,
-                        metric=v.metric)
+    m = run_measurement(v.run_dir / rel_artifact, eval_path, v.measuring, label)
     ref_value = reference.value if isinstance(reference, Scores) else reference
     entry: dict[str, Any] = {
         "artifact": rel_artifact, "precision": precision, "runtime": m["runtime"], "device": m["device"],
@@ -138,7 +140,7 @@ def speedup_of(v: Verifier, artifact: Path, float_artifact: Path, m: dict[str, A
     if v.device is None:
         q, f = interleaved_samples(artifact, float_artifact, v.bench.warmup, v.bench.iterations, v.bench.threads)
         return ratio_interval(f, q, interleaved=True), runner.latency_stats(f, v.bench.warmup, v.bench.threads)
-    fm = run_measurement(float_artifact, None, v.bench, v.ui, f"{v.target.value} float", v.device, target=v.target)
+    fm = run_measurement(float_artifact, None, v.measuring, f"{v.target.value} float")  # latency only
     sp = ratio_interval(fm.get("latency_samples_ms") or [fm["latency_ms"]["median"]],
                         m.get("latency_samples_ms") or [m["latency_ms"]["median"]], interleaved=False)
     return sp, fm["latency_ms"]

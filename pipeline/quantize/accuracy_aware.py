@@ -32,7 +32,7 @@ from pipeline.errors import TargetError
 from pipeline.inputs.arrays import take
 from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.quantize.equalized_model import CLE, SHORT, SMOOTHQUANT, EqualizedModel, equalized_model
-from pipeline.quantize.export import Batch, Exported, export_batch, target_sensitivity
+from pipeline.quantize.export import Batch, Exported, ExportRequest, export_batch, target_sensitivity
 from pipeline.quantize.qat import QatInputs, QatModel, qat_model_for
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target, runner
@@ -60,6 +60,11 @@ class Job:
     metric: Metric = ACCURACY
     threads: int = 1  # as verification measures the artifact
     qat: QatInputs | None = None  # the training data for quantization-aware fine-tuning (classifiers)
+
+    @property
+    def export_request(self) -> ExportRequest:
+        """What its exports share (pipeline.quantize.export)."""
+        return ExportRequest(self.name, self.model, self.model_id, self.calib, self.cache, self.ui)
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ def _try(job: Job, out: Outcome, candidates: list[ExportOptions], equalized: Equ
     if not candidates:
         return
     try:
-        batch = export_batch(job.name, job.model, job.model_id, job.calib, candidates, job.cache, job.ui)
+        batch = export_batch(job.export_request, candidates)
     except TargetError as err:  # a timeout: what was measured so far stands
         out.notes.append(f"accuracy-aware: variants not built ({err})")
         return
@@ -238,8 +243,8 @@ def _qat(job: Job, out: Outcome) -> None:
         out.notes.append(f"accuracy-aware: quantization-aware fine-tuning skipped ({why})")
         return
     best, base = out.best, _on_best(job, out)
-    qat, why = qat_model_for(job.name, replace(base.model, converted=None), base.model_id, job.qat.data, job.calib,
-                             job.cache, job.ui, job.qat.config)
+    qat, why = qat_model_for(replace(base.export_request, model=replace(base.model, converted=None)), job.qat.data,
+                             job.qat.config)
     if qat is None:
         out.notes.append(f"accuracy-aware: {why}")
         return
@@ -260,8 +265,7 @@ def _float_layers(job: Job, out: Outcome) -> None:
     x, y = runner.read_eval(job.eval_path)
     x, y = np.asarray(x[:EVAL_SAMPLES]), y[:EVAL_SAMPLES]
     try:
-        out.sensitivity, batch = target_sensitivity(job.name, job.model, job.model_id, job.calib, base, x, y,
-                                                    job.cache, job.ui, float_variants=out.room(),
+        out.sensitivity, batch = target_sensitivity(job.export_request, base, (x, y), float_variants=out.room(),
                                                     metric=(job.metric.spec, job.metric.higher_is_better))
     except TargetError as err:
         out.notes.append(f"accuracy-aware: no sensitivity table ({err}), so no layer was kept in float")

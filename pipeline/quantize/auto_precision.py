@@ -25,7 +25,7 @@ from pipeline.measure.verify import Bench, Verifier, check_outputs, judge, run_m
 from pipeline.quantize import accuracy_aware
 from pipeline.quantize.auto_pick import Candidate, CandidateKind, pick
 from pipeline.quantize.equalized_model import SHORT, SMOOTHQUANT
-from pipeline.quantize.export import Exported, export_batch, export_target
+from pipeline.quantize.export import Exported, ExportRequest, export_batch, export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, Precision, TargetName, get_target, precision_problem, runner
 
@@ -66,6 +66,11 @@ class AutoJob:
     reference_test: Scores | None = None  # the reference's scores there
     reference_val: Scores | None = None  # the reference's scores on eval_rel (the validation split)
     deploy_on_host: bool = False  # [targets.X] deploy_on_host
+
+    @property
+    def export_request(self) -> ExportRequest:
+        """What its exports share (pipeline.quantize.export)."""
+        return ExportRequest(self.name, self.model, self.model_id, self.calib, self.cache, self.ui)
 
     def verifier(self) -> Verifier:
         return Verifier(self.run_dir, self.budget, self.bench, self.ui, TargetName(self.name), self.device,
@@ -147,7 +152,7 @@ def int8_candidates(job: AutoJob) -> tuple[list[Candidate], accuracy_aware.Outco
     """Full int8, int8-recovered and mixed from the accuracy-aware ladder (full int8 only without a budget)."""
     opts = ExportOptions(calibration_method=job.calibration_method, precision=Precision.INT8)
     try:
-        first = export_target(job.name, job.model, job.model_id, job.calib, opts, job.cache, job.ui)
+        first = export_target(job.export_request, opts)
     except TargetError as err:  # the other precisions may still build
         return [Candidate(CandidateKind.INT8, f"full int8, {job.calibration_method}", reason=f"not built: {err}"),
                 *(Candidate(k, "", reason="not tried: full int8 was not built")
@@ -170,10 +175,11 @@ def other_candidates(job: AutoJob, first: Exported | None) -> list[Candidate]:
     supported = get_target(job.name).precisions
     kinds = [k for k, p in OTHER_PRECISIONS.items() if p in supported]
     options = [ExportOptions(calibration_method=job.calibration_method, precision=OTHER_PRECISIONS[k]) for k in kinds]
-    model = job.model if first is None else replace(job.model, converted=first.folder)
+    req = job.export_request if first is None else replace(job.export_request,
+                                                            model=replace(job.model, converted=first.folder))
     try:
-        built = export_batch(job.name, model, job.model_id, job.calib, options, job.cache, job.ui,
-                             label=f"{job.name}: exporting {', '.join(k.value for k in kinds)}").exported
+        label = f"{job.name}: exporting {', '.join(k.value for k in kinds)}"
+        built = export_batch(req, options, label=label).exported
     except TargetError:
         built = []
     found: dict[CandidateKind, Candidate] = {}
@@ -182,8 +188,7 @@ def other_candidates(job: AutoJob, first: Exported | None) -> list[Candidate]:
     for k, opts in zip(kinds, options, strict=True):  # after a failure in the batch: each alone
         if k not in found:
             try:
-                found[k] = Candidate(k, opts.precision.value,
-                                     export_target(job.name, model, job.model_id, job.calib, opts, job.cache, job.ui))
+                found[k] = Candidate(k, opts.precision.value, export_target(req, opts))
             except TargetError as err:
                 found[k] = Candidate(k, opts.precision.value, reason=f"not built: {err}")
     return [found.get(k) or Candidate(k, "", reason=f"not built: {precision_problem(job.name, p)}")
@@ -215,9 +220,8 @@ def second_round(job: AutoJob, candidates: list[Candidate]) -> list[Candidate]:
         if c.entry is None or not c.entry.get("latency_samples_ms"):
             continue
         try:
-            m = run_measurement(job.run_dir / c.entry["artifact"], None, job.bench, job.ui,  # latency only
-                                f"{job.name} {c.kind.value}", job.device, target=TargetName(job.name),
-                                metric=job.metric)
+            m = run_measurement(job.run_dir / c.entry["artifact"], None, job.verifier().measuring,  # latency only
+                                f"{job.name} {c.kind.value}")
         except TargetError as err:
             job.ui.warn(f"{job.name}: {c.kind.value}: second latency round failed, the first stands ({err})")
             continue

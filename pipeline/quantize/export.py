@@ -25,6 +25,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
+class ExportRequest:
+    """What every export of one target from one float model shares: the target, the model and its id (part of
+    every cache key), the calibration set, the cache, the progress UI and the child process's time limit."""
+
+    name: str
+    model: FloatModel
+    model_id: str
+    calib: CalibrationSet
+    cache: Cache
+    ui: UI
+    timeout_s: float = 1800
+
+
+@dataclass(frozen=True)
 class Exported:
     folder: Path  # holds the files of `result`
     result: ExportResult
@@ -68,13 +82,12 @@ def _child_error(rc: int, stderr: str) -> str:
     return lines[-1] if lines else f"converter failed (exit {rc})"
 
 
-def export_target(name: str, model: FloatModel, model_id: str, calib: CalibrationSet, opts: ExportOptions,
-                  cache: Cache, ui: UI, timeout_s: float = 1800) -> Exported:
-    """Export `name` from `model` (identified by `model_id`); reuse a cached export when the key matches."""
-    batch = export_batch(name, model, model_id, calib, [opts], cache, ui, timeout_s,
-                         label=f"{name}: converting and calibrating ({len(calib)} samples)")
+def export_target(req: ExportRequest, opts: ExportOptions) -> Exported:
+    """Export `req.name` from `req.model` (identified by `req.model_id`); reuse a cached export when the key
+    matches."""
+    batch = export_batch(req, [opts], label=f"{req.name}: converting and calibrating ({len(req.calib)} samples)")
     if not batch.exported:
-        raise TargetError(batch.error or f"{name}: the converter wrote no result")
+        raise TargetError(batch.error or f"{req.name}: the converter wrote no result")
     return batch.exported[0]
 
 
@@ -116,9 +129,9 @@ class Batch:
     error: str | None  # why the rest are missing
 
 
-def _keys(name: str, model_id: str, calib: CalibrationSet, options: list[ExportOptions]) -> list[str]:
-    version = get_target(name).version
-    return [cache_key("export", name, version, model_id, calib.fingerprint(), asdict(o)) for o in options]
+def _keys(req: ExportRequest, options: list[ExportOptions]) -> list[str]:
+    version = get_target(req.name).version
+    return [cache_key("export", req.name, version, req.model_id, req.calib.fingerprint(), asdict(o)) for o in options]
 
 
 def _collect(name: str, folder: Path, todo: list[int], keys: list[str], cache: Cache) -> dict[int, Exported]:
@@ -142,59 +155,57 @@ def _in_order(n: int, done: dict[int, Exported], error: str | None) -> Batch:
     return Batch(ordered, error if len(ordered) < n else None)
 
 
-def export_batch(name: str, model: FloatModel, model_id: str, calib: CalibrationSet, options: list[ExportOptions],
-                 cache: Cache, ui: UI, timeout_s: float = 1800, label: str | None = None) -> Batch:
+def export_batch(req: ExportRequest, options: list[ExportOptions], label: str | None = None) -> Batch:
     """Several exports of one target, the uncached ones in one child process (one runtime import, one
     conversion), each cached under its own key; `label` names the progress task."""
-    keys = _keys(name, model_id, calib, options)
-    done = {i: hit for i, k in enumerate(keys) if (hit := _cached_export(name, k, cache, ui)) is not None}
+    name, cache = req.name, req.cache
+    keys = _keys(req, options)
+    done = {i: hit for i, k in enumerate(keys) if (hit := _cached_export(name, k, cache, req.ui)) is not None}
     todo, error = [i for i in range(len(options)) if i not in done], None
     if todo:
         with tempfile.TemporaryDirectory(prefix=f"edgepipe-{name}-") as tmp:
             work = Path(tmp)
-            job = _job(name, model, calib, work)
+            job = _job(name, req.model, req.calib, work)
             job["exports"] = [{"options": asdict(options[i]), "out_dir": str(work / f"out{i}"),
                                "result": str(work / f"result{i}.json")} for i in todo]
-            proc = _run_worker(name, job, work, label or f"{name}: {len(todo)} int8 variant(s)", ui, timeout_s)
+            proc = _run_worker(name, job, work, label or f"{name}: {len(todo)} int8 variant(s)", req.ui, req.timeout_s)
             done.update(_collect(name, work, todo, keys, cache))
             if proc.returncode != 0:
                 error = f"{name}: {_child_error(proc.returncode, proc.stderr)}"
     return _in_order(len(options), done, error)
 
 
-def target_sensitivity(name: str, model: FloatModel, model_id: str, calib: CalibrationSet, opts: ExportOptions,
-                       eval_x: np.ndarray, eval_y: np.ndarray, cache: Cache, ui: UI, float_variants: int = 0,
-                       timeout_s: float = 1800, metric: tuple[str, bool] = ("accuracy", True),
+def target_sensitivity(req: ExportRequest, opts: ExportOptions, eval_set: tuple[np.ndarray, np.ndarray],
+                       float_variants: int = 0, metric: tuple[str, bool] = ("accuracy", True),
                        ) -> tuple[list[dict[str, Any]], Batch]:
-    """The target's per-layer sensitivity table (targets.base.Target.sensitivity), cached; with
+    """The target's per-layer sensitivity table (targets.sensitivity.sensitivity) on `eval_set` (x, y), cached; with
     `float_variants` = k, also the exports keeping the 1..k most sensitive layers in float
-    (targets.base.float_layer_variants), built in the same child process."""
+    (targets.base.float_layer_variants), built in the same child process. `metric`: (spec, higher is better)."""
+    name, (eval_x, eval_y) = req.name, eval_set
     digest = hashlib.sha256(np.ascontiguousarray(eval_x, np.float32).tobytes() + np.asarray(eval_y).tobytes())
-    key = cache_key("sensitivity", name, get_target(name).version, model_id, calib.fingerprint(), asdict(opts),
+    key = cache_key("sensitivity", name, get_target(name).version, req.model_id, req.calib.fingerprint(), asdict(opts),
                     digest.hexdigest(), *([] if metric == ("accuracy", True) else list(metric)))
-    hit = cache.get(key)
+    hit = req.cache.get(key)
     if hit is not None and (hit / "sensitivity.json").is_file():
         table = list(json.loads((hit / "sensitivity.json").read_text()))
-        variants = float_layer_variants(opts, table, float_variants)
-        return table, export_batch(name, model, model_id, calib, variants, cache, ui, timeout_s)
+        return table, export_batch(req, float_layer_variants(opts, table, float_variants))
     with tempfile.TemporaryDirectory(prefix=f"edgepipe-{name}-") as tmp:
         work = Path(tmp)
         np.savez(work / "eval.npz", x=eval_x.astype(np.float32), y=eval_y)
         (work / "out").mkdir()
-        job = {**_job(name, model, calib, work), "mode": "sensitivity", "options": asdict(opts),
+        job = {**_job(name, req.model, req.calib, work), "mode": "sensitivity", "options": asdict(opts),
                "out_dir": str(work / "scratch"), "eval": str(work / "eval.npz"),
                "result": str(work / "out" / "sensitivity.json"), "float_variants": float_variants,
                "metric": metric[0], "higher_is_better": metric[1],
                "variants_dir": str(work / "variants")}
         label = f"{name}: per-layer sensitivity" + (f" and {float_variants} float-layer variant(s)"
                                                     if float_variants else "")
-        proc = _run_worker(name, job, work, label, ui, timeout_s)
+        proc = _run_worker(name, job, work, label, req.ui, req.timeout_s)
         if not (work / "out" / "sensitivity.json").is_file():
             raise TargetError(f"{name}: sensitivity: {_child_error(proc.returncode, proc.stderr)}")
         table = list(json.loads((work / "out" / "sensitivity.json").read_text()))
-        cache.put(key, work / "out")
+        req.cache.put(key, work / "out")
         variants = float_layer_variants(opts, table, float_variants)
-        keys = _keys(name, model_id, calib, variants)
-        done = _collect(name, work / "variants", list(range(len(variants))), keys, cache)
+        done = _collect(name, work / "variants", list(range(len(variants))), _keys(req, variants), req.cache)
         error = None if proc.returncode == 0 else f"{name}: {_child_error(proc.returncode, proc.stderr)}"
     return table, _in_order(len(variants), done, error)

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from calibration import grid
 from calibration.learned import ASYMMETRIC_STEPS, SYMMETRIC_QMAX, on_grid
 from pipeline.compress.graph import LayerEdit, layer_config, outbound_layers, rebuild
 from pipeline.quantize.weight_quant import Grids, Planned, attach, plan, snapped_weights
@@ -33,11 +34,10 @@ def _round_ste(v: Any) -> Any:
 
 
 def fake_quant(x: Any, step: Any, zero: Any, qmin: float, qmax: float) -> Any:
-    """x on the int8 grid of `step` and `zero` (an integer), clipped to [qmin, qmax]. Rounding is straight
-    through; the step learns from both the rounding and the clipping error (LSQ, Esser et al. 2020), so a
-    range can shrink as well as grow."""
-    q = ops.clip(x / step + zero, qmin, qmax)
-    return (_round_ste(q) - zero) * step
+    """calibration.grid.fake_quant in Keras, x on the int8 grid of `step` and `zero` (an integer). Rounding is
+    straight through; the step learns from both the rounding and the clipping error (LSQ, Esser et al. 2020),
+    so a range can shrink as well as grow."""
+    return grid.fake_quant(x, step, zero, qmin, qmax, xp=ops, rounding=_round_ste)
 
 
 @keras.saving.register_keras_serializable("edgepipe")

@@ -22,8 +22,8 @@ import numpy as np
 
 from calibration import CalibrationSet
 from calibration.learned import LearnedRange, Signatures
-from pipeline.cache import Cache, cache_key
-from pipeline.ui import UI
+from pipeline.cache import cache_key
+from pipeline.quantize.export import ExportRequest
 from targets import FloatModel, get_target
 from targets.base import WEIGHT_KINDS, weight_grid
 
@@ -42,6 +42,15 @@ class QatConfig:
     temperature: float = 4.0
     alpha: float = 0.7
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """The int8 scheme QAT trains for one target: symmetric activations or not, and per weight kind its grid
+    (levels, per tensor) or why the target keeps that kind in float."""
+
+    symmetric: bool
+    grids: Grids
 
 
 @dataclass(frozen=True)
@@ -107,9 +116,10 @@ def learned_ranges(plain: Any, ranges: dict[str, tuple[float, float]], calib: np
     return [LearnedRange(n, *ranges[n], symmetric, found[n]) for n in names if n in found]
 
 
-def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
-              calib: np.ndarray, symmetric: bool, cfg: QatConfig, grids: Grids) -> tuple[Any, dict[str, Any]]:
-    """QAT of a Keras classifier: (the plain fine-tuned model in the input's output convention, a record)."""
+def fine_tune(model: Any, data: tuple[np.ndarray, ...], calib: np.ndarray, scheme: Scheme,
+              cfg: QatConfig) -> tuple[Any, dict[str, Any]]:
+    """QAT of a Keras classifier on `data` (x, y, x_eval, y_eval) with the calibration samples `calib`: (the plain
+    fine-tuned model in the input's output convention, a record)."""
     import keras
 
     from pipeline.compress.training import (
@@ -122,8 +132,10 @@ def fine_tune(model: Any, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, y_ev
     from pipeline.quantize.fake_quant import learned, qat_model
 
     keras.utils.set_random_seed(cfg.seed)
+    x, y, x_eval, y_eval = data
+    symmetric = scheme.symmetric
     logits = logits_model(model)
-    q, planned, done, skipped = qat_model(logits, initial_ranges(logits, calib), symmetric, grids)
+    q, planned, done, skipped = qat_model(logits, initial_ranges(logits, calib), symmetric, scheme.grids)
     packed = np.concatenate([y.reshape(-1, 1).astype(np.float32), logits.predict(x, verbose=0)], axis=1)
     q.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
               loss=distillation_loss(cfg.temperature, cfg.alpha), metrics=[label_accuracy], jit_compile=False)
@@ -141,22 +153,21 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y.reshape(-1)))
 
 
-def _write(model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSet, symmetric: bool,
-           grids: Grids, cfg: QatConfig, folder: Path) -> None:
+def _write(model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSet, scheme: Scheme, cfg: QatConfig,
+           folder: Path) -> None:
     import keras
 
     assert model.keras_path is not None
     source = keras.saving.load_model(model.keras_path, compile=False)
     if isinstance(calib.samples, dict):
         raise ValueError("several inputs: QAT fine-tunes models with one input")
-    x, y, x_eval, y_eval = data
-    tuned, record = fine_tune(source, x, y, x_eval, y_eval, calib.samples.astype(np.float32), symmetric, cfg, grids)
+    tuned, record = fine_tune(source, data, calib.samples.astype(np.float32), scheme, cfg)
     tuned.save(folder / "model.keras")
     tuned.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
     (folder / RESULT).write_text(json.dumps(record))
 
 
-def target_scheme(target: str) -> tuple[bool, Grids]:
+def target_scheme(target: str) -> Scheme:
     """The int8 scheme QAT trains for `target`, from the target registry: symmetric activations or not, and
     per weight kind its grid (levels, per tensor) or why the target keeps that kind in float."""
     scheme = get_target(target)
@@ -164,29 +175,31 @@ def target_scheme(target: str) -> tuple[bool, Grids]:
     for kind in WEIGHT_KINDS:
         grid = weight_grid(scheme, kind)
         grids[kind] = grid if grid is not None else f"{target} keeps {kind} weights in float: {scheme.float_weights[kind]}"
-    return scheme.symmetric_activations, grids
+    return Scheme(scheme.symmetric_activations, grids)
 
 
-def qat_model_for(target: str, model: FloatModel, model_id: str, data: tuple[np.ndarray, ...],
-                  calib: CalibrationSet, cache: Cache, ui: UI,
+def qat_model_for(req: ExportRequest, data: tuple[np.ndarray, ...],
                   cfg: QatConfig = QatConfig()) -> tuple[QatModel | None, str | None]:
-    """(the fine-tuned model for `target`'s scheme, None) or (None, why not). `data`: x_train, y_train (class
-    labels), x_eval, y_eval. Cached by the model's id, the data, the calibration set, the scheme and cfg."""
+    """(the model `req.model` fine-tuned for target `req.name`'s scheme, None) or (None, why not). `data`: x_train,
+    y_train (class labels), x_eval, y_eval. Cached by the model's id, the data, the calibration set, the scheme
+    and cfg."""
+    model, calib = req.model, req.calib
     if model.keras_path is None:
         return None, "quantization-aware fine-tuning skipped: no Keras model file (a SavedModel input)"
-    symmetric, grids = target_scheme(target)
+    scheme = target_scheme(req.name)
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in data)).hexdigest()
-    key = cache_key("qat", VERSION, model_id, calib.fingerprint(), digest, str(symmetric), repr(sorted(grids.items())),
-                    repr(cfg))
-    hit = cache.get(key)
+    key = cache_key("qat", VERSION, req.model_id, calib.fingerprint(), digest, str(scheme.symmetric),
+                    repr(sorted(scheme.grids.items())), repr(cfg))
+    hit = req.cache.get(key)
     if hit is None:
+        kind = "symmetric" if scheme.symmetric else "asymmetric"
         with tempfile.TemporaryDirectory(prefix="edgepipe-qat-") as tmp, \
-                ui.task(f"quantization-aware fine-tuning (Keras, {'symmetric' if symmetric else 'asymmetric'})"):
+                req.ui.task(f"quantization-aware fine-tuning (Keras, {kind})"):
             try:
-                _write(model, data, calib, symmetric, grids, cfg, Path(tmp))
+                _write(model, data, calib, scheme, cfg, Path(tmp))
             except Exception as err:  # a layer the fake quantization or the loader cannot take
                 return None, f"quantization-aware fine-tuning skipped ({type(err).__name__}: {err})"
-            hit = cache.put(key, Path(tmp))
+            hit = req.cache.put(key, Path(tmp))
     rec = json.loads((hit / RESULT).read_text())
     ranges = tuple(LearnedRange.from_dict(r) for r in rec["ranges"])
     return QatModel(FloatModel(hit / "saved_model", hit / "model.keras", model.input_shape), key, ranges,

@@ -30,6 +30,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from calibration import grid
+
 L = keras.layers
 LAST, TRANSPOSED, DEPTHWISE, TENSOR = "last", "transposed", "depthwise", "tensor"  # which axes keep own steps
 GRID = {LAST: "per output channel", TRANSPOSED: "per output channel (kernel axis -2)",
@@ -148,17 +150,12 @@ def reduced_axes(ndim: int, layout: str, per_tensor: bool) -> tuple[int, ...]:
 def quantize_weights(w: Any, levels: int, axes: tuple[int, ...]) -> Any:
     """Symmetric fake quantization with a straight-through gradient: integer multiples of
     max|w| / ((levels - 1) / 2) over `axes` (255 levels: int8 on [-127, 127]; 127: [-63, 63])."""
-    half = (levels - 1) / 2.0
-    step = ops.maximum(ops.max(ops.abs(w), axis=axes, keepdims=True), 1e-12) / half
-    q = ops.clip(ops.round(w / step), -half, half) * step
-    return w + ops.stop_gradient(q - w)
+    return w + ops.stop_gradient(grid.on_symmetric_grid(w, levels, axes, xp=ops) - w)
 
 
 def on_grid(w: np.ndarray, levels: int, axes: tuple[int, ...]) -> np.ndarray:
-    """numpy: w on the grid quantize_weights trains (integer multiples of the step, clipped)."""
-    half = (levels - 1) / 2.0
-    step = np.maximum(np.abs(w).max(axis=axes, keepdims=True), 1e-12) / half
-    return (np.clip(np.round(w / step), -half, half) * step).astype(np.float32)
+    """numpy: w on the grid quantize_weights trains (the same calibration.grid function)."""
+    return np.asarray(grid.on_symmetric_grid(w, levels, axes), dtype=np.float32)
 
 
 def _resolve(layer: keras.layers.Layer, path: str) -> Any:

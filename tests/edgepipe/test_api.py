@@ -118,14 +118,15 @@ def test_errors_are_public_types(readme_run: tuple[dict, str], tmp_path: Path) -
 
     model = readme_run[0]["model"]
     arrays = {k: readme_run[0][k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    quiet = edgepipe.BuildOptions(quiet=True)
     with pytest.raises(edgepipe.InputError, match="unknown key") as info:
-        edgepipe.build(model, arrays, config={"budget": {"max_acc_drop": 1}}, out=tmp_path / "r", quiet=True)
+        edgepipe.build(model, arrays, config={"budget": {"max_acc_drop": 1}}, out=tmp_path / "r", options=quiet)
     assert info.value.__cause__ is None and isinstance(info.value, UsageError)
     with pytest.raises(edgepipe.InputError, match="unknown target 'tpu'"):
-        edgepipe.build(model, arrays, targets=["tpu"], out=tmp_path / "r", quiet=True)
+        edgepipe.build(model, arrays, targets=["tpu"], out=tmp_path / "r", options=quiet)
     with pytest.raises(edgepipe.InputError, match="missing y_test"):
         edgepipe.build(model, {k: v for k, v in arrays.items() if k != "y_test"}, targets=["tflite"],
-                       out=tmp_path / "r", quiet=True)
+                       out=tmp_path / "r", options=quiet)
     with pytest.raises(edgepipe.InputError, match="no report.json"):
         edgepipe.load_run(tmp_path)
     with pytest.raises(edgepipe.InputError, match="not an artifact"):
@@ -142,7 +143,8 @@ def test_build_from_tf_data_datasets(readme_run: tuple[dict, str], tmp_path: Pat
     ns = readme_run[0]
     train = tf.data.Dataset.from_tensor_slices((ns["x_train"], ns["y_train"])).batch(64)
     test = tf.data.Dataset.from_tensor_slices((ns["x_test"], ns["y_test"]))  # unbatched
-    run = edgepipe.build(ns["model"], (train, test), targets=["tflite"], out=tmp_path / "run", quiet=True,
+    run = edgepipe.build(ns["model"], (train, test), targets=["tflite"], out=tmp_path / "run",
+                         options=edgepipe.BuildOptions(quiet=True),
                          config={"targets": {"tflite": {"iterations": 5, "warmup": 1}}})
     with np.load(run.path / "data" / "eval.npz") as d:
         np.testing.assert_allclose(d["x"], ns["x_test"])
@@ -164,7 +166,8 @@ def test_build_from_memory_mapped_npy_splits(readme_run: tuple[dict, str], tmp_p
     (tmp_path / "linked").mkdir()
     folder = data_path(splits, tmp_path / "linked")
     assert all((folder / f"{k}.npy").resolve() == tmp_path / f"{k}.npy" for k in splits)
-    run = edgepipe.build(ns["model"], splits, targets=["tflite"], out=tmp_path / "run", quiet=True,
+    run = edgepipe.build(ns["model"], splits, targets=["tflite"], out=tmp_path / "run",
+                         options=edgepipe.BuildOptions(quiet=True),
                          config={"targets": {"tflite": {"iterations": 5, "warmup": 1}}})
     with np.load(run.path / "data" / "eval.npz") as d:
         np.testing.assert_allclose(d["x"], ns["x_test"])

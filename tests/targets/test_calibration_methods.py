@@ -11,7 +11,7 @@ import pytest
 from calibration import make_calibration_set
 from calibration.ranges import METHODS
 from pipeline.cache import Cache
-from pipeline.quantize.export import export_batch, target_sensitivity
+from pipeline.quantize.export import ExportRequest, export_batch, target_sensitivity
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, runner
 
@@ -41,7 +41,7 @@ def _accuracy(artifact: Path, x: np.ndarray, y: np.ndarray) -> float:
 def test_every_method_exports_a_working_int8_artifact(setup: tuple, target: str) -> None:
     model, calib, x, y, float_acc, cache = setup
     options = [ExportOptions(calibration_method=m) for m in METHODS]
-    batch = export_batch(target, model, "trained-cnn", calib, options, cache, UI(quiet=True))
+    batch = export_batch(ExportRequest(target, model, "trained-cnn", calib, cache, UI(quiet=True)), options)
     assert batch.error is None and len(batch.exported) == len(METHODS)
     blobs = set()
     for method, exp in zip(METHODS, batch.exported, strict=True):
@@ -74,8 +74,8 @@ def _float_ops(target: str, artifact: Path) -> int:
 @pytest.mark.parametrize("target", TARGETS)
 def test_sensitivity_names_layers_the_backend_keeps_in_float(setup: tuple, target: str) -> None:
     model, calib, x, y, _, cache = setup
-    table, batch = target_sensitivity(target, model, "trained-cnn", calib, ExportOptions(), x[:64], y[:64],
-                                      cache, UI(quiet=True), float_variants=1)
+    req = ExportRequest(target, model, "trained-cnn", calib, cache, UI(quiet=True))
+    table, batch = target_sensitivity(req, ExportOptions(), (x[:64], y[:64]), float_variants=1)
     assert len(table) >= 2
     for r in table:
         assert set(r) == {"layer", "sqnr_db", "accuracy"} and isinstance(r["layer"], str)
@@ -92,7 +92,7 @@ def test_sensitivity_names_layers_the_backend_keeps_in_float(setup: tuple, targe
         assert bool(kept.int16_layers) == (kind in tflite_quantizer.FAST_16X8_OPS), (kind, kept)
     else:
         assert kept.int16_layers == ()
-    plain = export_batch(target, model, "trained-cnn", calib, [ExportOptions()], cache, UI(quiet=True)).exported[0]
+    plain = export_batch(req, [ExportOptions()]).exported[0]
     assert _float_ops(target, batch.exported[0].folder / kept.artifact) > _float_ops(
         target, plain.folder / plain.result.artifact)
     assert _accuracy(batch.exported[0].folder / kept.artifact, x, y) > 0.5

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow  # two three-target builds (about 35 s each on 2 c
 
 TARGETS = ("tflite", "openvino", "tensorrt")
 OUTPUTS = ("digit", "ink")
-DEVICE_FILES = ("runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py", "trt_runner.py")
+DEVICE_FILES = ("runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py", "runner_settings.py",
+                "trt_runner.py")
 
 
 def _build(model: Path, npz: Path, work: Path) -> Path:
@@ -169,9 +170,10 @@ def test_the_device_runner_as_a_script_reads_the_metric_output(runs: dict[str, t
 @pytest.mark.parametrize("target", ["tflite", "openvino"])
 def test_the_device_runner_over_ssh_feeds_dict_inputs(runs: dict[str, tuple[Path, Path]], target: str,
                                                       device: SshDevice) -> None:
+    from targets.runner_settings import Bench
     from targets.ssh import run_remote
 
     run = runs["inputs"][0]
     entry = json.loads((run / "report.json").read_text())["targets"][target]
-    remote = run_remote(device, run / entry["artifact"], run / "data" / "eval.npz", warmup=1, iterations=3, threads=2)
+    remote = run_remote(device, run / entry["artifact"], run / "data" / "eval.npz", Bench(1, 3, 2))
     assert remote["samples"] == 360 and remote["accuracy"] == pytest.approx(entry["accuracy"], abs=1.5 / 360)

@@ -64,5 +64,5 @@ def test_every_runtime_feeds_by_name_and_returns_every_output_in_model_order(
 def test_bench_generates_every_input(artifacts: tuple[dict[str, Path], dict[str, np.ndarray], list],
                                      kind: str) -> None:
     """`edgepipe bench` without an eval set: a zero sample for each input, by name."""
-    out = runner.run(artifacts[0][kind], None, warmup=1, iterations=3, threads=1)
+    out = runner.run(artifacts[0][kind], None, runner.Bench(1, 3, 1))
     assert out["accuracy"] is None and out["latency_ms"]["iterations"] == 3

@@ -109,8 +109,9 @@ def test_every_output_of_every_target_is_checked(run: Path, target: str) -> None
 def test_the_device_runner_over_ssh_feeds_every_input(run: Path, target: str, device: SshDevice) -> None:
     """runner.py copied to a "device" (this machine over SSH) reads eval.npz's x.<input> keys and scores the
     metric's output, as the host did."""
+    from targets.runner_settings import Bench
     from targets.ssh import run_remote
 
     entry = json.loads((run / "report.json").read_text())["targets"][target]
-    remote = run_remote(device, run / entry["artifact"], run / "data" / "eval.npz", warmup=1, iterations=3, threads=2)
+    remote = run_remote(device, run / entry["artifact"], run / "data" / "eval.npz", Bench(1, 3, 2))
     assert remote["samples"] == 360 and remote["accuracy"] == pytest.approx(entry["accuracy"], abs=1.5 / 360)

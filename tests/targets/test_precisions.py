@@ -100,7 +100,7 @@ def test_runner_quantizes_int16_input_with_the_tensor_scale(exports: dict, digit
     np.testing.assert_array_equal(native, np.clip(np.round(x / scale + zero), -32768, 32767).astype(np.int16))
     probs = session.run(x)  # int16 output dequantized with its own scale
     assert probs.dtype == np.float32 and abs(float(probs.sum()) - 1.0) < 0.01
-    stats = runner.run(folder / result.artifact, None, warmup=1, iterations=3, threads=1)
+    stats = runner.run(folder / result.artifact, None, runner.Bench(1, 3, 1))
     assert stats["latency_ms"]["iterations"] == 3
 
 

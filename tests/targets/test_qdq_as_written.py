@@ -66,7 +66,7 @@ def test_every_accuracy_path_runs_the_graph_as_written(built_run: Path, evaluate
 
     onnx_path, eval_path = built_run / "tensorrt" / "model_qdq.onnx", built_run / "data" / "eval.npz"
     host = run_on_host(onnx_path, eval_path, Bench(1, 2, 1), UI(quiet=True), "tensorrt")
-    device = runner.run(onnx_path, eval_path, 1, 2, 1)
+    device = runner.run(onnx_path, eval_path, runner.Bench(1, 2, 1))
     with np.load(eval_path) as d:
         sensitivity = qdq_accuracy(onnx_path, d["x"][:50], d["y"][:50])
     assert len(evaluated_sessions) == 3

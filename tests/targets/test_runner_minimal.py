@@ -11,7 +11,8 @@ import pytest
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
 RUNTIMES = {"numpy", "ai_edge_litert", "tflite_runtime", "openvino", "onnxruntime", "tensorrt"}
-SIBLINGS = {"runner_sessions", "runner_metrics", "runner_arrays", "trt_runner"}  # copied next to runner.py
+# copied next to runner.py
+SIBLINGS = {"runner_sessions", "runner_metrics", "runner_arrays", "runner_settings", "trt_runner"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -26,7 +27,8 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-DEVICE_FILES = ["runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py", "trt_runner.py"]
+DEVICE_FILES = ["runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py", "runner_settings.py",
+                "trt_runner.py"]
 
 
 @pytest.mark.parametrize("name", DEVICE_FILES)

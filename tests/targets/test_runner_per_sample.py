@@ -100,7 +100,7 @@ def test_runner_returns_per_sample_with_its_accuracy(onnx_model: tuple[Path, Pat
     from targets import runner
 
     model, eval_path = onnx_model
-    result = runner.run(model, eval_path, warmup=1, iterations=2, threads=1)
+    result = runner.run(model, eval_path, runner.Bench(1, 2, 1))
     stats = result["per_sample"]
     assert len(stats) == result["samples"] == 64 and set(stats) <= {0.0, 1.0}
     assert np.mean(stats) == result["accuracy"] and result["accuracy"] < 1.0

@@ -15,12 +15,13 @@ import pytest
 
 from pipeline.errors import TargetError, UsageError
 from targets import runner, trt_runner
+from targets.runner_settings import Bench
 from targets.ssh import SshDevice, run_remote
 
 if TYPE_CHECKING:
     from conftest import SshServer
 
-RUN = {"warmup": 2, "iterations": 20, "threads": 1}
+RUN = Bench(warmup=2, iterations=20, threads=1)
 
 
 def _processes_with(text: str) -> list[int]:
@@ -45,8 +46,8 @@ def test_run_remote_matches_local_runner(
     device: SshDevice, onnx_model: tuple[Path, Path], remote_prefix: str
 ) -> None:
     model, eval_set = onnx_model
-    remote = run_remote(device, model, eval_set, **RUN)
-    local = runner.run(model, eval_set, 2, 20, 1)
+    remote = run_remote(device, model, eval_set, RUN)
+    local = runner.run(model, eval_set, runner.Bench(2, 20, 1))
     assert remote["device"] == f"ssh://root@127.0.0.1:{device.port}"
     assert remote["accuracy"] == local["accuracy"] and 0.5 < remote["accuracy"] < 1.0
     assert remote["samples"] == local["samples"] == 64 and remote["runtime"] == local["runtime"]
@@ -72,9 +73,9 @@ def test_openvino_ir_travels_with_its_bin(
     xml = tmp_path / "ir" / "model.xml"
     xml.parent.mkdir()
     ov.save_model(ov.convert_model(str(onnx_model[0])), str(xml), compress_to_fp16=False)
-    remote = run_remote(device, xml, onnx_model[1], **RUN)
+    remote = run_remote(device, xml, onnx_model[1], RUN)
     assert remote["runtime"].startswith("openvino ")
-    assert remote["accuracy"] == runner.run(xml, onnx_model[1], 0, 1, 1)["accuracy"]
+    assert remote["accuracy"] == runner.run(xml, onnx_model[1], runner.Bench(0, 1, 1))["accuracy"]
 
 
 def test_ssh_config_alias(
@@ -89,7 +90,7 @@ def test_ssh_config_alias(
     device = dataclasses.replace(
         SshDevice.parse("edge-box", python=sys.executable), ssh_options=("-F", str(config))
     )
-    result = run_remote(device, onnx_model[0], None, **RUN)
+    result = run_remote(device, onnx_model[0], None, RUN)
     assert (
         result["device"] == "ssh://edge-box"
         and result["accuracy"] is None
@@ -104,7 +105,7 @@ def test_hostile_artifact_name_is_quoted(
     folder.mkdir()
     hostile = folder / "a b;$(touch PWNED)'.onnx"
     shutil.copy(onnx_model[0], hostile)
-    result = run_remote(device, hostile, onnx_model[1], **RUN)
+    result = run_remote(device, hostile, onnx_model[1], RUN)
     assert result["samples"] == 64
     places = [Path.home(), Path.cwd(), Path("/"), Path("/tmp"), tmp_path, folder, *Path("/tmp").glob("*/")]
     assert not [p for p in places if (p / "PWNED").exists()]
@@ -116,7 +117,7 @@ def test_closed_port_is_a_quick_usage_error(
     closed = dataclasses.replace(device, port=closed_port)
     start = time.monotonic()
     with pytest.raises(UsageError, match="connection refused"):
-        run_remote(closed, onnx_model[0], onnx_model[1], **RUN)
+        run_remote(closed, onnx_model[0], onnx_model[1], RUN)
     assert time.monotonic() - start < 4
 
 
@@ -128,7 +129,7 @@ def test_unknown_host_key_is_refused(
     stranger = dataclasses.replace(device, ssh_options=sshd.options(known_hosts=empty))
     start = time.monotonic()
     with pytest.raises(UsageError, match="not in known_hosts.*ssh-keyscan") as err:
-        run_remote(stranger, onnx_model[0], onnx_model[1], **RUN)
+        run_remote(stranger, onnx_model[0], onnx_model[1], RUN)
     assert time.monotonic() - start < 4 and "\n" not in str(err.value)
     assert empty.read_text() == ""  # nothing was accepted on the user's behalf
 
@@ -139,7 +140,7 @@ def test_wrong_key_is_an_auth_usage_error(
     key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with pytest.raises(UsageError, match="authentication .* failed"):
-        run_remote(dataclasses.replace(device, ssh_options=sshd.options(key=key)), onnx_model[0], None, **RUN)
+        run_remote(dataclasses.replace(device, ssh_options=sshd.options(key=key)), onnx_model[0], None, RUN)
 
 
 def test_bad_device_specs_are_usage_errors() -> None:
@@ -183,7 +184,7 @@ wait
     dropping = dataclasses.replace(device, python=str(wrapper), command_timeout=20)
     start = time.monotonic()
     with pytest.raises(TargetError, match="dropped during the run, also on retry") as err:
-        run_remote(dropping, onnx_model[0], onnx_model[1], warmup=0, iterations=10**8, threads=1)
+        run_remote(dropping, onnx_model[0], onnx_model[1], Bench(warmup=0, iterations=10**8, threads=1))
     assert time.monotonic() - start < 25 and "\n" not in str(err.value)
     assert attempts.read_text().split() == ["run", "run"]  # one retry, not more
     assert not _wait_gone(remote_prefix), "runner kept running after its connection dropped"
@@ -197,7 +198,7 @@ def test_runner_killed_by_a_signal_is_not_a_dropped_connection(
     wrapper.write_text(f"#!/bin/sh\necho run >> '{attempts}'\nkill -SEGV $$\n")
     wrapper.chmod(0o755)
     with pytest.raises(TargetError, match="killed by SIGSEGV"):
-        run_remote(dataclasses.replace(device, python=str(wrapper)), onnx_model[0], None, **RUN)
+        run_remote(dataclasses.replace(device, python=str(wrapper)), onnx_model[0], None, RUN)
     assert attempts.read_text().split() == ["run"]  # a crash is not retried
 
 
@@ -207,7 +208,7 @@ def test_command_timeout_kills_the_remote_run(
     slow = dataclasses.replace(device, command_timeout=3)
     start = time.monotonic()
     with pytest.raises(TargetError, match="timed out after 3 s"):
-        run_remote(slow, onnx_model[0], onnx_model[1], warmup=0, iterations=10**8, threads=1)
+        run_remote(slow, onnx_model[0], onnx_model[1], Bench(warmup=0, iterations=10**8, threads=1))
     assert time.monotonic() - start < 10
     assert not _wait_gone(remote_prefix), "remote runner survived the time-out"
 
@@ -216,23 +217,23 @@ def test_remote_runner_error_is_a_target_error(device: SshDevice, tmp_path: Path
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx model")
     with pytest.raises(TargetError, match=r"runner on ssh://root@127\.0\.0\.1:\d+ failed: .*broken\.onnx"):
-        run_remote(device, broken, None, **RUN)
+        run_remote(device, broken, None, RUN)
 
 
 def test_missing_remote_python_is_a_usage_error(device: SshDevice, onnx_model: tuple[Path, Path]) -> None:
     with pytest.raises(UsageError, match="remote python '/nonexistent/python3' not found"):
-        run_remote(dataclasses.replace(device, python="/nonexistent/python3"), onnx_model[0], None, **RUN)
+        run_remote(dataclasses.replace(device, python="/nonexistent/python3"), onnx_model[0], None, RUN)
 
 
 def test_local_problems_fail_before_connecting(onnx_model: tuple[Path, Path], tmp_path: Path) -> None:
     nowhere = SshDevice(None, "edgepipe-no-such-host.invalid", None)
     with pytest.raises(UsageError, match="file not found"):
-        run_remote(nowhere, tmp_path / "missing.onnx", None, **RUN)
+        run_remote(nowhere, tmp_path / "missing.onnx", None, RUN)
     with pytest.raises(UsageError, match="expected a .tflite, .xml or .onnx"):
-        run_remote(nowhere, onnx_model[1], None, **RUN)
+        run_remote(nowhere, onnx_model[1], None, RUN)
     (tmp_path / "model.xml").write_text("<net/>")
     with pytest.raises(UsageError, match=r"model\.bin"):
-        run_remote(nowhere, tmp_path / "model.xml", None, **RUN)
+        run_remote(nowhere, tmp_path / "model.xml", None, RUN)
 
 
 def test_tensorrt_without_trtexec_is_a_clear_error(
@@ -243,7 +244,7 @@ def test_tensorrt_without_trtexec_is_a_clear_error(
     model = tmp_path / "model_qdq.onnx"
     make_onnx(model)
     with pytest.raises(TargetError, match="trtexec not found on this device"):
-        run_remote(device, model, None, tensorrt=True, **RUN)
+        run_remote(device, model, None, RUN, tensorrt=True)
 
 
 def test_trtexec_latency_summary_parses() -> None:

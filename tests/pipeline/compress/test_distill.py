@@ -6,7 +6,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.compress.base import StageContext, TrainData
+from pipeline.compress.base import FitSpec, StageContext, TrainData
 from pipeline.compress.distill import DistillStage
 from pipeline.compress.training import fit_classifier, is_softmax_output
 from pipeline.config import DistillSection
@@ -20,7 +20,7 @@ def test_distill_width_student_learns_and_saves(
     residual_model: Callable[..., keras.Model], digits: TrainData, tmp_path: Path
 ) -> None:
     teacher = residual_model(num_classes=10, channels=1, bn_momentum=0.5)
-    teacher, _ = fit_classifier(teacher, digits, epochs=4, learning_rate=5e-3, batch_size=32)
+    teacher, _ = fit_classifier(teacher, digits, FitSpec(epochs=4, learning_rate=5e-3, batch_size=32))
     assert is_softmax_output(teacher)
     cfg = DistillSection(student="width:0.75", epochs=3, learning_rate=1e-2, batch_size=16, patience=2)
     stage = DistillStage(cfg)

@@ -13,6 +13,7 @@ from scipy.stats import binomtest
 from pipeline.measure.intervals import (
     BOOTSTRAP,
     NEWCOMBE,
+    Bootstrap,
     DropInterval,
     drop_interval,
     half_width_at_zero,
@@ -95,7 +96,7 @@ def test_bootstrap_is_deterministic_and_seeded() -> None:
     ref, art = _regression_stats(500, 0.05, 1)
     one = paired_bootstrap_drop(ref, art, None, "mse", higher_is_better=False)
     assert one == paired_bootstrap_drop(ref, art, None, "mse", higher_is_better=False)
-    other = paired_bootstrap_drop(ref, art, None, "mse", higher_is_better=False, seed=1)
+    other = paired_bootstrap_drop(ref, art, None, "mse", higher_is_better=False, how=Bootstrap(seed=1))
     assert other.drop == one.drop and (other.lo, other.hi) != (one.lo, one.hi)
     assert one.method == BOOTSTRAP and one.samples == 500 and one.discordant is None
 

@@ -13,7 +13,7 @@ from calibration import make_calibration_set
 from pipeline.cache import Cache
 from pipeline.quantize import accuracy_aware
 from pipeline.quantize.accuracy_aware import SUBSET, Job, measure
-from pipeline.quantize.export import export_target
+from pipeline.quantize.export import ExportRequest, export_target
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, runner
 from targets.runner_arrays import write_npz
@@ -36,7 +36,8 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     model.export(str(work / "sm"), format="tf_saved_model", verbose=False)
     fm = FloatModel(work / "sm", work / "m.keras", (12,))
     calib = make_calibration_set(x, None, 64)
-    exported = export_target("tflite", fm, "subset-test", calib, ExportOptions(), Cache(), UI(quiet=True))
+    req = ExportRequest("tflite", fm, "subset-test", calib, Cache(), UI(quiet=True))
+    exported = export_target(req, ExportOptions())
     write_npz(work / "eval.npz", {"x": x, "y": y})
     return fm, calib, exported, work / "eval.npz", x, y
 
@@ -70,7 +71,7 @@ def test_a_pass_on_the_subset_is_decided_on_the_whole_set(artifact: tuple) -> No
 def test_the_measurement_says_which_batch_it_evaluated_with(artifact: tuple) -> None:
     _, _, exported, eval_path, x, _ = artifact
     path = exported.folder / exported.result.artifact
-    result = runner.run(path, eval_path, warmup=1, iterations=2, threads=1)
+    result = runner.run(path, eval_path, runner.Bench(1, 2, 1))
     session = runner.open_session(path, 1, exact=True)
     runner.outputs_of(session, x)
     assert result["evaluation_batch"] == session.eval_batch and session.eval_batch in (1, runner.EVAL_BATCH)

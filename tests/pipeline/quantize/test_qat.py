@@ -21,6 +21,7 @@ from pipeline.cache import Cache
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.quantize.export import ExportRequest
 from pipeline.quantize.qat import RESULT, QatConfig, QatModel, qat_model_for
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target
@@ -111,16 +112,15 @@ def test_qat_recovers_a_model_that_int8_alone_misses(heavy: FloatModel, digits_n
     calib = _calib(digits_npz)
     cache = Cache(tmp_path / "cache")
     before, _ = _int8_accuracy(target, heavy, calib, tmp_path / "int8", x_te, y_te)
-    qat, why = qat_model_for(target, heavy, "heavy", (x_fit, y_fit, x_val, y_val), calib, cache, UI(quiet=True),
-                             QatConfig(epochs=EPOCHS))
+    req = ExportRequest(target, heavy, "heavy", calib, cache, UI(quiet=True))
+    qat, why = qat_model_for(req, (x_fit, y_fit, x_val, y_val), QatConfig(epochs=EPOCHS))
     assert qat is not None, why
     after, notes = _int8_accuracy(target, qat.model, calib, tmp_path / "qat", x_te, y_te,
                                   ExportOptions(activation_ranges=qat.ranges))
     print(f"{target}: float {reference:.4f} int8 {before:.4f} after QAT {after:.4f}; {notes}")  # shown with -s
     assert reference - before > BUDGET, f"{target}: int8 alone {before:.4f} vs float {reference:.4f}"
     assert reference - after <= BUDGET, f"{target}: {after:.4f} after QAT vs float {reference:.4f}; {notes}"
-    again, _ = qat_model_for(target, heavy, "heavy", (x_fit, y_fit, x_val, y_val), calib, cache, UI(quiet=True),
-                             QatConfig(epochs=EPOCHS))
+    again, _ = qat_model_for(req, (x_fit, y_fit, x_val, y_val), QatConfig(epochs=EPOCHS))
     assert again is not None and again.model.saved_model_dir.parent == qat.model.saved_model_dir.parent  # cached
 
 
@@ -195,7 +195,7 @@ def _openvino_weights_on_their_grid(ir: Path, keras_path: Path) -> bool:
 
 
 def _qat(target: str, model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSet, cache: Cache) -> QatModel:
-    qat, why = qat_model_for(target, model, "heavy", data, calib, cache, UI(quiet=True), QatConfig(epochs=1))
+    qat, why = qat_model_for(ExportRequest(target, model, "heavy", calib, cache, UI(quiet=True)), data, QatConfig(epochs=1))
     assert qat is not None, why
     return qat
 
@@ -238,8 +238,8 @@ def test_models_qat_cannot_take_are_skipped_with_a_reason(tmp_path: Path) -> Non
     calib = CalibrationSet(x[:8], "test", SamplingMethod.RANDOM, 0)
     data = (x, np.zeros(16, np.int64), x, np.zeros(16, np.int64))
     model = FloatModel(tmp_path / "sm", None, (4, 3))
-    qat, why = qat_model_for("tflite", model, "m", data, calib, Cache(tmp_path / "cache"), UI(quiet=True),
-                             QatConfig(epochs=1))
+    req = ExportRequest("tflite", model, "m", calib, Cache(tmp_path / "cache"), UI(quiet=True))
+    qat, why = qat_model_for(req, data, QatConfig(epochs=1))
     assert qat is None and why is not None and "no Keras model file" in why and "\n" not in why
     assert not any((tmp_path / "cache").rglob("qat.json"))
 

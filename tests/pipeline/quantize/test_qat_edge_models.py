@@ -22,6 +22,7 @@ from calibration import CalibrationSet
 from calibration.calibset import SamplingMethod
 from pipeline.cache import Cache
 from pipeline.compress.graph import outbound_layers
+from pipeline.quantize.export import ExportRequest
 from pipeline.quantize.qat import QatConfig, QatModel, qat_model_for
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target
@@ -102,8 +103,8 @@ def test_qat_brings_edge_models_within_budget(edge_models: dict, name: str, targ
     reference = float(np.mean(keras.saving.load_model(model.keras_path).predict(x_te, verbose=0).argmax(1) == y_te))
     plain = get_target(target).export(model, calib, tmp_path / "int8", ExportOptions())
     before = accuracy(tmp_path / "int8" / plain.artifact, x_te, y_te, threads=2)
-    qat, why = qat_model_for(target, model, name, (x_fit, y_fit, x_val, y_val), calib, Cache(tmp_path / "cache"),
-                             UI(quiet=True), QatConfig(epochs=EPOCHS))
+    req = ExportRequest(target, model, name, calib, Cache(tmp_path / "cache"), UI(quiet=True))
+    qat, why = qat_model_for(req, (x_fit, y_fit, x_val, y_val), QatConfig(epochs=EPOCHS))
     assert qat is not None, why
     result = get_target(target).export(qat.model, calib, tmp_path / "qat", ExportOptions(activation_ranges=qat.ranges))
     after = accuracy(tmp_path / "qat" / result.artifact, x_te, y_te, threads=2)

@@ -26,6 +26,7 @@ from calibration import CalibrationSet
 from calibration.calibset import SamplingMethod
 from calibration.learned import LearnedRange
 from pipeline.cache import Cache
+from pipeline.quantize.export import ExportRequest
 from pipeline.quantize.qat import QatConfig, QatModel, qat_model_for
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target
@@ -109,8 +110,8 @@ def test_every_layer_kind_carries_the_trained_grid(every_kind: tuple, target: st
     import keras
 
     model, data, calib = every_kind
-    qat, why = qat_model_for(target, model, "every-kind", data, calib, Cache(tmp_path / "cache"), UI(quiet=True),
-                             QatConfig(epochs=1))
+    req = ExportRequest(target, model, "every-kind", calib, Cache(tmp_path / "cache"), UI(quiet=True))
+    qat, why = qat_model_for(req, data, QatConfig(epochs=1))
     assert qat is not None and qat.model.keras_path is not None, why
     _assert_listed(target, qat, keras.saving.load_model(model.keras_path, compile=False))
     result = get_target(target).export(qat.model, calib, tmp_path / target, ExportOptions(activation_ranges=qat.ranges))

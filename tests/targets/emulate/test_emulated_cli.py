@@ -16,7 +16,7 @@ from targets import runner
 
 def _host_accuracy(artifact: Path, eval_npz: Path) -> float:
     """An independent x86 run of the same artifact in the host's LiteRT."""
-    return float(runner.run(artifact, eval_npz, 0, 1, 1)["accuracy"])
+    return float(runner.run(artifact, eval_npz, runner.Bench(0, 1, 1))["accuracy"])
 
 
 def _assert_emulated(t: dict, release: str, runtime: str) -> None:
