@@ -216,39 +216,6 @@ def test_pick_without_a_passing_candidate_ships_the_most_accurate() -> None:
         pick([Candidate(CandidateKind.INT8, "", reason="not built: boom")])
 
 
-def _toml(config: dict) -> str:
-    """The example's config dict as TOML (tables of str / number values)."""
-    def value(v: object) -> str:
-        return f'"{v}"' if isinstance(v, str) else str(v)
-
-    lines = []
-    for section, body in config.items():
-        if section == "targets":
-            for name, keys in body.items():
-                lines += [f"[targets.{name}]", *(f"{k} = {value(v)}" for k, v in keys.items())]
-        else:
-            lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in body.items())]
-    return "\n".join(lines) + "\n"
-
-
-@pytest.mark.slow
-def test_the_demo_with_auto_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.inputs.examples import EXAMPLES
-
-    config = dict(EXAMPLES["digits-cnn"].config, targets={t: {"precision": "auto"} for t in ALL})
-    (tmp_path / "demo-auto.toml").write_text(_toml(config))
-    rc, report, out = _build(tmp_path / "demo-auto.toml", tmp_path / "run", capsys)
-    assert rc == 0 and report["passed"], out[-3000:]
-    for name, t in report["targets"].items():
-        _show(name, t)
-        win = next(c for c in t["precision_candidates"] if c["chosen"])
-        assert win["passed"] and t["precision"] == win["precision"] and (tmp_path / "run" / t["artifact"]).is_file()
-        assert f"{name}: precision auto chose {win['candidate']}:" in out
-    assert "Latency did not decide" in report["targets"]["tensorrt"]["precision_choice"]
-    assert main(["--quiet", "report", str(tmp_path / "run")]) == 0
-    assert "Precision candidates" in (tmp_path / "run" / "report.html").read_text()
-
-
 @pytest.mark.slow  # trains the two-input, two-output model (about 30 s)
 def test_several_inputs_and_outputs_skip_the_ladder_and_check_every_output(
         twoio: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
