@@ -274,7 +274,8 @@ def outlier_model(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.
     def build(folder: Path) -> None:
         from outliers import make_outlier_model
 
-        make_outlier_model(trained_cnn, digits_npz, folder / "outlier.keras")
+        diff = make_outlier_model(trained_cnn, digits_npz, folder / "outlier.keras")
+        assert diff < 1e-4, f"the float function changed by {diff}"
 
     return built_once(tmp_path_factory, "outlier", build, trained_cnn, digits_npz)[0] / "outlier.keras"
 

@@ -134,24 +134,12 @@ def test_a_budget_nothing_meets_ships_the_most_accurate_and_fails(trained_cnn: P
 BUDGET = 0.03  # test_accuracy_aware.BUDGET, sized there on the same outlier model
 
 
-def _outlier_model(trained: Path, npz: Path, dest: Path) -> None:
-    """test_accuracy_aware's model whose plain min-max int8 misses the budget (outlier channels)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("aa_test", Path(__file__).with_name("test_accuracy_aware.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.make_outlier_model(trained, npz, dest)
-
-
 @pytest.mark.slow
-def test_the_ladder_gives_the_recovered_int8_candidate(trained_cnn: Path, digits_npz: Path, tmp_path: Path,
+def test_the_ladder_gives_the_recovered_int8_candidate(outlier_model: Path, digits_npz: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Plain int8 of test_accuracy_aware's outlier model misses the budget by 0.85 (every sample one class);
     the ladder's Keras CLE attempt is within it by a margin sized there (BUDGET)."""
-    _outlier_model(trained_cnn, digits_npz, tmp_path / "outliers.keras")
-    cfg = _config(tmp_path / "c.toml", tmp_path / "outliers.keras", digits_npz, f"max_accuracy_drop = {BUDGET}",
+    cfg = _config(tmp_path / "c.toml", outlier_model, digits_npz, f"max_accuracy_drop = {BUDGET}",
                   ("tflite",))
     rc, report, _ = _build(cfg, tmp_path / "run", capsys)
     t = report["targets"]["tflite"]
