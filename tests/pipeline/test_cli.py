@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUILT_RUN_BUDGET, tiny_cnn, train, write_config
+from conftest import BUILT_RUN_BUDGET, tiny_cnn, write_config
 from legacy_h5 import write_keras2_h5
 
 from pipeline.cli import main
@@ -30,10 +30,13 @@ def _within_budget(report: dict) -> None:
 
 
 @pytest.mark.slow
-def test_build_from_legacy_keras2_h5(tmp_path: Path, digits_npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_from_legacy_keras2_h5(tmp_path: Path, trained_cnn: Path, digits_npz: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     import keras
 
-    model = train(keras.Sequential([keras.Input((8, 8, 1)), *tiny_cnn().layers[1:]]), digits_npz)
+    # the trained CNN as a Sequential of the same layers (the .h5 writer's form), its trained weights copied
+    model = keras.Sequential([keras.Input((8, 8, 1)), *tiny_cnn().layers[1:]])
+    model.set_weights(keras.saving.load_model(trained_cnn).get_weights())
     h5 = tmp_path / "old.h5"
     write_keras2_h5(h5, model, (8, 8, 1))
     cfg = write_config(tmp_path / "h5.toml", h5, digits_npz, BUDGET,
