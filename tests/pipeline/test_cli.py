@@ -45,7 +45,14 @@ def test_build_from_legacy_keras2_h5(tmp_path: Path, trained_cnn: Path, digits_n
     report = json.loads(out)
     _within_budget(report)
     assert rc == 0, err
-    assert report["reference"]["format"] == "h5" and report["reference"]["accuracy"] > 0.9
+    # the weights survive the .h5: the reference is as accurate as the trained CNN it was written from (test
+    # split; one sample of slack for float rounding), and that one is trained (0.90-0.97 across sessions, 0.88
+    # seen once: tests/conftest.py)
+    with np.load(digits_npz) as d:
+        x, y = (d["x_test"][..., None] / 16.0).astype(np.float32), d["y_test"]
+    trained = float(np.mean(model.predict(x, verbose=0).argmax(1) == y))
+    assert report["reference"]["format"] == "h5" and trained > 0.85
+    assert abs(report["reference"]["accuracy"] - trained) <= 1 / len(y), (report["reference"]["accuracy"], trained)
     assert set(report["targets"]) == {"tflite", "openvino"}
     _within_budget(report)
 
