@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import glob
+import hashlib
+import inspect
+import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,6 +51,63 @@ def _data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("edgepipe-data")
     os.environ["EDGEPIPE_DATA_DIR"] = str(path)
     return path
+
+
+# ---------- built once per test run, shared by every pytest-xdist worker ----------
+
+
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temp folder of this test run: the basetemp, or with pytest-xdist the folder that holds every
+    worker's basetemp (popen-gw0, popen-gw1, ...)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also when the worker dies
+        yield
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any],
+               *inputs: object) -> tuple[Path, Any]:
+    """`build(folder)` run once per test run, by whichever xdist worker asks first (the others wait on a file
+    lock, then share the folder; without xdist: once per session, as a session fixture always was). The
+    folder is keyed by `name`, `build`'s source and `inputs`, and built in place (a build may write its own
+    path into what it makes); `build`'s JSON-able return value comes back with it. A build that fails leaves
+    no marker: the next worker that asks builds again (and fails the same way)."""
+    blob = json.dumps([name, inspect.getsource(build), [str(i) for i in inputs]]).encode()
+    root = run_root(tmp_path_factory)
+    folder = root / f"once-{name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+    done = folder / ".done.json"
+    with _locked(root / f"{folder.name}.lock"):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            result = build(folder)
+            done.write_text(json.dumps({"result": result}))
+    return folder, json.loads(done.read_text())["result"]
+
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _merge_cache(src: Path, dest: Path) -> None:
+    """Copy the edgepipe cache entries of `src` that `dest` lacks (entries are content-addressed folders)."""
+    for entry in src.glob("*/*"):
+        if entry.is_dir() and entry.name[:2] == entry.parent.name and not (dest / entry.relative_to(src)).exists():
+            shutil.copytree(entry, dest / entry.relative_to(src))
 
 
 def _free_port() -> int:
@@ -91,14 +154,18 @@ def postgres() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's 8x8 digits, raw 0..16 values, (N, 8, 8) without a channel axis."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
-    d = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(d.images, d.target, test_size=0.2, stratify=d.target, random_state=1)
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, x_train=x_tr.astype(np.float32), y_train=y_tr, x_test=x_te.astype(np.float32), y_test=y_te)
-    return path
+    def build(folder: Path) -> None:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        d = load_digits()
+        x_tr, x_te, y_tr, y_te = train_test_split(d.images, d.target, test_size=0.2, stratify=d.target,
+                                                  random_state=1)
+        np.savez(folder / "digits.npz", x_train=x_tr.astype(np.float32), y_train=y_tr,
+                 x_test=x_te.astype(np.float32), y_test=y_te)
+
+    return built_once(tmp_path_factory, "data", build)[0] / "digits.npz"
 
 
 def tiny_cnn():
@@ -128,20 +195,26 @@ def train(model, npz: Path, epochs: int = 25):
 
 @pytest.fixture(scope="session")
 def trained_cnn(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small trained CNN saved as .keras (held-out accuracy around 0.95+)."""
-    path = tmp_path_factory.mktemp("models") / "cnn.keras"
-    train(tiny_cnn(), digits_npz).save(path)
-    return path
+    """A small trained CNN saved as .keras (held-out accuracy around 0.95+); trained once per test run."""
+
+    def build(folder: Path) -> None:
+        train(tiny_cnn(), digits_npz).save(folder / "cnn.keras")
+
+    return built_once(tmp_path_factory, "models", build, digits_npz)[0] / "cnn.keras"
 
 
 @pytest.fixture(scope="session")
 def keras2_saved_model(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """A SavedModel written by Keras 2 with its optimizer's slot variables (which TF 2.21 cannot revive),
     and its own accuracy on the digits test split."""
-    from keras2_savedmodel import write_keras2_saved_model
 
-    path = tmp_path_factory.mktemp("keras2") / "saved_model"
-    return path, write_keras2_saved_model(path, digits_npz)
+    def build(folder: Path) -> float:
+        from keras2_savedmodel import write_keras2_saved_model
+
+        return write_keras2_saved_model(folder / "saved_model", digits_npz)
+
+    folder, acc = built_once(tmp_path_factory, "keras2", build, digits_npz)
+    return folder / "saved_model", float(acc)
 
 
 def write_config(path: Path, model: Path | str, data: Path, extra: str = "",
@@ -161,15 +234,22 @@ BUILT_RUN_BUDGET = 0.08
 
 
 @pytest.fixture(scope="session")
-def built_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One full three-target build of the trained CNN, shared by the tests that read its artifacts."""
-    from pipeline.cli import main
+def built_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory, _cache_dir: Path) -> Path:
+    """One full three-target build of the trained CNN, shared by the tests that read its artifacts (built once
+    per test run, into a cache of its own whose entries then go into this session's cache, as if it had built
+    there: a later build of the same config reuses them)."""
 
-    work = tmp_path_factory.mktemp("build")
-    cfg = write_config(work / "cnn.toml", trained_cnn, digits_npz,
-                       f"[budget]\nmax_accuracy_drop = {BUILT_RUN_BUDGET}\n")
-    rc = main(["--quiet", "build", str(cfg), "--out", str(work / "run")])
-    assert rc == 0, f"build failed with exit {rc}"
+    def build(work: Path) -> None:
+        from pipeline.cli import main
+
+        cfg = write_config(work / "cnn.toml", trained_cnn, digits_npz,
+                           f"[budget]\nmax_accuracy_drop = {BUILT_RUN_BUDGET}\n")
+        with _env("EDGEPIPE_CACHE_DIR", str(work / "cache")):
+            rc = main(["--quiet", "build", str(cfg), "--out", str(work / "run")])
+        assert rc == 0, f"build failed with exit {rc}"
+
+    work, _ = built_once(tmp_path_factory, "build", build, trained_cnn, digits_npz, BUILT_RUN_BUDGET)
+    _merge_cache(work / "cache", _cache_dir)
     return work / "run"
 
 
@@ -177,34 +257,52 @@ def built_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.Temp
 def twoio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A trained model with two inputs (image, feats) and two outputs (digit, ink), and its npz with named keys
     (tests/multiio.py)."""
-    from multiio import write
 
-    return write(tmp_path_factory.mktemp("twoio"))
+    def build(folder: Path) -> list[str]:
+        from multiio import write
+
+        return [str(p) for p in write(folder)]
+
+    model, npz = built_once(tmp_path_factory, "twoio", build)[1]
+    return Path(model), Path(npz)
 
 
 @pytest.fixture(scope="session")
 def outlier_model(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """trained_cnn with outlier activation channels (tests/outliers.py): plain int8 misses by several points."""
-    from outliers import make_outlier_model
 
-    path = tmp_path_factory.mktemp("outlier") / "outlier.keras"
-    make_outlier_model(trained_cnn, digits_npz, path)
-    return path
+    def build(folder: Path) -> None:
+        from outliers import make_outlier_model
+
+        diff = make_outlier_model(trained_cnn, digits_npz, folder / "outlier.keras")
+        assert diff < 1e-4, f"the float function changed by {diff}"
+
+    return built_once(tmp_path_factory, "outlier", build, trained_cnn, digits_npz)[0] / "outlier.keras"
 
 
 @pytest.fixture(scope="session")
 def dict_outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A trained model with one input and outputs {"digit": ..., "ink": ...}, and its npz (x_train, y_train.digit,
     y_train.ink, ...; tests/dictio.py)."""
-    from dictio import write_output_dict
 
-    return write_output_dict(tmp_path_factory.mktemp("dictout"))
+    def build(folder: Path) -> list[str]:
+        from dictio import write_output_dict
+
+        return [str(p) for p in write_output_dict(folder)]
+
+    model, npz = built_once(tmp_path_factory, "dictout", build)[1]
+    return Path(model), Path(npz)
 
 
 @pytest.fixture(scope="session")
 def dict_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A trained model with inputs {"image", "feats"} and outputs {"ink", "digit"}, and its npz with named keys and a
     validation split of its own (x_val.<input>, y_val.<output>; tests/dictio.py)."""
-    from dictio import write_input_dict
 
-    return write_input_dict(tmp_path_factory.mktemp("dictin"))
+    def build(folder: Path) -> list[str]:
+        from dictio import write_input_dict
+
+        return [str(p) for p in write_input_dict(folder)]
+
+    model, npz = built_once(tmp_path_factory, "dictin", build)[1]
+    return Path(model), Path(npz)

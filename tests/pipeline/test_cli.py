@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUILT_RUN_BUDGET, tiny_cnn, train, write_config
+from conftest import BUILT_RUN_BUDGET, tiny_cnn, write_config
 from legacy_h5 import write_keras2_h5
 
 from pipeline.cli import main
@@ -30,10 +30,13 @@ def _within_budget(report: dict) -> None:
 
 
 @pytest.mark.slow
-def test_build_from_legacy_keras2_h5(tmp_path: Path, digits_npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_from_legacy_keras2_h5(tmp_path: Path, trained_cnn: Path, digits_npz: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     import keras
 
-    model = train(keras.Sequential([keras.Input((8, 8, 1)), *tiny_cnn().layers[1:]]), digits_npz)
+    # the trained CNN as a Sequential of the same layers (the .h5 writer's form), its trained weights copied
+    model = keras.Sequential([keras.Input((8, 8, 1)), *tiny_cnn().layers[1:]])
+    model.set_weights(keras.saving.load_model(trained_cnn).get_weights())
     h5 = tmp_path / "old.h5"
     write_keras2_h5(h5, model, (8, 8, 1))
     cfg = write_config(tmp_path / "h5.toml", h5, digits_npz, BUDGET,
@@ -42,7 +45,14 @@ def test_build_from_legacy_keras2_h5(tmp_path: Path, digits_npz: Path, capsys: p
     report = json.loads(out)
     _within_budget(report)
     assert rc == 0, err
-    assert report["reference"]["format"] == "h5" and report["reference"]["accuracy"] > 0.9
+    # the weights survive the .h5: the reference is as accurate as the trained CNN it was written from (test
+    # split; one sample of slack for float rounding), and that one is trained (0.90-0.97 across sessions, 0.88
+    # seen once: tests/conftest.py)
+    with np.load(digits_npz) as d:
+        x, y = (d["x_test"][..., None] / 16.0).astype(np.float32), d["y_test"]
+    trained = float(np.mean(model.predict(x, verbose=0).argmax(1) == y))
+    assert report["reference"]["format"] == "h5" and trained > 0.85
+    assert abs(report["reference"]["accuracy"] - trained) <= 1 / len(y), (report["reference"]["accuracy"], trained)
     assert set(report["targets"]) == {"tflite", "openvino"}
     _within_budget(report)
 

@@ -12,15 +12,19 @@ import pytest
 
 from pipeline.cli import main
 
+TARGETS = ("tflite", "openvino", "tensorrt")
 
-def _judged(report: dict, rc: int, budget: float = 0.01) -> None:
-    """Exit code and verdicts follow each target's point estimate; none is clearly worse than the budget."""
+
+def _judged(report: dict, rc: int, budget: float = 0.01, auto: bool = False) -> None:
+    """Exit code and verdicts follow each target's point estimate; none is clearly worse than the budget. With
+    `auto`, a target also fails when none of its candidates met the budget on the validation split."""
     assert rc == (0 if report["passed"] else 1)
-    for name in ("tflite", "openvino", "tensorrt"):
+    for name in TARGETS:
         t = report["targets"][name]
-        assert "error" not in t and t["precision"] == "int8", (name, t.get("error"))
+        assert "error" not in t and (auto or t["precision"] == "int8"), (name, t.get("error"))
         m = t["metric"]
-        assert t["passed"] == (m["drop"] <= budget + 1e-9), (name, m)
+        met = not auto or any(c["passed"] for c in t["precision_candidates"])
+        assert t["passed"] == (met and m["drop"] <= budget + 1e-9), (name, m)
         assert m["interval"][0] <= budget, (name, m)  # not clearly worse than the budget
         assert m["uncertain"] == (m["interval"][0] <= budget <= m["interval"][1])
         assert t["selection"]["split"] == "validation" and t["selection"]["candidates"] >= 1
@@ -81,3 +85,51 @@ def test_twohead_example_checks_every_output_in_every_runtime(tmp_path: Path,
         assert t["outputs"]["digit"]["agreement_top1"] >= 0.97 and t["outputs"]["ink"]["sqnr_db"] >= 8.0, t["outputs"]
     main(["examples"])
     assert "digits-twohead" in capsys.readouterr().out
+
+
+def _toml(config: dict) -> str:
+    """The example's config dict as TOML (tables of str / number values)."""
+    def value(v: object) -> str:
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    lines = []
+    for section, body in config.items():
+        if section == "targets":
+            for name, keys in body.items():
+                lines += [f"[targets.{name}]", *(f"{k} = {value(v)}" for k, v in keys.items())]
+        else:
+            lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in body.items())]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+def test_the_demo_with_auto_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """digits-cnn with `precision = "auto"` on every target (the README's section), through the CLI. After
+    test_example_builds_three_int8_targets_judged_on_their_intervals[digits-cnn] (this file, so the same session
+    and pytest-xdist worker), the teacher, the stages and the accuracy-aware ladder's int8 exports come from the
+    session's cache. As there, the budget is finer than the splits resolve: which candidate passes is noise
+    (seen: openvino's winner within it on the validation split, 0.0111 over it on the test split, exit 1), so
+    asserted is auto's rule, not its verdict: a candidate that met the budget on the validation split ships
+    if there is one, else the report says none did; the verdicts and exit code follow the point estimates."""
+    from pipeline.inputs.examples import EXAMPLES
+
+    config = dict(EXAMPLES["digits-cnn"].config, targets={t: {"precision": "auto"} for t in TARGETS})
+    (tmp_path / "demo-auto.toml").write_text(_toml(config))
+    rc = main(["build", str(tmp_path / "demo-auto.toml"), "--out", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    out, report = captured.out + captured.err, json.loads((tmp_path / "run" / "report.json").read_text())
+    _judged(report, rc, auto=True)
+    for name, t in report["targets"].items():
+        rows = t["precision_candidates"]
+        for c in rows:  # shown with -s
+            print(name, c["candidate"], c["accuracy_drop"], c["latency_ms"], c["passed"], c["chosen"])
+        [win] = [c for c in rows if c["chosen"]]
+        if any(c["passed"] for c in rows):
+            assert win["passed"], (name, t["precision_choice"])
+        else:
+            assert "no candidate meets the budget" in t["precision_choice"], (name, t["precision_choice"])
+        assert t["precision"] == win["precision"] and (tmp_path / "run" / t["artifact"]).is_file()
+        assert f"{name}: precision auto chose {win['candidate']}:" in " ".join(out.split())
+    assert "Latency did not decide" in report["targets"]["tensorrt"]["precision_choice"]
+    assert main(["--quiet", "report", str(tmp_path / "run")]) == 0
+    assert "Precision candidates" in (tmp_path / "run" / "report.html").read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from outliers import FACTOR, make_outlier_model  # one outlier model for every test
+from outliers import FACTOR  # one outlier model for every test (conftest's outlier_model)
 
 from pipeline.cli import main
 from pipeline.quantize.accuracy_aware import MAX_ATTEMPTS, METHOD_ORDER
@@ -36,11 +36,9 @@ def _build(cfg: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[in
 
 
 @pytest.fixture(scope="module")
-def outlier_run(trained_cnn: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path]:
-    work = tmp_path_factory.mktemp("outliers")
-    diff = make_outlier_model(trained_cnn, digits_npz, work / "outliers.keras")
-    assert diff < 1e-4, f"the float function changed by {diff}"
-    cfg = _config(work / "outliers.toml", work / "outliers.keras", digits_npz,
+def outlier_run(outlier_model: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path]:
+    work = tmp_path_factory.mktemp("outliers")  # outlier_model: conftest's, made by tests/outliers.py
+    cfg = _config(work / "outliers.toml", outlier_model, digits_npz,
                   f"[budget]\nmax_accuracy_drop = {BUDGET}\n", ("tflite", "openvino", "tensorrt"))
     rc = main(["--quiet", "build", str(cfg), "--out", str(work / "run")])
     return rc, json.loads((work / "run" / "report.json").read_text()), work / "run"

@@ -134,24 +134,12 @@ def test_a_budget_nothing_meets_ships_the_most_accurate_and_fails(trained_cnn: P
 BUDGET = 0.03  # test_accuracy_aware.BUDGET, sized there on the same outlier model
 
 
-def _outlier_model(trained: Path, npz: Path, dest: Path) -> None:
-    """test_accuracy_aware's model whose plain min-max int8 misses the budget (outlier channels)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("aa_test", Path(__file__).with_name("test_accuracy_aware.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.make_outlier_model(trained, npz, dest)
-
-
 @pytest.mark.slow
-def test_the_ladder_gives_the_recovered_int8_candidate(trained_cnn: Path, digits_npz: Path, tmp_path: Path,
+def test_the_ladder_gives_the_recovered_int8_candidate(outlier_model: Path, digits_npz: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Plain int8 of test_accuracy_aware's outlier model misses the budget by 0.85 (every sample one class);
     the ladder's Keras CLE attempt is within it by a margin sized there (BUDGET)."""
-    _outlier_model(trained_cnn, digits_npz, tmp_path / "outliers.keras")
-    cfg = _config(tmp_path / "c.toml", tmp_path / "outliers.keras", digits_npz, f"max_accuracy_drop = {BUDGET}",
+    cfg = _config(tmp_path / "c.toml", outlier_model, digits_npz, f"max_accuracy_drop = {BUDGET}",
                   ("tflite",))
     rc, report, _ = _build(cfg, tmp_path / "run", capsys)
     t = report["targets"]["tflite"]
@@ -214,39 +202,6 @@ def test_pick_without_a_passing_candidate_ships_the_most_accurate() -> None:
     assert win is accurate and "no candidate meets the budget" in why
     with pytest.raises(TargetError, match="no candidate could be built and measured .*int8: not built: boom"):
         pick([Candidate(CandidateKind.INT8, "", reason="not built: boom")])
-
-
-def _toml(config: dict) -> str:
-    """The example's config dict as TOML (tables of str / number values)."""
-    def value(v: object) -> str:
-        return f'"{v}"' if isinstance(v, str) else str(v)
-
-    lines = []
-    for section, body in config.items():
-        if section == "targets":
-            for name, keys in body.items():
-                lines += [f"[targets.{name}]", *(f"{k} = {value(v)}" for k, v in keys.items())]
-        else:
-            lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in body.items())]
-    return "\n".join(lines) + "\n"
-
-
-@pytest.mark.slow
-def test_the_demo_with_auto_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.inputs.examples import EXAMPLES
-
-    config = dict(EXAMPLES["digits-cnn"].config, targets={t: {"precision": "auto"} for t in ALL})
-    (tmp_path / "demo-auto.toml").write_text(_toml(config))
-    rc, report, out = _build(tmp_path / "demo-auto.toml", tmp_path / "run", capsys)
-    assert rc == 0 and report["passed"], out[-3000:]
-    for name, t in report["targets"].items():
-        _show(name, t)
-        win = next(c for c in t["precision_candidates"] if c["chosen"])
-        assert win["passed"] and t["precision"] == win["precision"] and (tmp_path / "run" / t["artifact"]).is_file()
-        assert f"{name}: precision auto chose {win['candidate']}:" in out
-    assert "Latency did not decide" in report["targets"]["tensorrt"]["precision_choice"]
-    assert main(["--quiet", "report", str(tmp_path / "run")]) == 0
-    assert "Precision candidates" in (tmp_path / "run" / "report.html").read_text()
 
 
 @pytest.mark.slow  # trains the two-input, two-output model (about 30 s)
