@@ -36,9 +36,8 @@ def _outlier_model(trained: Path, dest: Path) -> Path:
 
 def _build(tmp: Path, model: Path, data: Path, kept: str, capsys: pytest.CaptureFixture[str]) -> dict:
     cfg = tmp / "c.toml"
-    # qat_epochs = 1: the ladder's QAT step (before the last) only has to be tried, not to recover anything
     cfg.write_text(f'[model]\npath = "{model}"\n\n[data]\npath = "{data}"\nscale = 16.0\n\n'
-                   '[quantize]\ncalibration_samples = 64\nqat_epochs = 1\n\n[budget]\nmax_accuracy_drop = 0.0\n\n'
+                   '[quantize]\ncalibration_samples = 64\n\n[budget]\nmax_accuracy_drop = 0.0\n\n'
                    f'[targets.tflite]\niterations = 5\nwarmup = 1\nkept_precision = "{kept}"\n')
     main(["--quiet", "build", str(cfg), "--out", str(tmp / "run")])
     capsys.readouterr()

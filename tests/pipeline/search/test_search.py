@@ -208,10 +208,15 @@ def test_cli_bad_input_exits_2_and_leaves_nothing(tmp_path: Path, capsys: pytest
     assert "not an edgepipe search" in capsys.readouterr().err
 
 
+GRACE = 6  # seconds
+
+
 def test_recover_fails_trials_of_dead_workers(tmp_path: Path) -> None:
     from pipeline.search.study import open_storage, recover
 
-    section = _cfg({"heartbeat_interval": 1, "grace_period": 2}).search
+    # grace 6 s: a heartbeat is fresh for that long, also when a loaded host (a parallel test run) stalls the
+    # steps between it and recover() by a few seconds (2 s failed so, at a load of 8 on 2 cores)
+    section = _cfg({"heartbeat_interval": 1, "grace_period": GRACE}).search
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}", section),
                                 directions=["maximize", "minimize", "minimize"])
     gone = subprocess.Popen(["true"])
@@ -236,9 +241,9 @@ def test_recover_fails_trials_of_dead_workers(tmp_path: Path) -> None:
     assert "died" in study.trials[trials["dead"]].user_attrs["fail_reason"]
     assert not (tmp_path / "trials" / f".{trials['dead']}.partial-x").exists()
     study._storage.record_heartbeat(study.trials[trials["alive"]]._trial_id)  # type: ignore[attr-defined]
-    time.sleep(3.5)  # SQLite timestamps have whole seconds
+    time.sleep(GRACE + 1.5)  # SQLite timestamps have whole seconds
     study._storage.record_heartbeat(study.trials[trials["alive"]]._trial_id)  # type: ignore[attr-defined]
-    recover(study, tmp_path, UI(quiet=True))  # the other host's worker stopped beating: stale after 2 s
+    recover(study, tmp_path, UI(quiet=True))  # the other host's worker stopped beating: stale after GRACE
     assert (state("elsewhere"), state("alive")) == ("FAIL", "RUNNING")
 
 
