@@ -6,11 +6,24 @@ pipeline/quantize) bring it back."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 FACTOR = 500.0
 CHANNELS = 2
+
+
+def scale_through(bn: Any, tail: Any, channels: np.ndarray, factor: float = FACTOR) -> None:
+    """BatchNorm channels `channels` x factor, and the tail's input weights on them / factor: the same function
+    through a ReLU. The tail is a Conv2D (kernel HWIO) or a DepthwiseConv2D (HWCM): channels on axis 2 in both."""
+    gamma, beta, mean, var = bn.get_weights()
+    gamma[channels] *= factor
+    beta[channels] *= factor
+    bn.set_weights([gamma, beta, mean, var])
+    kernel, bias = tail.get_weights()
+    kernel[:, :, channels, :] /= factor
+    tail.set_weights([kernel, bias])
 
 
 def make_outlier_model(trained: Path, npz: Path, dest: Path) -> float:
@@ -25,13 +38,7 @@ def make_outlier_model(trained: Path, npz: Path, dest: Path) -> float:
     conv2 = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][1]
     relu_out = keras.Model(model.input, model.layers[model.layers.index(bn) + 1].output).predict(x, verbose=0)
     channels = np.argsort(-relu_out.max(axis=(0, 1, 2)))[:CHANNELS]  # the widest-ranging channels
-    gamma, beta, mean, var = bn.get_weights()
-    gamma[channels] *= FACTOR
-    beta[channels] *= FACTOR
-    bn.set_weights([gamma, beta, mean, var])
-    kernel, bias = conv2.get_weights()
-    kernel[:, :, channels, :] /= FACTOR
-    conv2.set_weights([kernel, bias])
+    scale_through(bn, conv2, channels)
     after = model.predict(x, verbose=0)
     assert np.array_equal(before.argmax(1), after.argmax(1))
     model.save(dest)

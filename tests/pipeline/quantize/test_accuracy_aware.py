@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from outliers import FACTOR  # one outlier model for every test (conftest's outlier_model)
+from outliers import scale_through  # one outlier model for every test (conftest's outlier_model)
 
 from pipeline.cli import main
 from pipeline.quantize.accuracy_aware import MAX_ATTEMPTS, METHOD_ORDER
@@ -291,13 +291,7 @@ def _depth_multiplier_cnn(npz: Path, dest: Path) -> Path:
     model.fit(x, y, epochs=20, batch_size=32, verbose=0)
     bn, dw = model.get_layer("bn"), model.get_layer("dw")
     channels = np.argsort(-np.abs(keras.Model(inp, bn.output).predict(x[:256], verbose=0)).max(axis=(0, 1, 2)))[:2]
-    g, b, mu, var = bn.get_weights()
-    g[channels] *= FACTOR
-    b[channels] *= FACTOR
-    bn.set_weights([g, b, mu, var])
-    k, bias = dw.get_weights()
-    k[:, :, channels, :] /= FACTOR
-    dw.set_weights([k, bias])
+    scale_through(bn, dw, channels)
     model.save(dest)
     return dest
 
