@@ -93,20 +93,26 @@ edit_lists = st.lists(st.tuples(st.sampled_from(WHERE), st.sampled_from(KEYS), j
 mutated = edit_lists.map(_mutate)
 
 
+def _toml_str(s: str) -> str:
+    """A TOML basic string: JSON's escapes, but characters past the BMP written as they are (JSON's ASCII form
+    writes U+10000 as a surrogate pair, which TOML rejects) and DEL escaped (TOML forbids it raw)."""
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml_value(v: Any) -> str | None:
     if v is None:
         return None
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
-        return str(v) if -(2**63) <= v < 2**63 else json.dumps(str(v))
+        return str(v) if -(2**63) <= v < 2**63 else _toml_str(str(v))
     if isinstance(v, float):
         return _float_literal(v)
     if isinstance(v, str):
-        return json.dumps(v)
+        return _toml_str(v)
     if isinstance(v, list):
         return "[" + ", ".join(x for x in map(_toml_value, v) if x is not None) + "]"
-    return "{" + ", ".join(f"{json.dumps(str(k))} = {x}" for k, x in ((k, _toml_value(x)) for k, x in v.items())
+    return "{" + ", ".join(f"{_toml_str(str(k))} = {x}" for k, x in ((k, _toml_value(x)) for k, x in v.items())
                            if x is not None) + "}"
 
 
@@ -115,18 +121,18 @@ def to_toml(data: dict[str, Any]) -> str:
     head, tables = [], []
 
     def table(name: str, d: dict[str, Any]) -> None:
-        body = [f"{json.dumps(str(k))} = {x}" for k, v in d.items() if not isinstance(v, dict)
+        body = [f"{_toml_str(str(k))} = {x}" for k, v in d.items() if not isinstance(v, dict)
                 if (x := _toml_value(v)) is not None]
         tables.append(f"[{name}]\n" + "\n".join(body))
         for k, v in d.items():
             if isinstance(v, dict):
-                table(f"{name}.{json.dumps(str(k))}", v)
+                table(f"{name}.{_toml_str(str(k))}", v)
 
     for k, v in data.items():
         if isinstance(v, dict):
-            table(json.dumps(str(k)), v)
+            table(_toml_str(str(k)), v)
         elif (x := _toml_value(v)) is not None:
-            head.append(f"{json.dumps(str(k))} = {x}")
+            head.append(f"{_toml_str(str(k))} = {x}")
     return "\n".join(head + tables) + "\n"
 
 
