@@ -1,12 +1,23 @@
 """The one way edgepipe runs Python work in a child process (conversions, calibration, timing): converters
 can segfault, which must fail that job rather than the build, and a child must never outlive its parent
-(on Linux it gets SIGKILL when the parent dies, and it exits at once when the parent is already gone)."""
+(on Linux it gets SIGKILL when the parent dies, and it exits at once when the parent is already gone).
+
+With `preload=True` the child is forked from a zygote that has TensorFlow imported already
+(targets/zygote.py): the same isolation, without paying the import in every job. `EDGEPIPE_ZYGOTE=0` turns
+that off; where the zygote cannot start (not Linux, an import failure), the plain child runs instead."""
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 _BOOT = """import os, runpy, signal, sys
@@ -22,13 +33,166 @@ if os.getppid() != parent:
 module = sys.argv.pop(1)
 runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
+# variables read when TensorFlow (or a BLAS) is imported: a zygote started under other values is not reused
+_IMPORT_TIME_ENV = ("TF_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "CUDA_", "XLA_", "KERAS_", "PYTHON", "LD_")
+
+
+def _env(path: list[Path] | None) -> dict[str, str]:
+    entries = [str(p) for p in path or []] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join(entries)}
 
 
 def run_module(module: str, args: list[str], *, timeout_s: float, path: list[Path] | None = None,
-               stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+               stdin: str | None = None, cwd: Path | None = None,
+               preload: bool = False) -> subprocess.CompletedProcess[str]:
     """`python -m module args...` in a child tied to this process, output captured; `path` goes first on the
-    child's PYTHONPATH (the user's PYTHONPATH stays after it). subprocess.TimeoutExpired after `timeout_s`."""
-    entries = [str(p) for p in path or []] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join(entries)}
+    child's PYTHONPATH (the user's PYTHONPATH stays after it). subprocess.TimeoutExpired after `timeout_s`.
+    `preload`: fork it from the zygote (TensorFlow imported) where one can run."""
+    env = _env(path)
+    zygote = _zygote_for(env) if preload else None
+    if zygote is not None:
+        done = zygote.run(Job(module, args, env, cwd, stdin), timeout_s)
+        if done is not None:
+            return done
     cmd = [sys.executable, "-c", _BOOT, str(os.getpid()), module, *args]
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout_s)
+
+
+@dataclass(frozen=True)
+class Job:
+    module: str
+    args: list[str]
+    env: dict[str, str]
+    cwd: Path | None
+    stdin: str | None
+
+
+class Zygote:
+    """The client side of one zygote process (see targets/zygote.py for the protocol)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.key = _import_key(env)
+        self.folder = tempfile.mkdtemp(prefix="edgepipe-zygote-")
+        self.socket_path = os.path.join(self.folder, "s")
+        boot = "import sys; from targets.zygote import serve; serve(int(sys.argv[1]), sys.argv[2])"
+        self.proc = subprocess.Popen([sys.executable, "-c", boot, str(os.getpid()), self.socket_path], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     start_new_session=False)
+        ready = self.proc.stdout.readline() if self.proc.stdout else ""
+        if ready.strip() != "ready":
+            self.close()
+            raise OSError("the zygote did not start")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            os.unlink(self.socket_path)
+            os.rmdir(self.folder)
+        except OSError:
+            pass
+
+    def run(self, job: Job, timeout_s: float) -> subprocess.CompletedProcess[str] | None:
+        """The job's outcome, or None when the zygote could not take it (the caller runs it plainly)."""
+        try:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(self.socket_path)
+        except OSError:
+            return None
+        with conn:
+            return _run_on(conn, job, timeout_s)
+
+
+def _run_on(conn: socket.socket, job: Job, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    (in_r, in_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
+    request = {"module": job.module, "argv": job.args, "env": job.env, "cwd": str(job.cwd) if job.cwd else None,
+               "path": [p for p in job.env.get("PYTHONPATH", "").split(os.pathsep) if p]}
+    try:
+        socket.send_fds(conn, [json.dumps(request).encode()], [in_r, out_w, err_w])
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    outputs = _drain(out_r, err_r, in_w, job.stdin or "")
+    lines = conn.makefile("r")
+    pid = int(json.loads(lines.readline())["pid"])
+    conn.settimeout(timeout_s)
+    try:
+        rc = int(json.loads(lines.readline())["rc"])
+    except TimeoutError:
+        _kill(pid)
+        for t in outputs.threads:
+            t.join(10)
+        raise subprocess.TimeoutExpired(job.module, timeout_s, "".join(outputs.out), "".join(outputs.err)) from None
+    for t in outputs.threads:
+        t.join()
+    return subprocess.CompletedProcess([job.module, *job.args], rc, "".join(outputs.out), "".join(outputs.err))
+
+
+@dataclass
+class _Outputs:
+    out: list[str]
+    err: list[str]
+    threads: list[threading.Thread]
+
+
+def _drain(out_fd: int, err_fd: int, in_fd: int, stdin: str) -> _Outputs:
+    """Read the job's stdout and stderr and write its stdin, each in a thread (as communicate() does)."""
+    res = _Outputs([], [], [])
+
+    def read(fd: int, into: list[str]) -> None:
+        with open(fd, encoding="utf-8", errors="replace") as f:
+            into.append(f.read())
+
+    def write() -> None:
+        with open(in_fd, "w") as f:
+            try:
+                f.write(stdin)
+            except BrokenPipeError:
+                pass
+
+    for fn, a in ((read, (out_fd, res.out)), (read, (err_fd, res.err)), (write, ())):
+        t = threading.Thread(target=fn, args=a, daemon=True)
+        t.start()
+        res.threads.append(t)
+    return res
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _import_key(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(_IMPORT_TIME_ENV)))
+
+
+_lock = threading.Lock()
+_current: list[Zygote] = []
+
+
+def _zygote_for(env: dict[str, str]) -> Zygote | None:
+    """The running zygote for this import-time environment, started (or restarted) when needed; None where
+    zygotes are off or cannot run here."""
+    if os.environ.get("EDGEPIPE_ZYGOTE", "1") == "0" or not sys.platform.startswith("linux"):
+        return None
+    with _lock:
+        if _current and (_current[0].key != _import_key(env) or not _current[0].alive()):
+            _current.pop().close()
+        if not _current:
+            try:
+                _current.append(Zygote(env))
+            except OSError:
+                return None
+        return _current[0]
+
+
+@atexit.register
+def _stop() -> None:
+    while _current:
+        _current.pop().close()

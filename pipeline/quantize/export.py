@@ -107,7 +107,8 @@ def _run_worker(name: str, job: dict[str, Any], work: Path, label: str, ui: UI,
     (work / "job.json").write_text(json.dumps(job))
     with ui.task(label):
         try:
-            return run_module("targets.worker", [str(work / "job.json")], timeout_s=timeout_s, path=[REPO_ROOT])
+            return run_module("targets.worker", [str(work / "job.json")], timeout_s=timeout_s, path=[REPO_ROOT],
+                              preload=True)
         except subprocess.TimeoutExpired:
             raise TargetError(f"{name}: {label} timed out after {timeout_s:.0f} s") from None
 

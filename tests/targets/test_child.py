@@ -1,4 +1,5 @@
-"""targets.child: the one child-process launcher (exports, sensitivity, bench timing)."""
+"""targets.child: the one child-process launcher (exports, sensitivity, bench timing), run plainly and forked
+from the zygote (targets/zygote.py): each behaviour holds for both."""
 
 from __future__ import annotations
 
@@ -11,38 +12,98 @@ from pathlib import Path
 
 import pytest
 
+from targets import child
 from targets.child import run_module
 
+ROOT = Path(__file__).resolve().parents[2]
+BOTH = pytest.mark.parametrize("preload", [False, True], ids=["plain", "zygote"])
 
-def test_runs_a_module_with_args_stdin_and_the_path_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+@BOTH
+def test_runs_a_module_with_args_stdin_and_the_path_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           preload: bool) -> None:
     (tmp_path / "echoer.py").write_text(
-        "import sys\nprint(sys.argv[1:], sys.stdin.read(), sys.argv[0])\nsys.exit(3)\n")
+        "import os, sys\nprint(sys.argv[1:], sys.stdin.read(), sys.argv[0], os.getcwd(), os.environ['MARK'])\n"
+        "print('to stderr', file=sys.stderr)\nsys.exit(3)\n")
     monkeypatch.setenv("PYTHONPATH", "/nonexistent-user-path")
-    done = run_module("echoer", ["a", "b"], timeout_s=60, path=[tmp_path], stdin="hello")
-    assert done.returncode == 3 and done.stdout.startswith("['a', 'b'] hello ") and done.stdout.strip().endswith("echoer.py")
+    monkeypatch.setenv("MARK", "set-by-the-caller")
+    done = run_module("echoer", ["a", "b"], timeout_s=120, path=[tmp_path], stdin="hello", cwd=tmp_path,
+                      preload=preload)
+    assert done.returncode == 3, done.stderr
+    words = done.stdout.split()
+    assert done.stdout.startswith("['a', 'b'] hello ") and words[-3].endswith("echoer.py")
+    assert words[-2:] == [str(tmp_path), "set-by-the-caller"] and done.stderr.strip() == "to stderr"
 
 
-def test_a_crash_is_a_return_code_not_an_exception(tmp_path: Path) -> None:
+@BOTH
+def test_a_crash_is_a_return_code_not_an_exception(tmp_path: Path, preload: bool) -> None:
     (tmp_path / "crasher.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
-    assert run_module("crasher", [], timeout_s=60, path=[tmp_path]).returncode == -signal.SIGSEGV
+    assert run_module("crasher", [], timeout_s=120, path=[tmp_path], preload=preload).returncode == -signal.SIGSEGV
+
+
+@BOTH
+def test_an_uncaught_exception_exits_1_with_its_traceback(tmp_path: Path, preload: bool) -> None:
+    (tmp_path / "raiser.py").write_text("raise ValueError('from the job')\n")
+    done = run_module("raiser", [], timeout_s=120, path=[tmp_path], preload=preload)
+    assert done.returncode == 1 and "ValueError: from the job" in done.stderr
+
+
+@BOTH
+def test_a_job_past_its_timeout_is_killed(tmp_path: Path, preload: bool) -> None:
+    pid_file = tmp_path / "pid"
+    (tmp_path / "hanger.py").write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_module("hanger", [], timeout_s=6, path=[tmp_path], preload=preload)
+    pid = int(pid_file.read_text())
+    time.sleep(1.0)
+    assert not _running(pid)
+
+
+def test_jobs_are_forked_from_one_zygote_with_tensorflow_imported(tmp_path: Path) -> None:
+    """Two jobs share a parent that has imported TensorFlow (so they do not import it again), yet each is its
+    own process: what one changes, the next does not see."""
+    (tmp_path / "probe.py").write_text(
+        "import os, sys\nprint(os.getppid(), os.getpid(), 'tensorflow' in sys.modules, hasattr(sys, 'marked'))\n"
+        "sys.marked = True\n")
+    a, b = (run_module("probe", [], timeout_s=300, path=[tmp_path], preload=True).stdout.split() for _ in range(2))
+    assert a[2] == b[2] == "True" and a[3] == b[3] == "False" and a[1] != b[1]
+    zygote = child._current[0]
+    assert zygote.alive() and os.getppid() != zygote.proc.pid
+
+
+def test_zygote_off_runs_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "probe.py").write_text("import sys\nprint('tensorflow' in sys.modules)\n")
+    monkeypatch.setenv("EDGEPIPE_ZYGOTE", "0")
+    assert run_module("probe", [], timeout_s=120, path=[tmp_path], preload=True).stdout.strip() == "False"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
+@BOTH
+def test_the_child_dies_with_its_parent(tmp_path: Path, preload: bool) -> None:
     """A parent that is SIGKILLed takes its child along (a converter never outlives the build)."""
-    (tmp_path / "sleeper.py").write_text("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(600)\n")
+    pid_file = tmp_path / "pid"
+    (tmp_path / "sleeper.py").write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
     parent = subprocess.Popen(
         [sys.executable, "-c", "import sys; from targets.child import run_module; "
-         f"run_module('sleeper', [], timeout_s=600, path=[{str(tmp_path)!r}])"],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
-    deadline = time.time() + 60
-    pids: list[int] = []
-    while time.time() < deadline and not pids:
-        out = subprocess.run(["pgrep", "-f", "sleeper"], capture_output=True, text=True).stdout.split()
-        pids = [int(p) for p in out if int(p) != parent.pid]
+         f"run_module('sleeper', [], timeout_s=600, path=[{str(tmp_path)!r}], preload={preload})"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 120
+    while time.time() < deadline and not pid_file.is_file():
         time.sleep(0.2)
-    assert pids, "the child never started"
+    assert pid_file.is_file(), "the child never started"
+    time.sleep(0.2)
+    pid = int(pid_file.read_text())
     parent.kill()
     parent.wait()
-    time.sleep(1.0)
-    assert not [p for p in pids if os.path.exists(f"/proc/{p}") and "sleeper" in Path(f"/proc/{p}/cmdline").read_text()]
+    time.sleep(2.0)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

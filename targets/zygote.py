@@ -1,0 +1,126 @@
+"""A pre-loaded parent for edgepipe's child jobs: one process per build imports TensorFlow (4-5 s of each job's
+6-8 s on a 2-core host) and forks a fresh child for every job, so each job starts with it imported and no job
+shares state with another: a crash still fails only that job.
+
+Run as `python -c BOOT parent_pid socket_path` by targets/child.py. Each connection on the socket is one job:
+the request (JSON: module, argv, env, cwd, path) with three file descriptors (stdin, stdout, stderr) passed
+with SCM_RIGHTS. The zygote forks a waiter per job, which forks the job and answers with two JSON lines:
+{"pid": job_pid}, then {"rc": returncode} (negative: the signal that killed it, as subprocess gives it).
+Every process in the chain dies with its parent (PR_SET_PDEATHSIG), so nothing outlives the build.
+
+Nothing here may run a TensorFlow op: a forked child inherits the parent's threads' locks but not the threads,
+and TF starts its runtime (thread pools, the eager context) only at the first op. Stdlib only, apart from the
+preloaded modules."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+PRELOAD = ("numpy", "tensorflow", "keras")
+_MAX_FDS = 3
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent exits (Linux); elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+
+
+def _recv_job(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, _MAX_FDS)
+    return json.loads(data.decode()), list(fds)
+
+
+def _exec_job(req: dict[str, Any], fds: list[int]) -> None:
+    """In the forked job: become `python -m module argv...` with the request's streams, env, cwd and path."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
+    sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+    os.environ.clear()
+    os.environ.update(req["env"])
+    if req.get("cwd"):
+        os.chdir(req["cwd"])
+    sys.path[:0] = [p for p in req.get("path", []) if p not in sys.path]
+    sys.argv = [req["module"], *req["argv"]]
+    import runpy
+
+    code = 0
+    try:
+        runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+        if not isinstance(err.code, int) and err.code is not None:
+            print(err.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _wait_job(conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
+    """In the waiter: fork the job, tell its pid, wait for it and tell how it ended."""
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        die_with_parent()
+        _exec_job(req, fds)
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    rc = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    conn.sendall(json.dumps({"rc": rc}).encode() + b"\n")
+
+
+def serve(parent: int, path: str) -> None:
+    die_with_parent()
+    if os.getppid() != parent:
+        return
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # waiters are reaped by the kernel
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle (and its jobs')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(16)
+    print("ready", flush=True)
+    while True:
+        conn, _ = server.accept()
+        req, fds = _recv_job(conn)
+        if os.fork() == 0:
+            server.close()
+            die_with_parent()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                _wait_job(conn, req, fds)
+            finally:
+                os._exit(0)
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), sys.argv[2])
