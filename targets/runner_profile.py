@@ -235,13 +235,14 @@ def litert_profile(artifact: Path, threads: int, x: Any, runs: int) -> dict:
     prof = _finish(f"{session.runtime} LiteRT C API profiler (libLiteRt.so, CompiledModel on the CPU accelerator)",
                    total, runs, walls, ("Invoke events", invokes[-runs:]))
     prof["granularity"] = granularity
-    prof["note"] = ("timed in a LiteRT CompiledModel (TFLite's kernels and XNNPACK, as in the Interpreter the latency "
-                    "is measured with); times from TFLite's profiler and XNNPACK's, in whole microseconds (XNNPACK's "
-                    "truncated): an op "
-                    "under 1 µs counts 0; XNNPACK's operators are its own (fused, with its converts), not the .tflite's "
-                    "ops one to one, numbered in the order they ran; one XNNPACK names without a data type (a reshape, "
-                    "a mean) is given the type the operator before it produced, an untyped Convert goes from that type "
-                    "to the other of float32 and int8")
+    xnnpack = sum(1 for o in prof["ops"] if str(o.get("kernel", "")).startswith("XNNPACK"))
+    prof["note"] = (f"timed in a LiteRT CompiledModel (TFLite's kernels and XNNPACK, as in the Interpreter the "
+                    f"latency is measured with); TFLite and XNNPACK time in whole microseconds, and XNNPACK truncates "
+                    f"each operator's time: the {xnnpack} XNNPACK operators' sum is short by up to {xnnpack} µs. "
+                    "XNNPACK's operators are its own (fused, with its converts), not the .tflite's ops one to one, "
+                    "numbered in the order they ran; one XNNPACK names without a data type (a reshape, a mean) is "
+                    "given the type the operator before it produced, an untyped Convert goes from that type to the "
+                    "other of float32 and int8")
     return prof
 
 
