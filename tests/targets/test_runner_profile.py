@@ -4,6 +4,7 @@ config, ONNX Runtime's profiler; and the host's reading of them (pipeline/benchr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from pipeline.benchrun.profile import summarize
 from targets import runner_litert_prof, runner_profile
+from targets.runner_sessions import stderr_filtered
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +112,12 @@ def test_the_check_is_against_the_unprofiled_latency_and_can_fail(total: float, 
     assert prof["coverage_checked"] == pytest.approx(total / (unprofiled or 4.0))
     assert ("InferRequest.latency" in prof["adds_up_against"]) is (unprofiled is not None)
     assert prof["reading"].startswith(f"the ops add up to {prof['coverage_checked']:.0%} of ")
+
+
+def test_litert_c_api_start_up_lines_are_filtered_warnings_kept(capfd: pytest.CaptureFixture[str]) -> None:
+    with stderr_filtered():
+        os.write(2, b"INFO: [environment.cc:36] Creating LiteRT environment with options\n"
+                    b"WARNING: [npu_registry.cc:34] NPU accelerator could not be loaded and registered.\n"
+                    b"WARNING: [gpu_registry.cc:160] GPU accelerator could not be loaded and registered.\n"
+                    b"WARNING: [compiled_model.cc:1] Failed to parse runtime options\n")
+    assert capfd.readouterr().err == "WARNING: [compiled_model.cc:1] Failed to parse runtime options\n"
