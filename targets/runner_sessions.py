@@ -132,13 +132,15 @@ def feed_list(x: Any, names: list) -> list:
     return [x[plain_name(str(n))] for n in names]
 
 
-_LITERT_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
+# the interpreter's delegate line; LiteRT's C API (runner_litert_prof.py) logs "INFO: [file.cc:N]" and no NPU/GPU
+_LITERT_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate", "INFO: [", "WARNING: [npu_registry.cc",
+                 "WARNING: [gpu_registry.cc")
 
 
 class stderr_filtered:
     """While open, the process's stderr (fd 2, where LiteRT's C++ prints) goes to a file; on close every line
-    but LiteRT's "INFO: Created ... delegate" goes back to stderr. That line is printed once per interpreter
-    and would show through --quiet and into every build log; errors still come through."""
+    but LiteRT's start-up lines (_LITERT_NOISE) goes back to stderr. "INFO: Created ... delegate" is printed once
+    per interpreter and would show through --quiet and into every build log; errors still come through."""
 
     def __enter__(self) -> None:
         import tempfile
@@ -255,6 +257,14 @@ class LiteRTSession(Session):
         return _checked(run_batch, n, np.zeros([1] + [int(d) for d in self.inp["shape"][1:]], np.float32))
 
 
+def openvino_config(threads: int) -> dict:
+    """The CPU plugin's compile config for every OpenVINO session (and its profile: runner_profile.py). f32: a
+    float or fp16 artifact runs in float32 whatever the CPU (the plugin's default is bf16 where the CPU has it, so
+    the same artifact would score differently by host)."""
+    return {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
+            "INFERENCE_PRECISION_HINT": "f32"}
+
+
 class OpenVINOSession(Session):
     """An OpenVINO IR (.xml), or an in-memory openvino.Model."""
 
@@ -263,10 +273,7 @@ class OpenVINOSession(Session):
 
         self.runtime = "openvino " + ov.get_version().split("-")[0]
         core = ov.Core()
-        # f32: a float or fp16 artifact runs in float32 whatever the CPU (the plugin's default is bf16 where the
-        # CPU has it, so the same artifact would score differently by host)
-        cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
-               "INFERENCE_PRECISION_HINT": "f32"}
+        cfg = openvino_config(threads)
         self._source, self._core, self._cfg = path, core, cfg
         self.compiled = core.compile_model(str(path) if isinstance(path, (str, Path)) else path, "CPU", cfg)
         self.request = self.compiled.create_infer_request()

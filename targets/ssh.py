@@ -39,7 +39,7 @@ CLEANUP_TIMEOUT_S = 60.0
 _HERE = Path(__file__).resolve().parent
 _RUNNER_FILES = tuple(_HERE / f for f in ("runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py",
                                           "runner_settings.py", "trt_runner.py", "runner_bench.py",
-                                          "runner_profile.py"))
+                                          "runner_profile.py", "runner_litert_prof.py"))
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a host name, address or ssh config alias
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _SPEC_HELP = "expected ssh://USER@HOST[:PORT] or an ssh config Host alias ([USER@]ALIAS)"

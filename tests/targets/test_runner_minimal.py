@@ -12,7 +12,8 @@ import pytest
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
 RUNTIMES = {"numpy", "ai_edge_litert", "tflite_runtime", "openvino", "onnxruntime", "tensorrt"}
 # copied next to runner.py
-SIBLINGS = {"runner_sessions", "runner_metrics", "runner_arrays", "runner_settings", "trt_runner"}
+SIBLINGS = {"runner_sessions", "runner_metrics", "runner_arrays", "runner_settings", "trt_runner", "runner_profile",
+            "runner_litert_prof"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -28,7 +29,7 @@ def _imports(path: Path) -> set[str]:
 
 
 DEVICE_FILES = ["runner.py", "runner_sessions.py", "runner_metrics.py", "runner_arrays.py", "runner_settings.py",
-                "trt_runner.py"]
+                "trt_runner.py", "runner_profile.py", "runner_litert_prof.py"]
 
 
 @pytest.mark.parametrize("name", DEVICE_FILES)
