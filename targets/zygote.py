@@ -95,6 +95,18 @@ def _wait_job(conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
     conn.sendall(json.dumps({"rc": rc}).encode() + b"\n")
 
 
+def _reap(block: bool) -> None:
+    """Wait for finished waiters: a waited-for child's peak memory counts in its parent's (ru_maxrss of
+    RUSAGE_CHILDREN, as wait4 gives it to whoever waits for the build), an auto-reaped one's would not."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def serve(parent: int, path: str) -> None:
     die_with_parent()
     if os.getppid() != parent:
@@ -104,7 +116,6 @@ def serve(parent: int, path: str) -> None:
             importlib.import_module(name)
         except Exception:
             pass
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # waiters are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle (and its jobs')
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
@@ -112,11 +123,15 @@ def serve(parent: int, path: str) -> None:
     print("ready", flush=True)
     while True:
         conn, _ = server.accept()
+        _reap(block=False)
         req, fds = _recv_job(conn)
+        if req.get("stop"):  # the build is done: wait for the last waiters, then end
+            conn.close()
+            _reap(block=True)
+            return
         if os.fork() == 0:
             server.close()
             die_with_parent()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
                 _wait_job(conn, req, fds)
             finally:

@@ -107,3 +107,17 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@BOTH
+def test_a_jobs_peak_memory_counts_in_the_parents_children_usage(tmp_path: Path, preload: bool) -> None:
+    """bench/pipeline_floor reads the build's peak RSS from wait4 (children included): a job forked from the
+    zygote must count there as a plain child does (the zygote waits for it, and is waited for)."""
+    (tmp_path / "hog.py").write_text("import numpy as np\nx = np.ones(2**28)\nprint(x.sum())\n")  # 2 GiB
+    script = ("import resource, sys; from targets import child; "
+              f"r = child.run_module('hog', [], timeout_s=300, path=[{str(tmp_path)!r}], preload={preload}); "
+              "child._stop(); print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    rc, peak_kib = done.stdout.split()[-2:]
+    assert rc == "0" and int(peak_kib) >= 2 * 2**20, done.stdout + done.stderr
