@@ -135,6 +135,9 @@ def _run_on(conn: socket.socket, job: Job, timeout_s: float) -> subprocess.Compl
         for t in outputs.threads:
             t.join(10)
         raise subprocess.TimeoutExpired(job.module, timeout_s, "".join(outputs.out), "".join(outputs.err)) from None
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the job goes too, as subprocess.run's would
+        _kill(pid)
+        raise
     for t in outputs.threads:
         t.join()
     return subprocess.CompletedProcess([job.module, *job.args], rc, "".join(outputs.out), "".join(outputs.err))
