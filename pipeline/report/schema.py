@@ -223,15 +223,16 @@ class TargetEntry(_Entry):
     latency_informational: str | None = None  # why the latency does not decide (not the target's kind of device)
     deploy_on_host: bool | None = None  # [targets.X] deploy_on_host: this host's latency decides
     speedup: SpeedupStats | None = None  # int8 vs float: ratio, interval, level, verdict, interleaved
+    # keys report.json has had beside the ones above, in the order a build sets them (report.json keeps it)
+    peak_memory_kb: int | None = None  # the measuring process's peak resident memory
+    evaluation: str | None = None  # how the runtime computed the metric (its session, e.g. ONNX Runtime's provider)
+    cpu: dict[str, Any] | None = None  # the measuring machine's CPU (targets.runner.cpu_info)
+    emulated: dict[str, Any] | None = None  # the emulation that measured (targets.emulate): latency not judged
+    host_agreement: HostAgreement | None = None  # a device's run: its top-1 against the host's
+    int8: Int8Twin | None = None  # ship_faster_float shipped float: the int8 artifact it was measured against
     float_artifact: str | None = None  # the float twin the speed-up was measured against (or that shipped)
     int8_speedup: float | None = None  # an int8 artifact: float median / int8 median, 3 decimals
     speedup_vs_float: float | None = None  # another precision: the same ratio
-    int8: Int8Twin | None = None  # ship_faster_float shipped float: the int8 artifact it was measured against
-    peak_memory_kb: int | None = None  # the measuring process's peak resident memory
-    cpu: dict[str, Any] | None = None  # the measuring machine's CPU (targets.runner.cpu_info)
-    evaluation: str | None = None  # how the runtime computed the metric (its session, e.g. ONNX Runtime's provider)
-    emulated: dict[str, Any] | None = None  # the emulation that measured (targets.emulate): latency not judged
-    host_agreement: HostAgreement | None = None  # a device's run: its top-1 against the host's
     calibration: str | None = None  # the shipped artifact's calibration method
     cached: bool | None = None  # the artifact was reused from the cache
     converter_versions: dict[str, str] | None = None  # the converter packages that exported it
