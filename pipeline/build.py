@@ -27,6 +27,7 @@ from pipeline.measure.verify import Bench
 from pipeline.quantize.qat import QatConfig, QatInputs
 from pipeline.quantize.unroll import unrolled
 from pipeline.report.document import finalize, new_report, summary_table, write_report
+from pipeline.report.schema import StageEntry
 from pipeline.ui import UI
 from targets import FloatModel, runner
 from targets.runner_arrays import note_read
@@ -157,10 +158,10 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
         report["metric"] = src.metric.to_report()
     outcome = run_stages(cfg, src, run_dir, cache, ui)
     if outcome is not None:
-        report["stages"] = outcome.entries
-        _stage_metrics(outcome, src, refs)
+        stages = _stage_metrics(outcome, src, refs)
+        report["stages"] = [s.as_dict() for s in stages]
         final, model_id, keras_path = outcome.model, outcome.model_id, outcome.keras_path
-        float_value = outcome.entries[-1]["accuracy"]  # on the validation split
+        float_value = stages[-1].accuracy  # on the validation split
     else:
         final, model_id, keras_path = src.reference.keras_model, src.model_id, None
         float_value = refs.val.value
@@ -179,7 +180,7 @@ def _build_into(req: BuildRequest, run_dir: Path, scratch: Path, ui: UI) -> dict
         job = TargetJob(name, fm, model_id, calib, cfg, run_dir, cache, ui, src.metric,
                         measurement_settings(s, req.bench), refs.test, refs.val, float_value, req.device, qat,
                         VAL_REL if req.validation_only else EVAL_REL)
-        report["targets"][name] = one_target(job)
+        report["targets"][name] = one_target(job).as_dict()  # typed while built; the report's dict form
     return finalize(report)
 
 
@@ -198,16 +199,20 @@ def _write_splits(req: BuildRequest, src: Source, refs: Refs, run_dir: Path, rep
         report["eval_set"]["reference_scores"] = REFERENCE_SCORES_REL
 
 
-def _stage_metrics(outcome: Any, src: Source, refs: Refs) -> None:
-    """Each stage's `metric` on the validation split, its drop against the reference's there, with interval."""
+def _stage_metrics(outcome: Any, src: Source, refs: Refs) -> list[StageEntry]:
+    """Each stage's entry with its `metric` on the validation split, its drop against the reference's there,
+    with interval."""
     from pipeline.measure.scores import metric_entry
 
     assert src.data.y_val is not None
+    entries = []
     for entry, out in zip(outcome.entries, outcome.val_outputs, strict=True):
-        if out is None:
-            continue
-        mine = scores_of(out, src.data.y_val, src.metric, src.data.x_val, "val")
-        entry["metric"], _ = metric_entry(src.metric, refs.val, mine.value, mine.per_sample)
+        if out is not None:
+            mine = scores_of(out, src.data.y_val, src.metric, src.data.x_val, "val")
+            metric, _ = metric_entry(src.metric, refs.val, mine.value, mine.per_sample)
+            entry = entry.model_copy(update={"metric": metric})
+        entries.append(entry)
+    return entries
 
 
 def _qat_inputs(cfg: Config, src: Source) -> QatInputs | None:

@@ -17,6 +17,7 @@ from pipeline.measure.scores import Scores
 from pipeline.measure.verify import Bench, Verifier, target_entry
 from pipeline.quantize.export import Exported, ExportRequest, export_target
 from pipeline.quantize.qat import QatInputs
+from pipeline.report.schema import Selection, TargetEntry
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, Precision, TargetName, get_target
 
@@ -93,7 +94,7 @@ def _export(job: TargetJob) -> tuple[Exported, Any]:
     return aware.best.exported, aware
 
 
-def _auto(job: TargetJob) -> tuple[Exported, Any, dict[str, Any]]:
+def _auto(job: TargetJob) -> tuple[Exported, Any, TargetEntry]:
     """precision = "auto": every candidate measured on the validation split, the winner on the test split."""
     from pipeline.quantize.auto_precision import NO_LADDER_SEVERAL_IO, AutoJob, run_auto
 
@@ -111,7 +112,7 @@ class Unmeasured(TargetError):
         self.rel, self.precision = rel, precision
 
 
-def _fixed(job: TargetJob) -> tuple[Exported, Any, dict[str, Any]]:
+def _fixed(job: TargetJob) -> tuple[Exported, Any, TargetEntry]:
     """The configured precision: exported (int8 up the ladder under a budget), copied into OUT/<target>/; the
     float twin instead when ship_faster_float decides so; the one that ships measured on the test split."""
     from pipeline.measure import faster_float
@@ -132,31 +133,31 @@ def _fixed(job: TargetJob) -> tuple[Exported, Any, dict[str, Any]]:
         if choice is not None and choice.ship_float:
             assert rel_float is not None
             entry = target_entry(v, rel_float, None, job.test_rel, job.reference_test, job.float_value, "float32")
-            entry.update(int8=choice.int8, float_artifact=rel_float)
+            entry = entry.model_copy(update={"int8": choice.int8, "float_artifact": rel_float})
             job.ui.warn(f"{job.name}: {choice.why}")
         else:
             entry = target_entry(v, rel, rel_float, job.test_rel, job.reference_test, job.float_value,
                                  exp.result.precision)
         if choice is not None:
-            entry["notes"].append(choice.why)
+            entry = entry.noted(choice.why)
     except TargetError as err:  # built but not measurable: `edgepipe verify` can measure it again
         raise Unmeasured(rel, exp.result.precision, err) from None
-    entry["selection"] = _selection(job, aware, entry, 1 + (choice is not None and choice.ship_float))
-    return exp, aware, entry
+    selection = _selection(job, aware, entry, 1 + (choice is not None and choice.ship_float))
+    return exp, aware, entry.model_copy(update={"selection": selection})
 
 
-def _selection(job: TargetJob, aware: Any, entry: dict[str, Any], extra: int = 1) -> dict[str, Any]:
+def _selection(job: TargetJob, aware: Any, entry: TargetEntry, extra: int = 1) -> Selection:
     """What the report says of the choice: on which split, how many candidates, the chosen one's validation
     value beside its test value."""
     best = aware.best if aware is not None else None
-    return {"split": "validation", "samples": job.reference_val.samples,
-            "candidates": len(aware.attempts) if aware is not None else extra,
-            "validation_value": None if best is None else best.accuracy,
-            "validation_drop": None if best is None else best.drop,
-            "test_value": entry.get("accuracy"), "test_drop": entry.get("accuracy_drop")}
+    return Selection(split="validation", samples=job.reference_val.samples,
+                     candidates=len(aware.attempts) if aware is not None else extra,
+                     validation_value=None if best is None else best.accuracy,
+                     validation_drop=None if best is None else best.drop,
+                     test_value=entry.accuracy, test_drop=entry.accuracy_drop)
 
 
-def one_target(job: TargetJob) -> dict[str, Any]:
+def one_target(job: TargetJob) -> TargetEntry:
     """The report's entry of one target; a target that fails is an entry with its error, the others go on."""
     from pipeline.measure.verify import warn_if_int8_slower
 
@@ -165,44 +166,53 @@ def one_target(job: TargetJob) -> dict[str, Any]:
         exp, aware, entry = (_auto if s.precision is PrecisionSetting.AUTO else _fixed)(job)
     except Unmeasured as err:
         job.ui.warn(str(err))
-        return {"artifact": err.rel, "error": str(err), "passed": False, "violations": [], "precision": err.precision,
-                "device": "host" if job.device is None else job.device.url}
+        return TargetEntry(artifact=err.rel, error=str(err), passed=False, violations=[], precision=err.precision,
+                           device="host" if job.device is None else job.device.url)
     except TargetError as err:
         job.ui.warn(str(err))
-        return {"error": str(err), "passed": False, "violations": [], "precision": s.precision.value,
-                "device": "host"}
-    entry.update(calibration=exp.result.calibration, cached=exp.cached, converter_versions=exp.result.versions)
-    entry["float_layers"] = list(exp.result.float_layers)
-    entry["int16_layers"] = list(exp.result.int16_layers)
-    entry["notes"] = list(exp.result.notes) + entry["notes"]
+        return TargetEntry(error=str(err), passed=False, violations=[], precision=s.precision.value, device="host")
+    entry = _from_export(job, exp, aware, entry)
+    note = get_target(job.name).host_latency_note
+    if note and entry.device == "host" and note not in entry.notes:
+        entry = entry.noted(note)
+    if s.precision is PrecisionSetting.INT8 and not s.ship_faster_float:
+        warn_if_int8_slower(entry, job.name, job.ui)
+    return _warn_unresolved(job, entry)
+
+
+def _from_export(job: TargetJob, exp: Exported, aware: Any, entry: TargetEntry) -> TargetEntry:
+    """What the export and the accuracy-aware ladder add to the measured entry: calibration, converter versions,
+    layers kept out of int8, the export's and the ladder's notes first, the ladder's attempts."""
+    s = job.section
+    notes = list(exp.result.notes) + entry.notes
     if job.several_io and s.precision in (PrecisionSetting.INT8, PrecisionSetting.AUTO) and job.max_drop is not None:
-        entry["notes"].append(LADDER_SKIPPED)
+        notes.append(LADDER_SKIPPED)
+    fields: dict[str, Any] = {}
     if aware is not None:
         fields = aware.report_fields()
         if exp is not aware.best.exported:  # auto shipped another candidate than the ladder's choice
             fields.pop("cross_layer_equalization", None)
             fields.pop("equalization", None)
-        entry.update(fields)
-        entry["notes"] += aware.notes
-    note = get_target(job.name).host_latency_note
-    if note and entry["device"] == "host" and note not in entry["notes"]:
-        entry["notes"].append(note)
-    if s.precision is PrecisionSetting.INT8 and not s.ship_faster_float:
-        warn_if_int8_slower(entry, job.name, job.ui)
-    _warn_unresolved(job, entry)
-    return entry
+        notes += aware.notes
+    return entry.model_copy(update={
+        "calibration": exp.result.calibration, "cached": exp.cached, "converter_versions": exp.result.versions,
+        "float_layers": list(exp.result.float_layers), "int16_layers": list(exp.result.int16_layers),
+        **fields, "notes": notes})
 
 
-def _warn_unresolved(job: TargetJob, entry: dict[str, Any]) -> None:
+def _warn_unresolved(job: TargetJob, entry: TargetEntry) -> TargetEntry:
     """A warning (and a note) when the test split is too small for the drop's interval to resolve the budget."""
     from pipeline.measure.intervals import DropInterval, resolution_warning
 
-    m, limit = entry.get("metric") or {}, job.max_drop
-    if limit is None or not m.get("interval") or m.get("drop") is None:
-        return
-    iv = DropInterval(m["drop"], m["interval"][0], m["interval"][1], m["level"], m["method"], m["samples"],
-                      m.get("discordant"), m.get("reference_value"))
+    m, limit = entry.metric, job.max_drop
+    if m is None or limit is None or not m.interval or m.drop is None:
+        return entry
+    if m.level is None or m.method is None or m.samples is None:  # an interval always comes with them
+        return entry
+    iv = DropInterval(m.drop, m.interval[0], m.interval[1], m.level, m.method, m.samples, m.discordant,
+                      m.reference_value)
     msg = resolution_warning(iv, limit, "test")
-    if msg:
-        entry["notes"].append(msg)
-        job.ui.warn(f"{job.name}: {msg}")
+    if not msg:
+        return entry
+    job.ui.warn(f"{job.name}: {msg}")
+    return entry.noted(msg)

@@ -7,7 +7,9 @@
   included);
 - no function over 7 parameters (self and cls not counted, *args and **kwargs counted): what travels together
   goes as a frozen request or options object;
-- no private name imported from another module.
+- no private name imported from another module;
+- no report entry built as a dict in pipeline/ (`entry["key"] = ...`): target entries are the schema's frozen
+  types (pipeline/report/schema.py), changed with model_copy.
 """
 
 from __future__ import annotations
@@ -176,3 +178,26 @@ def test_no_private_names_across_modules(mod: str) -> None:
              if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ours
              and node.attr.startswith("_") and not node.attr.startswith("__")]
     assert not borrowed and not attrs, f"{mod} uses private names of other modules: {borrowed + attrs}"
+
+
+def _entry_key_assignments(source: str) -> list[str]:
+    """`entry["key"] = ...` (or `+=`): a key set on a dict named entry."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        found += [f"line {t.lineno}: {ast.unparse(t)}" for t in targets
+                  if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == "entry"
+                  and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str)]
+    return found
+
+
+def test_the_checker_sees_entry_key_assignments() -> None:
+    assert _entry_key_assignments('entry["passed"] = True\nentry["notes"] += ["x"]\nother["a"] = 1\n'
+                                  'entry.update(a=1)\n') == ['line 1: entry[\'passed\']', 'line 2: entry[\'notes\']']
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if m.startswith("pipeline")))
+def test_no_entry_built_as_a_dict(mod: str) -> None:
+    found = _entry_key_assignments(MODULES[mod].read_text())
+    assert not found, f"{mod}: a report entry set as a dict (build a schema type, change it with model_copy): {found}"

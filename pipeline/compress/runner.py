@@ -20,6 +20,7 @@ from pipeline.errors import UsageError
 from pipeline.inputs.arrays import PREDICT_BATCH, predict_batches
 from pipeline.inputs.dict_io import flat_outputs
 from pipeline.inputs.models import metric_value, predict_named
+from pipeline.report.schema import StageEntry
 from pipeline.ui import UI
 from targets import runner
 
@@ -71,10 +72,10 @@ def _record(outcome: StageOutcome, name: str, model: keras.Model, data: TrainDat
     `extra`: what the stage did (seconds, cached, notes, details: widths, ranks, sparsity ...)."""
     val_outputs = model_outputs(model, data.x_val) if data.x_val is not None else None
     split = "val" if data.x_val is not None else "test"
-    entry = {"name": name, "path": f"stages/{name}/model.keras",
-             **model_metrics(model, data, metric, outputs=val_outputs, split=split),
-             "split": "validation" if split == "val" else "test", **extra}
-    outcome.entries.append(entry)
+    outcome.entries.append(StageEntry.model_validate({
+        "name": name, "path": f"stages/{name}/model.keras",
+        **model_metrics(model, data, metric, outputs=val_outputs, split=split),
+        "split": "validation" if split == "val" else "test", **extra}))
     outcome.val_outputs.append(val_outputs)
 
 
@@ -82,7 +83,7 @@ def _record(outcome: StageOutcome, name: str, model: keras.Model, data: TrainDat
 class StageOutcome:
     model: keras.Model
     model_id: str
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[StageEntry] = field(default_factory=list)
     keras_path: Path | None = None
     val_outputs: list[np.ndarray | None] = field(default_factory=list)  # each stage's outputs on the validation split
 

@@ -6,26 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.report.schema import HostAgreement, TargetEntry, unset
 from pipeline.ui import UI
 from targets import runner
 
 EMULATED_NOTE = "latency measured under emulation"
 
 
-def mark_emulated(entry: dict[str, Any], device: Any) -> None:
+def mark_emulated(entry: TargetEntry, device: Any) -> TargetEntry:
     """On an emulated device: `emulated` (what measured), latency marked emulated, a note; else none of them."""
-    entry.pop("emulated", None)
-    entry["notes"] = [n for n in entry.get("notes", []) if not n.startswith(EMULATED_NOTE)]
+    entry = unset(entry, "emulated")
+    notes = [n for n in entry.notes if not n.startswith(EMULATED_NOTE)]
     emulation = None if device is None else getattr(device, "emulated", None)
+    lat = entry.latency_ms
     if emulation is None:
-        if isinstance(entry.get("latency_ms"), dict):
-            entry["latency_ms"].pop("emulated", None)
-        return
-    entry["emulated"] = emulation.report()
-    if isinstance(entry.get("latency_ms"), dict):
-        entry["latency_ms"] = {**entry["latency_ms"], "emulated": True}
-    entry["notes"].append(f"{EMULATED_NOTE} ({emulation.describe()}): not the board's latency, so no latency "
-                          "budget is applied; accuracy is the aarch64 kernels' and counts")
+        return entry.model_copy(update={"notes": notes, **({} if lat is None else {"latency_ms": unset(lat, "emulated")})})
+    notes.append(f"{EMULATED_NOTE} ({emulation.describe()}): not the board's latency, so no latency "
+                 "budget is applied; accuracy is the aarch64 kernels' and counts")
+    update: dict[str, Any] = {"emulated": emulation.report(), "notes": notes}
+    if lat is not None:
+        update["latency_ms"] = lat.model_copy(update={"emulated": True})
+    return entry.model_copy(update=update)
 
 
 def host_predictions(artifact: Path, eval_path: Path) -> tuple[list[int], str]:
@@ -35,22 +36,21 @@ def host_predictions(artifact: Path, eval_path: Path) -> tuple[list[int], str]:
     return runner.top1(runner.outputs_all(session, ev.x)[ev.output_index]), session.evaluation()
 
 
-def record_agreement(entry: dict[str, Any], m: dict[str, Any], artifact: Path, eval_path: Path | None,
-                     device: Any, ui: UI, label: str) -> None:
+def record_agreement(entry: TargetEntry, m: dict[str, Any], artifact: Path, eval_path: Path | None,
+                     device: Any, ui: UI, label: str) -> TargetEntry:
     """`host_agreement`: the share of samples whose top-1 on the device equals the host's (same artifact)."""
-    entry.pop("host_agreement", None)
+    entry = unset(entry, "host_agreement")
     device_top1 = m.get("predictions")
     if device is None or eval_path is None or not device_top1:
-        return
+        return entry
     try:
         host_top1, host_runtime = host_predictions(artifact, eval_path)
     except Exception as err:  # no runtime for it on the host: the device's numbers stand alone
-        entry["notes"].append(f"no host-versus-device agreement: the host could not run {artifact.name} "
-                              f"({type(err).__name__}: {err})")
-        return
+        return entry.noted(f"no host-versus-device agreement: the host could not run {artifact.name} "
+                           f"({type(err).__name__}: {err})")
     n = min(len(host_top1), len(device_top1))
     same = int(sum(1 for a, b in zip(host_top1[:n], device_top1[:n], strict=True) if a == b))
     share = same / n if n else 0.0
-    entry["host_agreement"] = {"top1": round(share, 6), "samples": n, "host": host_runtime}
     if share < 1.0:
         ui.warn(f"{label}: top-1 agrees with the host's run of the same artifact on {share:.2%} of {n} samples")
+    return entry.model_copy(update={"host_agreement": HostAgreement(top1=round(share, 6), samples=n, host=host_runtime)})

@@ -5,19 +5,19 @@ that the test split measures only the artifact that ships."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pipeline.measure.device_kind import informational_reason
 from pipeline.measure.scores import Scores
 from pipeline.measure.speedup import Verdict
 from pipeline.measure.verify import Verifier, run_measurement, speedup_of
+from pipeline.report.schema import Int8Twin
 
 
 @dataclass(frozen=True)
 class FloatChoice:
     ship_float: bool
     why: str
-    int8: dict[str, Any]  # the int8 artifact's latency (and path), for the report's `int8` entry
+    int8: Int8Twin  # the int8 artifact's latency (and path), for the report's `int8` entry
 
 
 def decide(v: Verifier, rel_int8: str, rel_float: str, val_rel: str, reference_val: Scores) -> FloatChoice:
@@ -25,13 +25,13 @@ def decide(v: Verifier, rel_int8: str, rel_float: str, val_rel: str, reference_v
     faster there, and only when its validation drop is within the budget."""
     label = v.target.value
     m8 = run_measurement(v.run_dir / rel_int8, None, v.measuring, f"{label} int8 latency")
-    int8 = {"artifact": rel_int8, "latency_ms": m8["latency_ms"]}
+    int8 = Int8Twin(artifact=rel_int8, latency_ms=m8["latency_ms"])
     why_not = informational_reason(v.target, v.device, m8.get("cpu"), v.deploy_on_host)
     if why_not is not None:
         return FloatChoice(False, f"ship_faster_float: int8 kept; latency is informational here ({why_not})", int8)
     mf = run_measurement(v.run_dir / rel_float, v.run_dir / val_rel, v.measuring, f"{label} float (validation)")
     sp, _ = speedup_of(v, v.run_dir / rel_int8, v.run_dir / rel_float, m8)
-    int8["speedup"] = sp.to_report()
+    int8 = int8.model_copy(update={"speedup": sp.to_report()})
     i_ms, f_ms = float(m8["latency_ms"]["median"]), float(mf["latency_ms"]["median"])
     if sp.verdict is not Verdict.SLOWER:  # only a difference the interval resolves
         return FloatChoice(False, f"ship_faster_float: int8 kept; it is not measurably slower than float on "

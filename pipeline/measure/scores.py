@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.measure.metric import Metric
+from pipeline.report.schema import DropMetric
 from targets import runner_metrics
 
 LEVEL = 0.95  # the drop's interval is always reported at this level unless [budget] confidence sets another
@@ -41,30 +42,36 @@ def scores_of(outputs: np.ndarray, y: np.ndarray, metric: Metric, x: Any, split:
 
 
 def metric_entry(metric: Metric, reference: Scores | None, value: float | None, per_sample: Any,
-                 level: float = LEVEL) -> tuple[dict[str, Any], Any]:
+                 level: float = LEVEL) -> tuple[DropMetric, Any]:
     """The report's `metric`: name, value, drop against the reference on the same samples, the drop's paired
     interval at `level` (None without per-sample statistics), higher_is_better, samples, split; and the
     intervals.DropInterval it came from (None without one)."""
+    fields: dict[str, Any] = {"name": metric.name, "value": value, "drop": None, "interval": None, "level": level,
+                              "method": None, "higher_is_better": metric.higher_is_better,
+                              "samples": None if reference is None else reference.samples,
+                              "split": None if reference is None else reference.split, "uncertain": False,
+                              "reference_value": None if reference is None else reference.value}
+    iv = None
+    if reference is not None and value is not None:
+        fields["drop"] = metric.drop(reference.value, value)
+        iv = _paired(metric, reference, per_sample, level)
+    if iv is not None:
+        fields.update(interval=[round(float(iv.lo), 6), round(float(iv.hi), 6)], method=iv.method,
+                      discordant=iv.discordant)
+    return DropMetric(**fields), iv
+
+
+def _paired(metric: Metric, reference: Scores, per_sample: Any, level: float) -> Any:
+    """The drop's paired interval (intervals.DropInterval), None without per-sample statistics on both sides or
+    when they are not the same samples."""
     from pipeline.measure.intervals import drop_interval
 
-    entry: dict[str, Any] = {"name": metric.name, "value": value, "drop": None, "interval": None, "level": level,
-                             "method": None, "higher_is_better": metric.higher_is_better,
-                             "samples": None if reference is None else reference.samples,
-                             "split": None if reference is None else reference.split, "uncertain": False,
-                             "reference_value": None if reference is None else reference.value}
-    if reference is None or value is None:
-        return entry, None
-    entry["drop"] = metric.drop(reference.value, value)
     if reference.per_sample is None or per_sample is None:
-        return entry, None
+        return None
     art = np.asarray(per_sample)
     if len(art) != len(reference.per_sample):  # not the same samples: no paired interval
-        return entry, None
-    iv = drop_interval(reference.per_sample, art, reference.y, metric.spec, metric.higher_is_better, level)
-    if iv is not None:
-        entry.update(interval=[round(float(iv.lo), 6), round(float(iv.hi), 6)], method=iv.method)
-        entry["discordant"] = iv.discordant
-    return entry, iv
+        return None
+    return drop_interval(reference.per_sample, art, reference.y, metric.spec, metric.higher_is_better, level)
 
 
 def save_scores(path: Path, scores: Scores) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.report.schema import SpeedupStats
 from targets import runner, runner_bench
 
 ROUNDS = 10  # blocks per artifact; the samples of a round run back to back
@@ -43,9 +44,9 @@ class Speedup:
             return Verdict.SLOWER
         return Verdict.SAME
 
-    def to_report(self) -> dict[str, Any]:
-        return {"ratio": round(self.ratio, 4), "interval": [round(self.lo, 4), round(self.hi, 4)],
-                "level": self.level, "verdict": self.verdict.value, "interleaved": self.interleaved}
+    def to_report(self) -> SpeedupStats:
+        return SpeedupStats(ratio=round(self.ratio, 4), interval=[round(self.lo, 4), round(self.hi, 4)],
+                            level=self.level, verdict=self.verdict.value, interleaved=self.interleaved)
 
 
 def ratio_interval(float_ms: Any, int8_ms: Any, interleaved: bool, level: float = 0.95, seed: int = 0) -> Speedup:

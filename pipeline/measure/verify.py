@@ -13,6 +13,7 @@ from pipeline.measure.device_checks import mark_emulated, record_agreement
 from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.measure.scores import LEVEL, Scores, metric_entry
 from pipeline.measure.speedup import Speedup, Verdict, interleaved_samples, noisy_note, ratio_interval
+from pipeline.report.schema import LatencyStats, OutputCheck, TargetEntry, unset
 from pipeline.ui import UI
 from targets import artifact_files, runner
 from targets.base import TargetName
@@ -91,47 +92,58 @@ class Verifier:
 
 def target_entry(v: Verifier, rel_artifact: str, rel_float: str | None, eval_rel: str,
                  reference: Scores | float, float_accuracy: float | None,
-                 precision: str = "int8") -> dict[str, Any]:
+                 precision: str = "int8") -> TargetEntry:
     """Measure the artifact (int8, or the target's `precision`) on `eval_rel` and its float twin's latency; the
     report's target entry. "accuracy" keys hold the metric's value for accuracy only: `metric` names it, with
     the drop against `reference` (Scores: with its paired interval) on the same samples."""
     eval_path, label, device = v.run_dir / eval_rel, v.target.value, v.device
     m = run_measurement(v.run_dir / rel_artifact, eval_path, v.measuring, label)
     ref_value = reference.value if isinstance(reference, Scores) else reference
-    entry: dict[str, Any] = {
-        "artifact": rel_artifact, "precision": precision, "runtime": m["runtime"], "device": m["device"],
-        "size_bytes": artifact_size(v.run_dir / rel_artifact), "float_accuracy": float_accuracy,
-        "accuracy": m["accuracy"], "accuracy_drop": None, "float_layers": [],
-        "latency_ms": m["latency_ms"], "latency_samples_ms": m.get("latency_samples_ms", []),
-        "peak_memory_kb": m.get("peak_memory_kb"), "notes": [],
-    }
-    record_where(entry, m, device, v.ui, label)
-    mark_emulated(entry, device)
-    mark_informational(entry, v, m.get("cpu"))
-    record_agreement(entry, m, v.run_dir / rel_artifact, eval_path, device, v.ui, label)
-    if m["accuracy"] is not None:
-        entry["accuracy_drop"] = v.metric.drop(ref_value, m["accuracy"])
-    entry["metric"], _ = metric_entry(v.metric, reference if isinstance(reference, Scores) else None,
-                                      m["accuracy"], m.get("per_sample"), level(v.budget))
-    if entry["metric"]["drop"] is None and entry["accuracy_drop"] is not None:
-        entry["metric"]["drop"] = entry["accuracy_drop"]
+    entry = TargetEntry(
+        artifact=rel_artifact, precision=precision, runtime=m["runtime"], device=m["device"],
+        size_bytes=artifact_size(v.run_dir / rel_artifact), float_accuracy=float_accuracy,
+        accuracy=m["accuracy"], accuracy_drop=None, float_layers=[],
+        latency_ms=m["latency_ms"], latency_samples_ms=m.get("latency_samples_ms", []),
+        peak_memory_kb=m.get("peak_memory_kb"), notes=[],
+    )
+    entry = record_where(entry, m, device, v.ui, label)
+    entry = mark_emulated(entry, device)
+    entry = mark_informational(entry, v, m.get("cpu"))
+    entry = record_agreement(entry, m, v.run_dir / rel_artifact, eval_path, device, v.ui, label)
+    drop = None if m["accuracy"] is None else v.metric.drop(ref_value, m["accuracy"])
+    metric, _ = metric_entry(v.metric, reference if isinstance(reference, Scores) else None,
+                             m["accuracy"], m.get("per_sample"), level(v.budget))
+    if metric.drop is None and drop is not None:
+        metric = metric.model_copy(update={"drop": drop})
+    entry = entry.model_copy(update={"accuracy_drop": drop, "metric": metric})
     emulated = device is not None and device.emulated is not None
     if rel_float is not None and not (device is not None and device.tensorrt) and not emulated:
-        sp, float_latency = speedup_of(v, v.run_dir / rel_artifact, v.run_dir / rel_float, m)
-        entry["float_artifact"] = rel_float
-        entry["float_latency_ms"] = float_latency
-        entry["int8_speedup" if precision == "int8" else "speedup_vs_float"] = round(sp.ratio, 3)
-        entry["speedup"] = sp.to_report()
-        if sp.verdict is Verdict.SLOWER and not entry.get("latency_informational"):
-            entry["notes"].append(f"{precision} is slower than float on {m['device']} ({sp.ratio:.2f}x, 95% interval "
-                                  f"{sp.lo:.2f}-{sp.hi:.2f}x)")
-    noisy = noisy_note(entry["latency_ms"])
+        entry = _with_speedup(entry, v, rel_float, m)
+    noisy = noisy_note(entry.latency_ms.as_dict()) if entry.latency_ms is not None else None
     if noisy:
-        entry["notes"].append(noisy)
+        entry = entry.noted(noisy)
     if rel_float is not None:
-        check_outputs(entry, v.run_dir / rel_artifact, v.run_dir / rel_float, eval_path, v.bench, v.ui, label)
-    judge(entry, v.budget)
+        entry = check_outputs(entry, v.run_dir / rel_artifact, v.run_dir / rel_float, eval_path, v.bench, v.ui,
+                              label)
+    return judge(entry, v.budget)
+
+
+def _with_speedup(entry: TargetEntry, v: Verifier, rel_float: str, m: dict[str, Any]) -> TargetEntry:
+    """The float twin's latency, the speed-up against it, and a note when the artifact is measurably slower."""
+    assert entry.artifact is not None
+    sp, float_latency = speedup_of(v, v.run_dir / entry.artifact, v.run_dir / rel_float, m)
+    key = "int8_speedup" if entry.precision == "int8" else "speedup_vs_float"
+    entry = entry.model_copy(update={"float_artifact": rel_float, "float_latency_ms": latency_stats(float_latency),
+                                     key: round(sp.ratio, 3), "speedup": sp.to_report()})
+    if sp.verdict is Verdict.SLOWER and not entry.latency_informational:
+        entry = entry.noted(f"{entry.precision} is slower than float on {m['device']} ({sp.ratio:.2f}x, 95% "
+                            f"interval {sp.lo:.2f}-{sp.hi:.2f}x)")
     return entry
+
+
+def latency_stats(latency: dict[str, Any] | LatencyStats | None) -> LatencyStats | None:
+    """A measurement's `latency_ms` as the report's type."""
+    return latency if latency is None or isinstance(latency, LatencyStats) else LatencyStats.model_validate(latency)
 
 
 def speedup_of(v: Verifier, artifact: Path, float_artifact: Path, m: dict[str, Any]) -> tuple[Speedup, Any]:
@@ -151,26 +163,27 @@ def level(budget: BudgetSection) -> float:
     return budget.confidence if budget.confidence is not None else LEVEL
 
 
-def mark_informational(entry: dict[str, Any], v: Verifier, cpu: dict[str, Any] | None) -> None:
+def mark_informational(entry: TargetEntry, v: Verifier, cpu: dict[str, Any] | None) -> TargetEntry:
     """`latency_informational` (why) when the latency was not measured on the target's kind of device: it is
     then never judged (pipeline.measure.device_kind)."""
     from pipeline.measure.device_kind import informational_reason
 
-    entry.pop("latency_informational", None)
+    entry = unset(entry, "latency_informational")
     why = informational_reason(v.target, v.device, cpu, v.deploy_on_host)
-    if v.deploy_on_host:
-        entry["deploy_on_host"] = True
+    update: dict[str, Any] = {"deploy_on_host": True} if v.deploy_on_host else {}
+    lat = entry.latency_ms
     if why is not None:
-        entry["latency_informational"] = why
-        if isinstance(entry.get("latency_ms"), dict):
-            entry["latency_ms"] = {**entry["latency_ms"], "informational": True}
-    elif isinstance(entry.get("latency_ms"), dict):
-        entry["latency_ms"].pop("informational", None)
+        update["latency_informational"] = why
+        if lat is not None:
+            update["latency_ms"] = lat.model_copy(update={"informational": True})
+    elif lat is not None:
+        update["latency_ms"] = unset(lat, "informational")
+    return entry.model_copy(update=update)
 
 
-def check_outputs(entry: dict[str, Any], artifact: Path, float_artifact: Path, eval_path: Path, bench: Bench,
-                   ui: UI, label: str) -> None:
-    """Models with several outputs: entry["outputs"], each output against the float twin (outputs_check)."""
+def check_outputs(entry: TargetEntry, artifact: Path, float_artifact: Path, eval_path: Path, bench: Bench,
+                  ui: UI, label: str) -> TargetEntry:
+    """Models with several outputs: the entry's `outputs`, each output against the float twin (outputs_check)."""
     from pipeline.measure import outputs_check
 
     try:
@@ -178,75 +191,81 @@ def check_outputs(entry: dict[str, Any], artifact: Path, float_artifact: Path, e
             checks = outputs_check.output_checks(artifact, float_artifact, eval_path, bench.threads)
     except Exception as err:  # the runtime failed on this artifact: that target fails, the others go on
         raise TargetError(f"{label}: checking every output failed: {type(err).__name__}: {err}") from err
-    if checks is not None:
-        entry["outputs"] = checks
-        entry["notes"].append(outputs_check.note(checks))
+    if checks is None:
+        return entry
+    outputs = {name: OutputCheck.model_validate(c) for name, c in checks.items()}
+    return entry.model_copy(update={"outputs": outputs}).noted(outputs_check.note(checks))
 
 
-def record_where(entry: dict[str, Any], m: dict[str, Any], device: Any, ui: UI, label: str) -> None:
+def record_where(entry: TargetEntry, m: dict[str, Any], device: Any, ui: UI, label: str) -> TargetEntry:
     """How accuracy was computed and which CPU measured; a note and a warning when that CPU is not the
     one the device profile declares (the numbers are then that CPU's, not the device's)."""
+    update: dict[str, Any] = {}
     if m.get("evaluation"):
-        entry["evaluation"] = m["evaluation"]
+        update["evaluation"] = m["evaluation"]
     if m.get("evaluation_batch"):  # samples per runtime call the metric was computed with (1: as deployed)
-        entry["evaluation_batch"] = m["evaluation_batch"]
-    entry["cpu"] = m.get("cpu")
-    entry["device_name"] = HOST if device is None else (getattr(device, "name", None) or device.url)  # the user's
+        update["evaluation_batch"] = m["evaluation_batch"]
+    update["cpu"] = m.get("cpu")
+    update["device_name"] = HOST if device is None else (getattr(device, "name", None) or device.url)  # the user's
     expected = None if device is None else getattr(device, "expected_cpu", None)
     other_cpu = None if expected is None else expected.mismatch(m.get("cpu"))
-    notes = [n for n in entry.get("notes", []) if not n.startswith("accuracy and latency were measured on ")]
+    notes = [n for n in entry.notes if not n.startswith("accuracy and latency were measured on ")]
     if other_cpu:
         notes.append(other_cpu)
         ui.warn(f"{label}: {other_cpu}")
-    entry["notes"] = notes
+    return entry.model_copy(update={**update, "notes": notes})
 
 
-def judge(entry: dict[str, Any], budget: BudgetSection) -> None:
+def judge(entry: TargetEntry, budget: BudgetSection) -> TargetEntry:
     """Violations of the budget. A latency not measured on the target's kind of device (emulated, or
     `latency_informational`) is never checked against max_latency_ms. The drop passes on its point estimate,
     marked `uncertain` when its interval holds the budget; with [budget] confidence, its interval's upper
     bound must be within the budget."""
-    informational = entry.get("emulated") or entry.get("latency_informational")
-    lat = None if informational else (entry.get("latency_ms") or {}).get("median")
-    m: dict[str, Any] = entry["metric"] if isinstance(entry.get("metric"), dict) else {}
-    iv, limit = m.get("interval"), _drop_budget(budget)
+    informational = entry.emulated or entry.latency_informational
+    lat = None if informational or entry.latency_ms is None else entry.latency_ms.median
+    m = entry.metric if entry.metric is not None and entry.metric.model_fields_set else None  # {}: none
+    iv, limit = None if m is None else m.interval, _drop_budget(budget)
     bound = iv is not None and budget.confidence is not None
-    drop = None if bound else entry.get("accuracy_drop")
-    entry["violations"] = check(budget, Measured(drop, lat, entry.get("size_bytes")))
+    drop = None if bound else entry.accuracy_drop
+    violations = check(budget, Measured(drop, lat, entry.size_bytes))
     if bound and iv is not None and limit is not None and iv[1] > limit + 1e-9:
-        entry["violations"].insert(0, f"the drop's {budget.confidence:.0%} interval reaches {iv[1]:.4f} > "
-                                      f"{limit} (point estimate {entry.get('accuracy_drop')}; [budget] confidence)")
-    if m:
-        m["uncertain"] = bool(iv is not None and limit is not None and iv[0] <= limit <= iv[1])
-        entry["uncertain"] = m["uncertain"]
-    entry["passed"] = not entry["violations"] and not entry.get("error")
+        violations.insert(0, f"the drop's {budget.confidence:.0%} interval reaches {iv[1]:.4f} > "
+                             f"{limit} (point estimate {entry.accuracy_drop}; [budget] confidence)")
+    update: dict[str, Any] = {"violations": violations}
+    if m is not None:
+        uncertain = bool(iv is not None and limit is not None and iv[0] <= limit <= iv[1])
+        update.update(metric=m.model_copy(update={"uncertain": uncertain}), uncertain=uncertain)
+    update["passed"] = not violations and not entry.error
+    return entry.model_copy(update=update)
 
 
 def _drop_budget(budget: BudgetSection) -> float | None:
     return budget.max_accuracy_drop if budget.max_accuracy_drop is not None else budget.max_metric_drop
 
 
-def _interval(entry: dict[str, Any]) -> str:
-    iv = (entry.get("speedup") or {}).get("interval")
+def _interval(entry: TargetEntry) -> str:
+    iv = entry.speedup.interval if entry.speedup is not None else None
     return f", 95% interval {iv[0]:.2f}-{iv[1]:.2f}x" if iv else ""
 
 
-def warn_if_int8_slower(entry: dict[str, Any], label: str, ui: UI) -> None:
+def warn_if_int8_slower(entry: TargetEntry, label: str, ui: UI) -> None:
     """The latency gate's warning, on by default: the verifying device measured the int8 artifact no faster
     than its float twin. Both medians are named and `ship_faster_float = true` is offered."""
-    speedup, float_ms = entry.get("int8_speedup"), (entry.get("float_latency_ms") or {}).get("median")
-    if speedup is None or speedup > 1.0 or float_ms is None or entry.get("precision") != "int8":
+    speedup, float_ms = entry.int8_speedup, entry.float_latency_ms.median if entry.float_latency_ms else None
+    if speedup is None or speedup > 1.0 or float_ms is None or entry.precision != "int8":
         return
-    resolved = (entry.get("speedup") or {}).get("verdict", Verdict.SLOWER.value) == Verdict.SLOWER.value
-    if not resolved:  # the interval holds 1.0: no measurable difference, nothing to warn of
-        ui.info(f"{label}: int8 and float: no measurable difference in latency ({entry['speedup']['ratio']:.2f}x, "
-                f"95% interval {entry['speedup']['interval'][0]:.2f}-{entry['speedup']['interval'][1]:.2f}x)")
+    sp = entry.speedup
+    if sp is not None and (sp.verdict or Verdict.SLOWER.value) != Verdict.SLOWER.value:
+        # the interval holds 1.0: no measurable difference, nothing to warn of
+        iv = sp.interval or [float("nan"), float("nan")]
+        ui.info(f"{label}: int8 and float: no measurable difference in latency ({sp.ratio:.2f}x, "
+                f"95% interval {iv[0]:.2f}-{iv[1]:.2f}x)")
         return
-    int8_ms = float((entry.get("latency_ms") or {}).get("median", float("nan")))
-    if entry.get("latency_informational") or entry.get("emulated"):  # not the target's kind of device: no advice
+    int8_ms = float(entry.latency_ms.median if entry.latency_ms is not None else float("nan"))
+    if entry.latency_informational or entry.emulated:  # not the target's kind of device: no advice
         ui.info(f"{label}: int8 ran no faster than float here ({int8_ms:.3f} vs {float_ms:.3f} ms), a latency that "
-                f"does not decide: {entry.get('latency_informational') or 'emulated'}")
+                f"does not decide: {entry.latency_informational or 'emulated'}")
         return
-    ui.warn(f"{label}: int8 is not faster than float on {entry.get('device')}: int8 median {int8_ms:.3f} ms vs float "
+    ui.warn(f"{label}: int8 is not faster than float on {entry.device}: int8 median {int8_ms:.3f} ms vs float "
             f"median {float_ms:.3f} ms ({speedup:.2f}x{_interval(entry)}); set ship_faster_float = true under [targets.{label}] to "
             "ship the float artifact when it measures faster")

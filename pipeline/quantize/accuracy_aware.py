@@ -34,6 +34,7 @@ from pipeline.measure.metric import ACCURACY, Metric
 from pipeline.quantize.equalized_model import CLE, SHORT, SMOOTHQUANT, EqualizedModel, equalized_model
 from pipeline.quantize.export import Batch, Exported, ExportRequest, export_batch, target_sensitivity
 from pipeline.quantize.qat import QatInputs, QatModel, qat_model_for
+from pipeline.report import schema
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, get_target, runner
 from targets.base import float_layer_variants, weight_grid
@@ -94,7 +95,7 @@ class Outcome:
     attempts: list[Attempt]
     sensitivity: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
-    qat: dict[str, Any] | None = None  # the report's target `qat` entry, once fine-tuning was measured
+    qat: schema.QatEntry | None = None  # the report's target `qat` entry, once fine-tuning was measured
     prefer_qat: bool = False  # [quantize] qat = true
     qat_tried: bool = False
 
@@ -114,9 +115,12 @@ class Outcome:
         return 0 if self.passed else MAX_ATTEMPTS - len(self.attempts)
 
     def report_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"attempts": [a.record() for a in self.attempts], "sensitivity": self.sensitivity}
+        """The target entry's fields from the ladder (attempts, sensitivity, equalization, qat), typed."""
+        fields: dict[str, Any] = {"attempts": [schema.Attempt.model_validate(a.record()) for a in self.attempts],
+                                  "sensitivity": None if self.sensitivity is None else
+                                  [schema.SensitivityRow.model_validate(r) for r in self.sensitivity]}
         if self.best.equalized is not None:
-            fields["equalization"] = self.best.equalized.entry()
+            fields["equalization"] = schema.EqualizationEntry.model_validate(self.best.equalized.entry())
             fields["cross_layer_equalization"] = list(self.best.equalized.segments)  # the pairs, as before
         if self.qat is not None:
             fields["qat"] = self.qat
@@ -253,10 +257,10 @@ def _qat(job: Job, out: Outcome) -> None:
     _try(replace(job, model=qat.model, model_id=qat.model_id), out,
          [replace(best.opts, activation_ranges=qat.ranges)], best.equalized, qat, room=max(out.room(), 1))
     if len(out.attempts) > count:
-        out.qat = {"accuracy_before": best.accuracy, "accuracy_after": out.attempts[-1].accuracy,
-                   "epochs": qat.epochs, "fake_quant_accuracy_before": qat.fake_quant_accuracy_before,
-                   "fake_quant_accuracy_after": qat.fake_quant_accuracy_after, "learned_ranges": len(qat.ranges),
-                   **qat.layers_entry()}
+        out.qat = schema.QatEntry(accuracy_before=best.accuracy, accuracy_after=out.attempts[-1].accuracy,
+                                  epochs=qat.epochs, fake_quant_accuracy_before=qat.fake_quant_accuracy_before,
+                                  fake_quant_accuracy_after=qat.fake_quant_accuracy_after,
+                                  learned_ranges=len(qat.ranges), **qat.layers_entry())
 
 
 def _float_layers(job: Job, out: Outcome) -> None:

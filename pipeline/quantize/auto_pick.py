@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 from pipeline.errors import TargetError
 from pipeline.quantize.export import Exported
+from pipeline.report.schema import TargetEntry
 
 TIE = 0.02  # medians within 2% of the fastest passing one count as a tie: the smallest of them ships
 
@@ -27,26 +27,26 @@ class Candidate:
     kind: CandidateKind
     detail: str  # how it was made, e.g. "SmoothQuant migration, percentile"
     exported: Exported | None = None
-    entry: dict[str, Any] | None = None  # its measurement (target_entry), None when not built or not measured
+    entry: TargetEntry | None = None  # its measurement (target_entry), None when not built or not measured
     reason: str | None = None  # why it was not built or not measured
 
     @property
     def latency(self) -> float:
-        lat = (self.entry or {}).get("latency_ms") or {}
-        return float(lat["median"]) if lat.get("median") is not None else float("inf")
+        lat = None if self.entry is None else self.entry.latency_ms
+        return float(lat.median) if lat is not None else float("inf")
 
     @property
     def size(self) -> int:
-        return int((self.entry or {}).get("size_bytes") or 0)
+        return int((self.entry.size_bytes if self.entry is not None else None) or 0)
 
     @property
     def drop(self) -> float:
-        d = (self.entry or {}).get("accuracy_drop")
+        d = None if self.entry is None else self.entry.accuracy_drop
         return float("inf") if d is None else float(d)
 
     @property
     def passed(self) -> bool:
-        return bool(self.entry and self.entry.get("passed"))
+        return bool(self.entry is not None and self.entry.passed)
 
 
 def _tied(passing: list[Candidate]) -> list[Candidate]:
@@ -61,7 +61,7 @@ KIND_RANK = {CandidateKind.INT8: 0, CandidateKind.INT8_RECOVERED: 0, CandidateKi
 def latency_decides(candidates: list[Candidate]) -> str | None:
     """None when the candidates' latency was measured on the target's kind of device; else why not."""
     for c in candidates:
-        why = (c.entry or {}).get("latency_informational")
+        why = None if c.entry is None else c.entry.latency_informational
         if why:
             return str(why)
     return None
@@ -89,7 +89,7 @@ def pick(candidates: list[Candidate], target: str = "") -> tuple[Candidate, str,
     if passing:
         tied, fastest = _tied(passing), min(passing, key=lambda c: c.latency)
         win = min(tied, key=lambda c: (c.size, c.latency))
-        where = f"median {win.latency:.4f} ms on {(win.entry or {}).get('device')}, {win.size} bytes"
+        where = f"median {win.latency:.4f} ms on {None if win.entry is None else win.entry.device}, {win.size} bytes"
         if win is fastest:
             why = f"{win.kind.value}: the fastest of {len(passing)} candidate(s) that meet the budget ({where})"
         else:
@@ -111,14 +111,14 @@ def _row_why(c: Candidate, win: Candidate, passing: list[Candidate], ranked: boo
         if c is win:
             return "chosen: the first precision in int8, int16x8, fp16, float order that meets the budget"
         if not c.passed:
-            return "misses the budget: " + "; ".join(c.entry.get("violations") or [])
+            return "misses the budget: " + "; ".join(c.entry.violations)
         return f"meets the budget; {win.kind.value} comes first (int8 first, then smaller)"
     if c is win:
         fastest = c.latency == min(p.latency for p in passing)
         return "chosen: " + ("the fastest that meets the budget" if fastest
                              else f"within {TIE:.0%} of the fastest that meets the budget, and the smallest")
     if not c.passed:
-        return "misses the budget: " + "; ".join(c.entry.get("violations") or [])
+        return "misses the budget: " + "; ".join(c.entry.violations)
     if any(c is t for t in _tied(passing)):
         return f"meets the budget; ties with {win.kind.value} within {TIE:.0%}, larger ({c.size} vs {win.size} bytes)"
     return f"meets the budget; slower ({c.latency:.4f} vs {win.latency:.4f} ms)"

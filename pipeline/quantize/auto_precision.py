@@ -26,6 +26,7 @@ from pipeline.quantize import accuracy_aware
 from pipeline.quantize.auto_pick import Candidate, CandidateKind, pick
 from pipeline.quantize.equalized_model import SHORT, SMOOTHQUANT
 from pipeline.quantize.export import Exported, ExportRequest, export_batch, export_target
+from pipeline.report.schema import LatencyStats, PrecisionCandidate, Selection, TargetEntry
 from pipeline.ui import UI
 from targets import ExportOptions, FloatModel, Precision, TargetName, get_target, precision_problem, runner
 
@@ -87,16 +88,17 @@ class Choice:
     rows_why: dict[CandidateKind, str]
     aware: accuracy_aware.Outcome | None
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[PrecisionCandidate]:
         """report.json's `precision_candidates`."""
         out = []
         for c in self.candidates:
-            e = c.entry or {}
-            out.append({"candidate": c.kind.value, "precision": e.get("precision") or _precision_of(c),
-                        "detail": c.detail, "accuracy": e.get("accuracy"), "accuracy_drop": e.get("accuracy_drop"),
-                        "latency_ms": None if c.entry is None else _finite(c.latency),
-                        "size_bytes": e.get("size_bytes"), "measured": c.entry is not None, "passed": c.passed,
-                        "chosen": c is self.winner, "why": self.rows_why[c.kind]})
+            e = c.entry
+            out.append(PrecisionCandidate(
+                candidate=c.kind.value, precision=(e.precision if e is not None else None) or _precision_of(c),
+                detail=c.detail, accuracy=None if e is None else e.accuracy,
+                accuracy_drop=None if e is None else e.accuracy_drop,
+                latency_ms=None if e is None else _finite(c.latency), size_bytes=None if e is None else e.size_bytes,
+                measured=e is not None, passed=c.passed, chosen=c is self.winner, why=self.rows_why[c.kind]))
         return out
 
 
@@ -217,10 +219,10 @@ def second_round(job: AutoJob, candidates: list[Candidate]) -> list[Candidate]:
     is then the statistics of both rounds' samples, so no candidate gains from where it stood in the order."""
     again: dict[CandidateKind, list[float]] = {}
     for c in reversed(candidates):
-        if c.entry is None or not c.entry.get("latency_samples_ms"):
+        if c.entry is None or not c.entry.latency_samples_ms or c.entry.artifact is None:
             continue
         try:
-            m = run_measurement(job.run_dir / c.entry["artifact"], None, job.verifier().measuring,  # latency only
+            m = run_measurement(job.run_dir / c.entry.artifact, None, job.verifier().measuring,  # latency only
                                 f"{job.name} {c.kind.value}")
         except TargetError as err:
             job.ui.warn(f"{job.name}: {c.kind.value}: second latency round failed, the first stands ({err})")
@@ -231,19 +233,19 @@ def second_round(job: AutoJob, candidates: list[Candidate]) -> list[Candidate]:
 
 def _pool(job: AutoJob, c: Candidate, more: list[float]) -> Candidate:
     assert c.entry is not None
-    samples = list(c.entry["latency_samples_ms"]) + more
+    samples = list(c.entry.latency_samples_ms) + more
     lat = runner.latency_stats(samples, job.bench.warmup, job.bench.threads)
+    was = c.entry.latency_ms
     for flag in ("emulated", "informational"):
-        if c.entry["latency_ms"].get(flag):
+        if was is not None and getattr(was, flag):
             lat[flag] = True
-    entry = dict(c.entry, latency_ms=lat, latency_samples_ms=samples)
-    entry["notes"] = [*entry.get("notes", []), f"latency: {len(samples)} samples from two rounds over the "
-                      "candidates (in order, then in reverse)"]
-    judge(entry, job.budget)
-    return replace(c, entry=entry)
+    entry = c.entry.model_copy(update={"latency_ms": LatencyStats.model_validate(lat), "latency_samples_ms": samples})
+    entry = entry.noted(f"latency: {len(samples)} samples from two rounds over the candidates (in order, then in "
+                        "reverse)")
+    return replace(c, entry=judge(entry, job.budget))
 
 
-def _ship(job: AutoJob, choice: Choice) -> dict[str, Any]:
+def _ship(job: AutoJob, choice: Choice) -> TargetEntry:
     """Copy the winner into OUT/<target>/, drop the candidates' folder; the winner's entry, completed."""
     win = choice.winner
     assert win.exported is not None and win.entry is not None
@@ -256,48 +258,62 @@ def _ship(job: AutoJob, choice: Choice) -> dict[str, Any]:
         entry = target_entry(job.verifier(), rel, None, job.test_rel, job.reference_test, job.float_accuracy,
                              win.exported.result.precision)
     else:
-        entry = dict(win.entry, artifact=rel)
-    entry["selection"] = {"split": "validation", "samples": None if job.reference_val is None
-                          else job.reference_val.samples, "candidates": sum(c.entry is not None for c in
-                                                                            choice.candidates),
-                          "validation_value": win.entry.get("accuracy"), "validation_drop": win.entry.get(
-                              "accuracy_drop"), "test_value": entry.get("accuracy"),
-                          "test_drop": entry.get("accuracy_drop")}
+        entry = win.entry.model_copy(update={"artifact": rel})
+    measured = sum(c.entry is not None for c in choice.candidates)
+    entry = entry.model_copy(update={"selection": Selection(
+        split="validation", samples=None if job.reference_val is None else job.reference_val.samples,
+        candidates=measured, validation_value=win.entry.accuracy, validation_drop=win.entry.accuracy_drop,
+        test_value=entry.accuracy, test_drop=entry.accuracy_drop)})
+    entry = _float_twin(job, choice, _speedup_from_rounds(job, choice, entry))
+    entry = entry.model_copy(update={"precision_candidates": choice.rows(), "precision_choice": choice.why})
+    if win.passed:
+        return entry
+    return entry.model_copy(update={"passed": False, "violations": [
+        *entry.violations, f"precision auto: none of the {measured} measured candidates met the budget; shipped the "
+        f"most accurate ({win.kind.value})"]})
+
+
+def _speedup_from_rounds(job: AutoJob, choice: Choice, entry: TargetEntry) -> TargetEntry:
+    """The winner's speed-up against the float candidate, from the candidates' rounds (not under emulation)."""
+    win = choice.winner
+    assert win.exported is not None
     flt = next((c for c in choice.candidates if c.kind is CandidateKind.FLOAT and c.entry is not None), None)
+    if flt is None or flt is win or entry.emulated:
+        return entry
     rel_float = win.exported.result.float_artifact
-    if flt is not None and flt is not win and not entry.get("emulated"):  # speed-up: from the candidates' rounds
-        if rel_float is not None:
-            entry["float_artifact"] = f"{job.name}/{rel_float}"
-        entry["float_latency_ms"] = flt.entry["latency_ms"] if flt.entry else None
-        key = "int8_speedup" if entry["precision"] == Precision.INT8.value else "speedup_vs_float"
-        entry[key] = round(flt.latency / max(win.latency, 1e-9), 3)
-    if rel_float is not None:  # models with several outputs: each output against the float twin
-        try:
-            check_outputs(entry, folder / win.exported.result.artifact, folder / rel_float,
-                          job.run_dir / (job.test_rel or job.eval_rel), job.bench, job.ui, job.name)
-        except TargetError as err:
-            entry["notes"] = [*entry.get("notes", []), str(err)]
-    entry["precision_candidates"] = choice.rows()
-    entry["precision_choice"] = choice.why
-    if not win.passed:
-        entry["violations"] = [*entry.get("violations", []), f"precision auto: none of the "
-                               f"{sum(c.entry is not None for c in choice.candidates)} measured candidates met "
-                               f"the budget; shipped the most accurate ({win.kind.value})"]
-        entry["passed"] = False
-    return entry
+    key = "int8_speedup" if entry.precision == Precision.INT8.value else "speedup_vs_float"
+    update: dict[str, Any] = {} if rel_float is None else {"float_artifact": f"{job.name}/{rel_float}"}
+    update.update({"float_latency_ms": flt.entry.latency_ms if flt.entry else None,
+                   key: round(flt.latency / max(win.latency, 1e-9), 3)})
+    return entry.model_copy(update=update)
+
+
+def _float_twin(job: AutoJob, choice: Choice, entry: TargetEntry) -> TargetEntry:
+    """Models with several outputs: each output against the float twin (a failure is a note)."""
+    win = choice.winner
+    assert win.exported is not None
+    rel_float = win.exported.result.float_artifact
+    if rel_float is None:
+        return entry
+    folder = job.run_dir / job.name
+    try:
+        return check_outputs(entry, folder / win.exported.result.artifact, folder / rel_float,
+                             job.run_dir / (job.test_rel or job.eval_rel), job.bench, job.ui, job.name)
+    except TargetError as err:
+        return entry.noted(str(err))
 
 
 def _show(job: AutoJob, choice: Choice) -> None:
     for c in choice.candidates:
-        e = c.entry or {}
-        drop = "-" if e.get("accuracy_drop") is None else f"{e['accuracy_drop']:+.4f}"
+        d = None if c.entry is None else c.entry.accuracy_drop
+        drop = "-" if d is None else f"{d:+.4f}"
         job.ui.info(f"{job.name}: auto candidate {c.kind.value:<14} "
                     + (f"drop {drop}  median {c.latency:.4f} ms  {c.size} B  " if c.entry else "")
                     + choice.rows_why[c.kind])
     job.ui.info(f"{job.name}: precision auto chose {choice.why}")
 
 
-def run_auto(job: AutoJob) -> tuple[Exported, accuracy_aware.Outcome | None, dict[str, Any]]:
+def run_auto(job: AutoJob) -> tuple[Exported, accuracy_aware.Outcome | None, TargetEntry]:
     """Build and measure every candidate, ship the winner; its export, the ladder's outcome and its entry
     (artifact under OUT/<target>/, with `precision_candidates` and `precision_choice`)."""
     int8, aware, first = int8_candidates(job)

@@ -219,11 +219,10 @@ def _summary(report: Report) -> str:
     limits = [f"{k} = {'none' if v is None else v}" for k, v in report.budget.items()]
     rows = []
     for name, t in report.targets.items():
-        extra = t.model_extra or {}
         metric, selection = _typed(t.metric), _typed(t.selection)
         informational = t.latency_informational  # a latency measured but not judged, and why
         problems = t.violations + ([f"error: {t.error}"] if t.error else [])
-        emulated = extra.get("emulated")  # an emulated device: its latency is not the board's
+        emulated = t.emulated  # an emulated device: its latency is not the board's
         cpu = emulated.get("cpu_model", "") if isinstance(emulated, dict) else ""
         named = t.device_name if t.device_name and t.device_name != t.device else None
         where = (f"{named} ({t.device})" if named else t.device) + (f" (emulated aarch64 {cpu})" if emulated else "")

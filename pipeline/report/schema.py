@@ -4,7 +4,7 @@ kept as they are (`extra="allow"`), so a report written by a newer edgepipe or a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -15,6 +15,20 @@ SCHEMA = 1
 
 class _Entry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keys it was made with or given since (model_copy), as plain values: the report's dict form."""
+        return self.model_dump(exclude_unset=True)
+
+
+E = TypeVar("E", bound=_Entry)
+
+
+def unset(entry: E, *keys: str) -> E:
+    """A copy of `entry` without `keys`, as if they were never set (report.json then has no such key)."""
+    if not any(k in entry.model_fields_set for k in keys):
+        return entry
+    return type(entry).model_validate({k: v for k, v in entry if k in entry.model_fields_set and k not in keys})
 
 
 class LatencyStats(_Entry):
@@ -32,6 +46,7 @@ class LatencyStats(_Entry):
     warmup: int = 0
     threads: int = 1
     informational: bool | None = None  # not measured on the target's kind of device: decides nothing
+    emulated: bool | None = None  # measured under emulation: not the board's latency, decides nothing
 
 
 class Attempt(_Entry):
@@ -87,6 +102,32 @@ class PrecisionCandidate(_Entry):
     passed: bool = False
     chosen: bool = False
     why: str = ""
+
+
+class SpeedupStats(_Entry):
+    """int8 (or the target's precision) against its float twin: the ratio of medians and its bootstrap interval."""
+
+    ratio: float
+    interval: list[float] | None = None  # [lo, hi] at `level`
+    level: float | None = None
+    verdict: str | None = None  # faster | slower | no measurable difference
+    interleaved: bool | None = None  # both timed in alternating rounds in one process (this host)
+
+
+class Int8Twin(_Entry):
+    """ship_faster_float shipped the float artifact: the int8 artifact it was measured against."""
+
+    artifact: str
+    latency_ms: LatencyStats
+    speedup: SpeedupStats | None = None
+
+
+class HostAgreement(_Entry):
+    """A device's top-1 per sample against the host's run of the same artifact."""
+
+    top1: float  # the share of samples that agree
+    samples: int
+    host: str  # how the host computed it (its runtime's evaluation)
 
 
 class SensitivityRow(_Entry):
@@ -145,6 +186,7 @@ class StageEntry(ModelEntry):
     seconds: float | None = None
     cached: bool = False
     notes: list[str] = []
+    details: dict[str, Any] | None = None  # what the stage did: widths, ranks, sparsity (the stage's own keys)
 
 
 class TargetEntry(_Entry):
@@ -180,7 +222,24 @@ class TargetEntry(_Entry):
     uncertain: bool | None = None  # metric.uncertain
     latency_informational: str | None = None  # why the latency does not decide (not the target's kind of device)
     deploy_on_host: bool | None = None  # [targets.X] deploy_on_host: this host's latency decides
-    speedup: dict[str, Any] | None = None  # int8 vs float: ratio, interval, level, verdict, interleaved
+    speedup: SpeedupStats | None = None  # int8 vs float: ratio, interval, level, verdict, interleaved
+    # keys report.json has had beside the ones above, in the order a build sets them (report.json keeps it)
+    peak_memory_kb: int | None = None  # the measuring process's peak resident memory
+    evaluation: str | None = None  # how the runtime computed the metric (its session, e.g. ONNX Runtime's provider)
+    cpu: dict[str, Any] | None = None  # the measuring machine's CPU (targets.runner.cpu_info)
+    emulated: dict[str, Any] | None = None  # the emulation that measured (targets.emulate): latency not judged
+    host_agreement: HostAgreement | None = None  # a device's run: its top-1 against the host's
+    int8: Int8Twin | None = None  # ship_faster_float shipped float: the int8 artifact it was measured against
+    float_artifact: str | None = None  # the float twin the speed-up was measured against (or that shipped)
+    int8_speedup: float | None = None  # an int8 artifact: float median / int8 median, 3 decimals
+    speedup_vs_float: float | None = None  # another precision: the same ratio
+    calibration: str | None = None  # the shipped artifact's calibration method
+    cached: bool | None = None  # the artifact was reused from the cache
+    converter_versions: dict[str, str] | None = None  # the converter packages that exported it
+
+    def noted(self, *notes: str) -> TargetEntry:
+        """A copy with `notes` appended."""
+        return self.model_copy(update={"notes": [*self.notes, *notes]})
 
 
 class MetricInfo(_Entry):

@@ -143,6 +143,7 @@ def _place_best(best: dict[str, Any], space: Space, target: str, dest: Path, ui:
     from pipeline.build import replace_dir
     from pipeline.measure.verify import judge
     from pipeline.report.html import render_html
+    from pipeline.report.schema import TargetEntry
 
     tmp = Path(tempfile.mkdtemp(prefix=".best.partial-", dir=dest.parent))
     try:
@@ -150,9 +151,9 @@ def _place_best(best: dict[str, Any], space: Space, target: str, dest: Path, ui:
         report = read_report(tmp)
         budget = space.base.budget
         report["budget"] = budget.model_dump()
-        for entry in report["targets"].values():
+        for name, entry in report["targets"].items():
             if not entry.get("error"):
-                judge(entry, budget)
+                report["targets"][name] = judge(TargetEntry.model_validate(entry), budget).as_dict()
         report["search_trial"] = best["number"]
         write_report(tmp, finalize(report))
         render_html(report, tmp)

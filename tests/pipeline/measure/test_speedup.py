@@ -30,7 +30,7 @@ def test_a_resolved_speedup_and_an_unresolved_one() -> None:
     assert slow.verdict is Verdict.SLOWER and slow.hi < 1.0
     same = ratio_interval(rng.normal(1.0, 0.2, 50), rng.normal(1.0, 0.2, 50), interleaved=False)
     assert same.verdict is Verdict.SAME and same.lo < 1.0 < same.hi
-    assert same.to_report()["verdict"] == "no measurable difference"
+    assert same.to_report().verdict == "no measurable difference"
     assert ratio_interval(flt, int8, True) == fast  # seeded: the same samples give the same interval
 
 

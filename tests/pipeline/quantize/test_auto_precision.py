@@ -172,9 +172,10 @@ def test_auto_is_accepted_for_every_target_and_typos_are_one_line(tmp_path: Path
 
 def _measured(kind: CandidateKind, median: float, size: int, drop: float, passed: bool):  # type: ignore[no-untyped-def]
     from pipeline.quantize.auto_pick import Candidate
+    from pipeline.report.schema import TargetEntry
 
-    return Candidate(kind, "", entry={"latency_ms": {"median": median}, "size_bytes": size, "accuracy_drop": drop,
-                                      "passed": passed, "violations": [] if passed else ["median latency ..."]})
+    return Candidate(kind, "", entry=TargetEntry(latency_ms={"median": median}, size_bytes=size, accuracy_drop=drop,
+                                                 passed=passed, violations=[] if passed else ["median latency ..."]))
 
 
 def test_pick_the_fastest_passing_and_within_tie_the_smallest() -> None:
