@@ -371,7 +371,7 @@ def load_config(path: Path) -> Config:
             raise ConfigError(f"{path}: a directory, not a config file")
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # as written: TOML takes CRLF, not a lone CR (read_text's newlines)
     except OSError as err:  # unreadable, name too long, ...
         raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
     except UnicodeDecodeError:

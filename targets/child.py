@@ -15,10 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 _BOOT = """import os, runpy, signal, sys
 parent = int(sys.argv.pop(1))
@@ -68,16 +68,18 @@ class Job:
 
 
 class Zygote:
-    """The client side of one zygote process (see targets/zygote.py for the protocol)."""
+    """The client side of one zygote process (see targets/zygote.py for the protocol). It is reached through a
+    socket pair it inherits, so no file is made for it and no other process can reach it."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.key = _import_key(env)
-        self.folder = tempfile.mkdtemp(prefix="edgepipe-zygote-")
-        self.socket_path = os.path.join(self.folder, "s")
-        boot = "import sys; from targets.zygote import serve; serve(int(sys.argv[1]), sys.argv[2])"
-        self.proc = subprocess.Popen([sys.executable, "-c", boot, str(os.getpid()), self.socket_path], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     start_new_session=False)
+        self.lock = threading.Lock()
+        self.ctrl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        boot = "import sys; from targets.zygote import serve; serve(int(sys.argv[1]), int(sys.argv[2]))"
+        with theirs:
+            self.proc = subprocess.Popen([sys.executable, "-c", boot, str(os.getpid()), str(theirs.fileno())],
+                                         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                         pass_fds=[theirs.fileno()])
         ready = self.proc.stdout.readline() if self.proc.stdout else ""
         if ready.strip() != "ready":
             self.close()
@@ -87,47 +89,58 @@ class Zygote:
         return self.proc.poll() is None
 
     def close(self) -> None:
-        """Stop the zygote so that it waits for its last jobs (their peak memory then counts in this process's
-        RUSAGE_CHILDREN, as a plain child's does); kill it where it does not stop."""
-        if self.proc.poll() is None:
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                    conn.connect(self.socket_path)
-                    socket.send_fds(conn, [json.dumps({"stop": True}).encode()], [])
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+        """Stop the zygote (its end of the pair reads end-of-file), so that it waits for its last jobs: their
+        peak memory then counts in this process's RUSAGE_CHILDREN, as a plain child's does. Killed where it
+        does not stop."""
+        self.ctrl.close()
         try:
-            os.unlink(self.socket_path)
-            os.rmdir(self.folder)
-        except OSError:
-            pass
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
     def run(self, job: Job, timeout_s: float) -> subprocess.CompletedProcess[str] | None:
         """The job's outcome, or None when the zygote could not take it (the caller runs it plainly)."""
-        try:
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            conn.connect(self.socket_path)
-        except OSError:
-            return None
-        with conn:
-            return _run_on(conn, job, timeout_s)
+        mine, theirs = socket.socketpair()
+        with mine:
+            try:
+                with theirs:
+                    streams = _send(self, theirs, job)
+            except OSError:
+                return None
+            lines = mine.makefile("r")
+            started = lines.readline()  # the zygote answers with the job's pid once it forked it
+            if not started:
+                for fd in streams:
+                    os.close(fd)
+                return None
+            mine.settimeout(timeout_s)
+            return _run_on(lines, int(json.loads(started)["pid"]), job, streams, timeout_s)
 
 
-def _run_on(conn: socket.socket, job: Job, timeout_s: float) -> subprocess.CompletedProcess[str]:
+def _send(zygote: Zygote, conn: socket.socket, job: Job) -> tuple[int, int, int]:
+    """Hand the zygote the job: its request, its connection and its three streams. Our ends of the streams."""
     (in_r, in_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
     request = {"module": job.module, "argv": job.args, "env": job.env, "cwd": str(job.cwd) if job.cwd else None,
                "path": [p for p in job.env.get("PYTHONPATH", "").split(os.pathsep) if p]}
     try:
-        socket.send_fds(conn, [json.dumps(request).encode()], [in_r, out_w, err_w])
+        with zygote.lock:
+            socket.send_fds(zygote.ctrl, [json.dumps(request).encode()], [conn.fileno(), in_r, out_w, err_w])
+    except OSError:
+        for fd in (in_w, out_r, err_r):
+            os.close(fd)
+        raise
     finally:
         for fd in (in_r, out_w, err_w):
             os.close(fd)
+    return in_w, out_r, err_r
+
+
+def _run_on(lines: TextIO, pid: int, job: Job, streams: tuple[int, int, int],
+            timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Feed and drain the forked job `pid`, and wait (up to `timeout_s`) for the line with how it ended."""
+    in_w, out_r, err_r = streams
     outputs = _drain(out_r, err_r, in_w, job.stdin or "")
-    lines = conn.makefile("r")
-    pid = int(json.loads(lines.readline())["pid"])
-    conn.settimeout(timeout_s)
     try:
         rc = int(json.loads(lines.readline())["rc"])
     except TimeoutError:

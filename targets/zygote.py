@@ -2,11 +2,13 @@
 6-8 s on a 2-core host) and forks a fresh child for every job, so each job starts with it imported and no job
 shares state with another: a crash still fails only that job.
 
-Run as `python -c BOOT parent_pid socket_path` by targets/child.py. Each connection on the socket is one job:
-the request (JSON: module, argv, env, cwd, path) with three file descriptors (stdin, stdout, stderr) passed
-with SCM_RIGHTS. The zygote forks a waiter per job, which forks the job and answers with two JSON lines:
+Run by targets/child.py with one end of a SOCK_SEQPACKET socket pair, inherited (no file, nothing else can
+reach it). Each message on it is one job: the request (JSON: module, argv, env, cwd, path) with four file
+descriptors passed with SCM_RIGHTS: the job's connection (a socket) and its stdin, stdout and stderr. The zygote
+forks a waiter per job, which forks the job and answers on the job's connection with two JSON lines:
 {"pid": job_pid}, then {"rc": returncode} (negative: the signal that killed it, as subprocess gives it).
-Every process in the chain dies with its parent (PR_SET_PDEATHSIG), so nothing outlives the build.
+End-of-file on the pair stops the zygote once its waiters are done. Every process in the chain dies with its
+parent (PR_SET_PDEATHSIG), so nothing outlives the build.
 
 Nothing here may run a TensorFlow op: a forked child inherits the parent's threads' locks but not the threads,
 and TF starts its runtime (thread pools, the eager context) only at the first op. Stdlib only, apart from the
@@ -23,11 +25,11 @@ import sys
 from typing import Any
 
 # what the export and sensitivity jobs import (TensorFlow is most of it: 4-5 s; the rest about 1.5 s more in a
-# job, NNCF's and onnx's own imports); each one missing is left out
+# job, NNCF's and onnx's own imports); each one missing is left out. Not ONNX Runtime: importing it writes a
+# session file (.ses) into TMPDIR that it removes only at exit, and after TensorFlow it imports in 0.04 s.
 PRELOAD = ("numpy", "tensorflow", "keras", "onnx", "networkx", "openvino", "nncf",
-           "nncf.openvino.quantization.quantize_model", "onnxruntime", "onnxruntime.quantization", "tf2onnx",
-           "ai_edge_litert.interpreter", "litert_quantizer")
-_MAX_FDS = 3
+           "nncf.openvino.quantization.quantize_model", "tf2onnx", "ai_edge_litert.interpreter", "litert_quantizer")
+_MAX_FDS = 4
 
 
 def die_with_parent() -> None:
@@ -41,9 +43,10 @@ def die_with_parent() -> None:
             pass
 
 
-def _recv_job(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, _MAX_FDS)
-    return json.loads(data.decode()), list(fds)
+def _recv_job(ctrl: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """The next job's request and descriptors; None at end-of-file (the build is done with the zygote)."""
+    data, fds, _flags, _addr = socket.recv_fds(ctrl, 1 << 20, _MAX_FDS)
+    return (json.loads(data.decode()) if data else None), list(fds)
 
 
 def _exec_job(req: dict[str, Any], fds: list[int]) -> None:
@@ -57,6 +60,9 @@ def _exec_job(req: dict[str, Any], fds: list[int]) -> None:
     sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
     os.environ.clear()
     os.environ.update(req["env"])
+    import tempfile
+
+    tempfile.tempdir = None  # found again from the job's TMPDIR, not the zygote's
     if req.get("cwd"):
         os.chdir(req["cwd"])
     sys.path[:0] = [p for p in req.get("path", []) if p not in sys.path]
@@ -107,7 +113,7 @@ def _reap(block: bool) -> None:
             return
 
 
-def serve(parent: int, path: str) -> None:
+def serve(parent: int, ctrl_fd: int) -> None:
     die_with_parent()
     if os.getppid() != parent:
         return
@@ -117,29 +123,28 @@ def serve(parent: int, path: str) -> None:
         except Exception:
             pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle (and its jobs')
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(16)
+    ctrl = socket.socket(fileno=ctrl_fd)
     print("ready", flush=True)
     while True:
-        conn, _ = server.accept()
+        req, fds = _recv_job(ctrl)
         _reap(block=False)
-        req, fds = _recv_job(conn)
-        if req.get("stop"):  # the build is done: wait for the last waiters, then end
-            conn.close()
-            _reap(block=True)
-            return
+        if req is None or len(fds) != _MAX_FDS:
+            for fd in fds:
+                os.close(fd)
+            if req is None:
+                _reap(block=True)
+                return
+            continue
         if os.fork() == 0:
-            server.close()
+            ctrl.close()
             die_with_parent()
             try:
-                _wait_job(conn, req, fds)
+                _wait_job(socket.socket(fileno=fds[0]), req, fds[1:])
             finally:
                 os._exit(0)
-        conn.close()
         for fd in fds:
             os.close(fd)
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), sys.argv[2])
+    serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -23,16 +23,18 @@ BOTH = pytest.mark.parametrize("preload", [False, True], ids=["plain", "zygote"]
 def test_runs_a_module_with_args_stdin_and_the_path_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            preload: bool) -> None:
     (tmp_path / "echoer.py").write_text(
-        "import os, sys\nprint(sys.argv[1:], sys.stdin.read(), sys.argv[0], os.getcwd(), os.environ['MARK'])\n"
+        "import os, sys, tempfile\n"
+        "print(sys.argv[1:], sys.stdin.read(), sys.argv[0], os.getcwd(), tempfile.gettempdir(), os.environ['MARK'])\n"
         "print('to stderr', file=sys.stderr)\nsys.exit(3)\n")
     monkeypatch.setenv("PYTHONPATH", "/nonexistent-user-path")
     monkeypatch.setenv("MARK", "set-by-the-caller")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     done = run_module("echoer", ["a", "b"], timeout_s=120, path=[tmp_path], stdin="hello", cwd=tmp_path,
                       preload=preload)
     assert done.returncode == 3, done.stderr
     words = done.stdout.split()
-    assert done.stdout.startswith("['a', 'b'] hello ") and words[-3].endswith("echoer.py")
-    assert words[-2:] == [str(tmp_path), "set-by-the-caller"] and done.stderr.strip() == "to stderr"
+    assert done.stdout.startswith("['a', 'b'] hello ") and words[-4].endswith("echoer.py")
+    assert words[-3:] == [str(tmp_path), str(tmp_path), "set-by-the-caller"] and done.stderr.strip() == "to stderr"
 
 
 @BOTH
