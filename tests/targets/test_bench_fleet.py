@@ -74,7 +74,13 @@ def test_verify_a_run_on_two_devices_leaves_its_report(built_run: Path, ssh_conf
                          sys.executable, "--json", "--no-store"], capsys)
     assert rc == 0, err
     cells = json.loads(out)["cells"]
-    assert len(cells) == 6 and all(c["passed"] and c["accuracy_drop"] <= 0.01 for c in cells)
+    report = json.loads(before)
+    built = {Path(t["artifact"]).name: t for t in report["targets"].values()}
+    # each device measures what the build measured (the same runtimes): the same drop, give or take two of the
+    # 360 test samples (the build may evaluate in batches where they agreed with batch 1 on 64 samples)
+    assert len(cells) == 6 and all(c["passed"] for c in cells)
+    for c in cells:
+        assert c["accuracy_drop"] == pytest.approx(built[c["artifact"]]["accuracy_drop"], abs=2 / 360 + 1e-9), c
     assert (run / "report.json").read_bytes() == before and (run / "bench.html").is_file()
 
 
