@@ -168,10 +168,13 @@ def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_once(tmp_path_factory, "data", build)[0] / "digits.npz"
 
 
-def tiny_cnn():
+def tiny_cnn(seed: int = 0):
+    """The suite's CNN, its initial weights seeded: unseeded, the trained model's test accuracy ranged 0.87-0.97
+    between runs and sank tests that need a working classifier (seed 0: 0.961, the same in two runs)."""
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(seed)
     inp = keras.Input((8, 8, 1))
     x = layers.Conv2D(16, 3, padding="same")(inp)
     x = layers.BatchNormalization(momentum=0.9)(x)  # moving statistics that keep up with 25 short epochs
