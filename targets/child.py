@@ -33,8 +33,10 @@ if os.getppid() != parent:
 module = sys.argv.pop(1)
 runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
-# variables read when TensorFlow (or a BLAS) is imported: a zygote started under other values is not reused
+# variables read when TensorFlow (or a BLAS) is imported: a zygote started under other values is not reused. The
+# caller's `path` is not among them: the zygote puts it first on each job's sys.path, so one zygote serves all.
 _IMPORT_TIME_ENV = ("TF_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "CUDA_", "XLA_", "KERAS_", "PYTHON", "LD_")
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # where the zygote imports targets.zygote from
 
 
 def _env(path: list[Path] | None) -> dict[str, str]:
@@ -49,7 +51,7 @@ def run_module(module: str, args: list[str], *, timeout_s: float, path: list[Pat
     child's PYTHONPATH (the user's PYTHONPATH stays after it). subprocess.TimeoutExpired after `timeout_s`.
     `preload`: fork it from the zygote (TensorFlow imported) where one can run."""
     env = _env(path)
-    zygote = _zygote_for(env) if preload else None
+    zygote = _zygote_for(_env([_PACKAGE_ROOT])) if preload else None
     if zygote is not None:
         done = zygote.run(Job(module, args, env, cwd, stdin), timeout_s)
         if done is not None:
