@@ -16,6 +16,7 @@ preloaded modules."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -122,6 +123,9 @@ def serve(parent: int, ctrl_fd: int) -> None:
             importlib.import_module(name)
         except Exception:
             pass
+    # the preloaded modules' objects out of the collector's reach: a job's gc.collect() (the TFLite converter calls
+    # it twice) walks only its own objects, 0.01 s instead of 0.6 s, and leaves the shared pages unwritten
+    gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle (and its jobs')
     ctrl = socket.socket(fileno=ctrl_fd)
     print("ready", flush=True)
