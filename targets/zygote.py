@@ -29,7 +29,8 @@ from typing import Any
 # job, NNCF's and onnx's own imports); each one missing is left out. Not ONNX Runtime: importing it writes a
 # session file (.ses) into TMPDIR that it removes only at exit, and after TensorFlow it imports in 0.04 s.
 PRELOAD = ("numpy", "tensorflow", "keras", "onnx", "networkx", "openvino", "nncf",
-           "nncf.openvino.quantization.quantize_model", "tf2onnx", "ai_edge_litert.interpreter", "litert_quantizer")
+           "nncf.openvino.quantization.quantize_model", "tf2onnx", "ai_edge_litert.interpreter", "litert_quantizer",
+           "sympy")  # sympy: ONNX Runtime's symbolic shape inference (the Q/DQ pre-processing), 0.6 s a job
 _MAX_FDS = 4
 
 
