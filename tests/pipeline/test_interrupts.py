@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ def _config(folder: Path, model: Path, npz: Path, extra: str = "") -> Path:
 
 
 class Build:
-    """`edgepipe build` in a child process with its own cache and temp folder."""
+    """`edgepipe build` in a child process (the one a signal is sent to) with its own cache and temp folder."""
 
     def __init__(self, tmp: Path, cfg: Path) -> None:
         self.tmp, self.cfg = tmp, cfg
@@ -86,10 +87,6 @@ class Build:
         _, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, err
 
-    def run(self, timeout: float = 300) -> tuple[int, str]:
-        self.start()
-        return self.finish(timeout)
-
 
 def _children(pid: int) -> list[int]:
     kids = []
@@ -123,9 +120,18 @@ def assert_cache_sound(root: Path) -> list[Path]:
     return entries
 
 
-def _assert_next_build_completes(b: Build) -> dict:
-    rc, err = b.run()
-    assert rc in (0, 1), err
+def _assert_next_build_completes(b: Build, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> dict:
+    """The next build, run in this process (what it checks is the cache and OUT the interrupted one left, not
+    process behaviour; its TensorFlow import and zygote are this process's): the same config, cache, TMPDIR
+    and working folder as the interrupted build's child had."""
+    monkeypatch.setenv("EDGEPIPE_CACHE_DIR", str(b.cache))
+    monkeypatch.setenv("TMPDIR", str(b.tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # found again from TMPDIR, as in a fresh process
+    monkeypatch.chdir(b.tmp)
+    capsys.readouterr()
+    rc = main(["--quiet", "build", str(b.cfg), "--out", str(b.out)])
+    assert rc in (0, 1), capsys.readouterr().err
     report = json.loads((b.out / "report.json").read_text())
     assert "error" not in report["targets"]["tflite"], report["targets"]["tflite"]
     assert assert_cache_sound(b.cache), "the completed build cached nothing: the soundness check saw no entry"
@@ -157,10 +163,11 @@ SIGNAL_FAULTS = {
 
 @pytest.mark.parametrize("fault", SIGNAL_FAULTS.values(), ids=list(SIGNAL_FAULTS))
 def test_a_signal_mid_build_leaves_nothing_half_made(tmp_path: Path, tiny_model: Path, digits_npz: Path,
-                                                     fault: SignalFault) -> None:
+                                                     fault: SignalFault, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """SIGINT and SIGTERM: their exit code and one line, no OUT and no .partial- folder. SIGKILL (in the
     converter child's lifetime): no OUT, only the hidden work folder left, and no orphaned converter. Then
-    the cache is sound and the next build completes, redoing the interrupted phase."""
+    the cache is sound and the next build (in process) completes, redoing the interrupted phase."""
     b = Build(tmp_path, _config(tmp_path, tiny_model, digits_npz, fault.extra))
     b.start()
     b.wait_for_log(fault.marker)
@@ -187,7 +194,7 @@ def test_a_signal_mid_build_leaves_nothing_half_made(tmp_path: Path, tiny_model:
         assert b.partials() == []
     assert not b.out.exists(), "no run directory at OUT after a signal"
     assert_cache_sound(b.cache)
-    report = _assert_next_build_completes(b)
+    report = _assert_next_build_completes(b, monkeypatch, capsys)
     kind, name = fault.redone
     entry = report[kind][0] if kind == "stages" else report[kind][name]
     assert kind == "targets" or entry["name"] == name

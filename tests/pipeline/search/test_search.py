@@ -11,7 +11,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -211,6 +213,19 @@ def test_cli_bad_input_exits_2_and_leaves_nothing(tmp_path: Path, capsys: pytest
 GRACE = 6  # seconds
 
 
+def _age_heartbeats(db: Path, seconds: float) -> None:
+    """Move every heartbeat stored in the study's SQLite file `seconds` into the past: what that much time
+    without a beat leaves in the storage, which Optuna compares with the database's own clock."""
+    with sqlite3.connect(db, timeout=30) as con:
+        rows = con.execute("SELECT trial_heartbeat_id, heartbeat FROM trial_heartbeats").fetchall()
+        assert rows, "no heartbeat stored"
+        for row_id, beat in rows:
+            then = datetime.fromisoformat(beat) - timedelta(seconds=seconds)
+            con.execute("UPDATE trial_heartbeats SET heartbeat = ? WHERE trial_heartbeat_id = ?",
+                        (then.isoformat(" "), row_id))
+    con.close()
+
+
 def test_recover_fails_trials_of_dead_workers(tmp_path: Path) -> None:
     from pipeline.search.study import open_storage, recover
 
@@ -241,7 +256,7 @@ def test_recover_fails_trials_of_dead_workers(tmp_path: Path) -> None:
     assert "died" in study.trials[trials["dead"]].user_attrs["fail_reason"]
     assert not (tmp_path / "trials" / f".{trials['dead']}.partial-x").exists()
     study._storage.record_heartbeat(study.trials[trials["alive"]]._trial_id)  # type: ignore[attr-defined]
-    time.sleep(GRACE + 1.5)  # SQLite timestamps have whole seconds
+    _age_heartbeats(tmp_path / "s.db", GRACE + 2)  # as if GRACE + 2 s passed without a beat (no sleep)
     study._storage.record_heartbeat(study.trials[trials["alive"]]._trial_id)  # type: ignore[attr-defined]
     recover(study, tmp_path, UI(quiet=True))  # the other host's worker stopped beating: stale after GRACE
     assert (state("elsewhere"), state("alive")) == ("FAIL", "RUNNING")
@@ -273,18 +288,58 @@ def _log(out: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
+def _search_in_process(cfg: Path, out: Path, monkeypatch: pytest.MonkeyPatch,
+                       capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`edgepipe search` in this process (its trials' pid: os.getpid()), with the TMPDIR and working folder
+    that _start gives a worker process; the exit code and stderr."""
+    from pipeline.cli import main
+
+    (out.parent / "tmp").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("TMPDIR", str(out.parent / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # found again from TMPDIR, as in a fresh process
+    monkeypatch.chdir(out.parent)
+    capsys.readouterr()
+    rc = main(["--quiet", "search", str(cfg), "--out", str(out), *args])
+    return rc, capsys.readouterr().err[-3000:]
+
+
+def _pg_trials_with_a_pid(url: str) -> int:
+    """Trials of the shared study that a worker has started (set its pid on); 0 before the tables exist."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(driver_url(url), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            return int(con.execute(sqlalchemy.text(
+                "SELECT count(*) FROM trial_user_attributes WHERE key = 'pid'")).scalar_one())
+    except sqlalchemy.exc.SQLAlchemyError:  # the first worker has not created the tables yet
+        return 0
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_postgresql_study(postgres: str, trained_cnn: Path, digits_npz: Path,
-                                                tmp_path: Path) -> None:
-    cfg = _config(tmp_path, trained_cnn, digits_npz, search="coarse_fraction = 1.0\n")
+                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Two workers on one PostgreSQL study: a worker process, and this process once that one runs a trial
+    (so that each runs one of the two trials whatever the load: this one would otherwise be first)."""
+    # heartbeat 1 s: a worker waiting for the other's trial looks again each second, not each 5 s
+    cfg = _config(tmp_path, trained_cnn, digits_npz, search="coarse_fraction = 1.0\nheartbeat_interval = 1\n")
     outs = [tmp_path / f"worker{i}" for i in range(2)]
-    procs = [_start(cfg, out, "--trials", "2", "--storage", postgres, "--study", "shared") for out in outs]
-    rcs = [p.wait(timeout=600) for p in procs]
-    assert rcs == [0, 0], "\n".join(_log(o) for o in outs)
+    args = ("--trials", "2", "--storage", postgres, "--study", "shared")
+    proc = _start(cfg, outs[0], *args)
+    deadline = time.monotonic() + 300
+    while not _pg_trials_with_a_pid(postgres):
+        assert proc.poll() is None, _log(outs[0])
+        assert time.monotonic() < deadline, "the worker process started no trial"
+        time.sleep(0.2)
+    rc, err = _search_in_process(cfg, outs[1], monkeypatch, capsys, *args)
+    assert [proc.wait(timeout=600), rc] == [0, 0], _log(outs[0]) + "\n" + err
     study = optuna.load_study(study_name="shared", storage=driver_url(postgres))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) >= 2
-    assert {t.user_attrs["pid"] for t in study.trials} == {p.pid for p in procs}  # both workers ran trials
+    assert {t.user_attrs["pid"] for t in study.trials} == {proc.pid, os.getpid()}  # both workers ran trials
     host = socket.gethostname()
     assert all(t.user_attrs["worker"] == f"{host}:{t.user_attrs['pid']}" for t in study.trials)
     for t in done:
@@ -309,7 +364,10 @@ def _states(db: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_search_resumes(trained_cnn: Path, digits_npz: Path, tmp_path: Path) -> None:
+def test_killed_search_resumes(trained_cnn: Path, digits_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker process killed in its first trial; the search run again (in this process) fails that trial
+    and completes the study."""
     cfg = _config(tmp_path, trained_cnn, digits_npz, stages="[prune]\nepochs = 1\n",
                   search="epochs = [1, 1]\ncoarse_fraction = 1.0\nheartbeat_interval = 1\ngrace_period = 3\n")
     out = tmp_path / "search"
@@ -323,11 +381,11 @@ def test_killed_search_resumes(trained_cnn: Path, digits_npz: Path, tmp_path: Pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert _states(out / "study.db") == ["RUNNING"]  # left behind by the killed worker
-    again = _start(cfg, out, "--trials", "2")
-    assert again.wait(timeout=600) == 0, _log(out)
+    rc, err = _search_in_process(cfg, out, monkeypatch, capsys, "--trials", "2")
+    assert rc == 0, err
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
-    assert {t.user_attrs["pid"] for t in study.trials} == {proc.pid, again.pid}
+    assert {t.user_attrs["pid"] for t in study.trials} == {proc.pid, os.getpid()}
     assert not list((out / "trials").glob(".0.*"))  # the killed trial's half-written build is gone
     summary = json.loads((out / "search.json").read_text())
     assert summary["complete"] == 2 and summary["failed"] == 1 and summary["trials"][0]["fail_reason"]
