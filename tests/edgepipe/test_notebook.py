@@ -24,7 +24,13 @@ def test_readme_example_in_a_notebook(tmp_path: Path, monkeypatch: pytest.Monkey
                 nbformat.v4.new_code_cell(defaults)]
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the kernel (ipykernel's native spec: this interpreter)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # inherits this process's environment
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    kernel_tmp = tmp_path / "kernel-tmp"  # what the killed kernel's processes leave (an ONNX Runtime .ses file)
+    kernel_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(kernel_tmp))
+    # "immediate": the kernel is killed once the last cell is done (its zygote dies with it), not asked to exit:
+    # a graceful shutdown took 3 s of about 30 (TensorFlow's and the zygote's teardown) and is not what is tested
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", shutdown_kernel="immediate",
+                            resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     build_out, run_out = nb.cells[0].outputs, nb.cells[1].outputs
     kinds = {k for o in build_out for k in o.get("data", {})}
