@@ -14,7 +14,7 @@ from pipeline.cli import main
 from pipeline.inputs.examples import EXAMPLES
 
 TARGETS = ("tflite", "openvino", "tensorrt")
-CNN_BUDGET = 0.03  # digits-cnn's tests: a budget its splits nearly resolve, so no 7-9 attempt ladder per target
+CNN_BUDGET = 0.05  # digits-cnn's tests: a budget its splits resolve, so no 7-9 attempt int8 ladder per target (the ladder: test_accuracy_aware)
 
 
 def _cnn_config(**changes: object) -> dict:
@@ -44,7 +44,7 @@ def _judged(report: dict, rc: int, budget: float = 0.01, auto: bool = False) -> 
 def test_example_builds_three_int8_targets_judged_on_their_intervals(example: str, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """digits-lstm as `edgepipe build digits-lstm` runs it. digits-cnn from a config file that is the example's
-    with a budget of 0.03 instead of 0.01 (_cnn_config): the same teacher, stages and targets;
+    with a budget of CNN_BUDGET (0.05) instead of 0.01 (_cnn_config): the same teacher, stages and targets;
     its int8 ladder under 0.01 (7-9 attempts per target, about half of the build; the ladder is tested in
     tests/pipeline/quantize/test_accuracy_aware.py) is not run again here."""
     spec, budget = example, 0.01
