@@ -63,15 +63,22 @@ def test_a_job_past_its_timeout_is_killed(tmp_path: Path, preload: bool) -> None
 
 
 def test_jobs_are_forked_from_one_zygote_with_tensorflow_imported(tmp_path: Path) -> None:
-    """Two jobs share a parent that has imported TensorFlow (so they do not import it again), yet each is its
-    own process: what one changes, the next does not see."""
-    (tmp_path / "probe.py").write_text(
-        "import os, sys\nprint(os.getppid(), os.getpid(), 'tensorflow' in sys.modules, hasattr(sys, 'marked'))\n"
-        "sys.marked = True\n")
-    a, b = (run_module("probe", [], timeout_s=300, path=[tmp_path], preload=True).stdout.split() for _ in range(2))
-    assert a[2] == b[2] == "True" and a[3] == b[3] == "False" and a[1] != b[1]
+    """Two jobs share a parent that has imported TensorFlow (so they do not import it again) and frozen its
+    objects out of the collector's reach, yet each is its own process: what one changes, the next does not see.
+    Callers with different paths share the zygote too (each job gets its own path first)."""
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "probe.py").write_text(
+            "import gc, os, sys\nprint(os.getppid(), os.getpid(), 'tensorflow' in sys.modules, hasattr(sys, 'marked'),"
+            " gc.get_freeze_count() > 0, sys.path.index(os.path.dirname(__file__)) < sys.path.index(os.path.dirname("
+            "os.__file__)))\nsys.marked = True\n")
+    a = run_module("probe", [], timeout_s=300, path=[folders[0]], preload=True).stdout.split()
     zygote = child._current[0]
-    assert zygote.alive() and os.getppid() != zygote.proc.pid
+    b = run_module("probe", [], timeout_s=300, path=[folders[1]], preload=True).stdout.split()
+    assert a[2] == b[2] == "True" and a[3] == b[3] == "False" and a[1] != b[1]
+    assert a[4:] == b[4:] == ["True", "True"], (a, b)  # frozen; the job's path before the standard library
+    assert child._current[0] is zygote and zygote.alive() and os.getppid() != zygote.proc.pid
 
 
 def test_zygote_off_runs_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
