@@ -16,6 +16,7 @@ preloaded modules."""
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 import json
@@ -54,6 +55,7 @@ def _recv_job(ctrl: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
 def _exec_job(req: dict[str, Any], fds: list[int]) -> None:
     """In the forked job: become `python -m module argv...` with the request's streams, env, cwd and path."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    atexit._clear()  # the zygote's exit handlers are not the job's; the job's own run before os._exit below
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -83,6 +85,7 @@ def _exec_job(req: dict[str, Any], fds: list[int]) -> None:
 
         traceback.print_exc()
         code = 1
+    atexit._run_exitfuncs()  # what the job registered (e.g. its temporary folders' removal), as at a normal exit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

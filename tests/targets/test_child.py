@@ -51,6 +51,21 @@ def test_an_uncaught_exception_exits_1_with_its_traceback(tmp_path: Path, preloa
 
 
 @BOTH
+def test_the_jobs_exit_handlers_run_as_at_a_normal_exit(tmp_path: Path, preload: bool) -> None:
+    """A job's atexit handlers run whichever way it exits (tensorrt's export removes its ONNX folder in one: a
+    forked job ends in os._exit, which skips them unless the zygote runs them)."""
+    (tmp_path / "registers.py").write_text(
+        "import atexit, sys\nfrom pathlib import Path\n"
+        "atexit.register(lambda: Path(sys.argv[1]).write_text('ran'))\n"
+        "sys.exit(int(sys.argv[2]))\n")
+    for code in (0, 4):
+        mark = tmp_path / f"ran-{code}"
+        done = run_module("registers", [str(mark), str(code)], timeout_s=120, path=[tmp_path], preload=preload)
+        assert done.returncode == code, done.stderr
+        assert mark.read_text() == "ran", done.stderr
+
+
+@BOTH
 def test_a_job_past_its_timeout_is_killed(tmp_path: Path, preload: bool) -> None:
     pid_file = tmp_path / "pid"
     (tmp_path / "hanger.py").write_text(
