@@ -9,6 +9,7 @@ that off; where the zygote cannot start (not Linux, an import failure), the plai
 from __future__ import annotations
 
 import atexit
+import codecs
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -144,18 +146,26 @@ def _run_on(lines: TextIO, pid: int, job: Job, streams: tuple[int, int, int],
     in_w, out_r, err_r = streams
     outputs = _drain(out_r, err_r, in_w, job.stdin or "")
     try:
-        rc = int(json.loads(lines.readline())["rc"])
+        line = lines.readline()
     except TimeoutError:
         _kill(pid)
-        for t in outputs.threads:
-            t.join(10)
+        outputs.join(_GRACE_S)
         raise subprocess.TimeoutExpired(job.module, timeout_s, "".join(outputs.out), "".join(outputs.err)) from None
     except BaseException:  # interrupted (Ctrl-C, SIGTERM): the job goes too, as subprocess.run's would
         _kill(pid)
         raise
-    for t in outputs.threads:
-        t.join()
+    if line:
+        rc = int(json.loads(line)["rc"])
+    else:  # its waiter went without saying (the zygote was killed): the job died with it, or goes now
+        _kill(pid)
+        rc = -signal.SIGKILL
+        outputs.err.append("edgepipe: the job's zygote ended before the job did\n")
+    # the job has ended; a process it started may still hold its output open: what came so far, after a grace
+    outputs.join(_GRACE_S)
     return subprocess.CompletedProcess([job.module, *job.args], rc, "".join(outputs.out), "".join(outputs.err))
+
+
+_GRACE_S = 5.0  # how long the output may stay open after the job ended (a process it left behind holds it)
 
 
 @dataclass
@@ -164,14 +174,24 @@ class _Outputs:
     err: list[str]
     threads: list[threading.Thread]
 
+    def join(self, grace_s: float) -> None:
+        """Wait up to `grace_s` in all for the streams to close (the readers keep what they read so far)."""
+        deadline = time.monotonic() + grace_s
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
 
 def _drain(out_fd: int, err_fd: int, in_fd: int, stdin: str) -> _Outputs:
-    """Read the job's stdout and stderr and write its stdin, each in a thread (as communicate() does)."""
+    """Read the job's stdout and stderr and write its stdin, each in a thread (as communicate() does); the
+    output is kept as it comes, so that a stream held open past the job still gives what was written."""
     res = _Outputs([], [], [])
 
     def read(fd: int, into: list[str]) -> None:
-        with open(fd, encoding="utf-8", errors="replace") as f:
-            into.append(f.read())
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        with open(fd, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 16):
+                into.append(decoder.decode(chunk))
+        into.append(decoder.decode(b"", final=True))
 
     def write() -> None:
         with open(in_fd, "w") as f:

@@ -96,6 +96,32 @@ def test_jobs_are_forked_from_one_zygote_with_tensorflow_imported(tmp_path: Path
     assert child._current[0] is zygote and zygote.alive() and os.getppid() != zygote.proc.pid
 
 
+def test_a_process_left_holding_the_output_does_not_hold_the_caller(tmp_path: Path) -> None:
+    """A forked job that leaves a process behind with its stdout open: the caller gets the job's rc and what it
+    printed after a short grace, not a wait for that process."""
+    (tmp_path / "leaver.py").write_text(
+        "import subprocess\nprint(subprocess.Popen(['sleep', '600']).pid, flush=True)\n")
+    started = time.monotonic()
+    done = run_module("leaver", [], timeout_s=120, path=[tmp_path], preload=True)
+    took = time.monotonic() - started
+    left = int(done.stdout.split()[0])
+    os.kill(left, signal.SIGKILL)
+    assert done.returncode == 0 and took < 60, (took, done)
+
+
+def test_a_job_whose_zygote_is_killed_fails_with_a_reason(tmp_path: Path) -> None:
+    """The zygote killed under a running job (its waiter and the job die with it): the job fails with -SIGKILL
+    and says why, and the next job gets a new zygote."""
+    (tmp_path / "killer.py").write_text(
+        "import os, signal, time\nwaiter = os.getppid()\n"
+        "zygote = int(open(f'/proc/{waiter}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        "os.kill(zygote, signal.SIGKILL)\ntime.sleep(600)\n")
+    done = run_module("killer", [], timeout_s=120, path=[tmp_path], preload=True)
+    assert done.returncode == -signal.SIGKILL and "zygote ended" in done.stderr, done
+    (tmp_path / "probe.py").write_text("import sys\nprint('tensorflow' in sys.modules)\n")
+    assert run_module("probe", [], timeout_s=300, path=[tmp_path], preload=True).stdout.strip() == "True"
+
+
 def test_zygote_off_runs_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "probe.py").write_text("import sys\nprint('tensorflow' in sys.modules)\n")
     monkeypatch.setenv("EDGEPIPE_ZYGOTE", "0")
