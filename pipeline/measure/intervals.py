@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from targets.runner_metrics import from_per_sample, parse, sqnr_from_energies
 
@@ -48,7 +48,7 @@ class DropInterval:
 def _z(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level {level} is not between 0 and 1")
-    return float(norm.ppf(0.5 + level / 2.0))
+    return NormalDist().inv_cdf(0.5 + level / 2.0)  # the stdlib's, as scipy's norm.ppf to 1e-15 (scipy: 0.6 s to import)
 
 
 def wilson(successes: float, n: float, level: float = 0.95) -> tuple[float, float]:
