@@ -7,6 +7,7 @@ objects in common with the source. Weights are copied unless an edit says otherw
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,6 +163,36 @@ class _Rebuilder:
             for x, y in zip(node.outputs, keras.tree.flatten(out), strict=True):
                 tensors[id(x)] = y
         return [tensors[id(x)] for x in graph.outputs]
+
+
+def run_eagerly(model: keras.Model, inputs: Sequence[Any],
+                before_call: Callable[[keras.layers.Layer, tuple[Any, ...]], None] | None = None) -> list[Any]:
+    """The model's outputs for concrete `inputs`, computed node by node in inference mode; `before_call(layer,
+    args)` sees each of the model's own layers' concrete arguments just before that layer runs (not those inside
+    a nested model). Each value is dropped once the last node that reads it has run."""
+    graph = graph_of(model)
+    values = {id(x): y for x, y in zip(graph.inputs, inputs, strict=True)}
+    nodes = graph_nodes(graph)
+    uses = Counter(id(t) for node in nodes for t in node.input_tensors)
+    kept = {id(x) for x in graph.outputs}
+    for node in nodes:
+        op = node.operation
+        if isinstance(op, keras.layers.InputLayer) or any(id(x) not in values for x in node.input_tensors):
+            continue
+        args, kwargs = node.arguments.fill_in(values)
+        if isinstance(op, keras.Model):
+            out: Any = _pack(run_eagerly(op, keras.tree.flatten(args[0])))
+        else:
+            if before_call is not None:
+                before_call(op, args)
+            out = op(*args, **kwargs)
+        for x, y in zip(node.outputs, keras.tree.flatten(out), strict=True):
+            values[id(x)] = y
+        for t in node.input_tensors:
+            uses[id(t)] -= 1
+            if uses[id(t)] == 0 and id(t) not in kept:
+                del values[id(t)]
+    return [values[id(x)] for x in graph.outputs]
 
 
 def rebuild(

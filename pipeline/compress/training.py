@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from pipeline.compress.base import Distillation, FitSpec, TrainData, one_input
-from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild
+from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild, run_eagerly
 from pipeline.inputs.arrays import Samples, fit_data, predict_batches, take, validation_data
 
 L = keras.layers
@@ -123,16 +123,24 @@ def recalibrate_batchnorm(model: keras.Model, x: Samples, max_samples: int = 102
 
     A freshly built or pruned student trains for a few hundred steps only; with momentum 0.99 its moving
     statistics are still far from the truth, and inference-mode accuracy collapses. BN recalibration
-    (as after channel pruning) fixes that; layers are done in graph order since each depends on the last.
+    (as after channel pruning) fixes that. One inference pass over the graph in order: each BatchNorm gets its
+    statistics just before it runs, so the layers after it see its recalibrated output (a sub-model per layer,
+    as before, cost a pass per BatchNorm: 34 s against 16 s for one call on MobileNetV2 0.35 @96).
+    BatchNorms inside a nested model keep theirs.
     """
-    head = np.asarray(x[:max_samples])
-    for layer in model.layers:
-        if not isinstance(layer, L.BatchNormalization):
-            continue
-        act = np.asarray(keras.Model(model.inputs, layer.input).predict(head, batch_size=256, verbose=0))
+    head = ops.convert_to_tensor(np.asarray(x[:max_samples]))
+    done: set[int] = set()
+
+    def recalibrate(layer: keras.layers.Layer, args: tuple[Any, ...]) -> None:
+        if not isinstance(layer, L.BatchNormalization) or id(layer) in done:
+            return
+        done.add(id(layer))
+        act = np.asarray(args[0])
         axes = tuple(i for i in range(act.ndim) if i != (layer.axis % act.ndim))
         gamma_beta = layer.get_weights()[: len(layer.get_weights()) - 2]
         layer.set_weights([*gamma_beta, act.mean(axis=axes), act.var(axis=axes)])
+
+    run_eagerly(model, [head], recalibrate)
 
 
 class _RecalibrateBN(keras.callbacks.Callback):
