@@ -95,8 +95,7 @@ def initial_ranges(logits: Any, samples: np.ndarray) -> dict[str, tuple[float, f
     from pipeline.quantize.fake_quant import quantized_names
 
     names = quantized_names(logits)
-    outs = keras.Model(logits.inputs, [logits.get_layer(n).output for n in names]).predict(samples, verbose=0)
-    outs = outs if isinstance(outs, list) else [outs]
+    outs = _outputs(keras.Model(logits.inputs, [logits.get_layer(n).output for n in names]), samples)
     return {n: (float(v.min()), float(v.max())) for n, v in zip(names, outs, strict=True)}
 
 
@@ -106,8 +105,7 @@ def learned_ranges(plain: Any, ranges: dict[str, tuple[float, float]], calib: np
     import keras
 
     names = list(ranges)
-    outs = keras.Model(plain.inputs, [plain.get_layer(n).output for n in names]).predict(calib, verbose=0)
-    outs = outs if isinstance(outs, list) else [outs]
+    outs = _outputs(keras.Model(plain.inputs, [plain.get_layer(n).output for n in names]), calib)
     signatures = Signatures()
     for name, values in zip(names, outs, strict=True):
         for v in values:
@@ -136,7 +134,7 @@ def fine_tune(model: Any, data: tuple[np.ndarray, ...], calib: np.ndarray, schem
     symmetric = scheme.symmetric
     logits = logits_model(model)
     q, planned, done, skipped = qat_model(logits, initial_ranges(logits, calib), symmetric, scheme.grids)
-    packed = np.concatenate([y.reshape(-1, 1).astype(np.float32), logits.predict(x, verbose=0)], axis=1)
+    packed = np.concatenate([y.reshape(-1, 1).astype(np.float32), _outputs(logits, x)[0]], axis=1)
     q.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
               loss=distillation_loss(cfg.temperature, cfg.alpha), metrics=[label_accuracy], jit_compile=False)
     before = _accuracy(q, x_eval, y_eval)
@@ -150,7 +148,15 @@ def fine_tune(model: Any, data: tuple[np.ndarray, ...], calib: np.ndarray, schem
 
 
 def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y.reshape(-1)))
+    return float(np.mean(np.argmax(_outputs(model, x)[0], axis=-1) == y.reshape(-1)))
+
+
+def _outputs(model: Any, x: np.ndarray, batch: int = 256) -> list[np.ndarray]:
+    """Each of the model's outputs on x, called batch by batch in inference mode: Model.predict would trace a
+    function for each of the five models a fine-tune runs (about 0.25 s each on a small model)."""
+    parts = [model(x[i : i + batch], training=False) for i in range(0, len(x), batch)]
+    parts = [p if isinstance(p, list | tuple) else [p] for p in parts]
+    return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0]))]
 
 
 def _write(model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSet, scheme: Scheme, cfg: QatConfig,
