@@ -19,6 +19,7 @@ from pipeline.config import Config
 from pipeline.errors import UsageError
 from pipeline.inputs.arrays import PREDICT_BATCH, predict_batches
 from pipeline.inputs.dict_io import flat_outputs
+from pipeline.inputs.infer import infer
 from pipeline.inputs.models import metric_value, predict_named
 from pipeline.report.schema import StageEntry
 from pipeline.ui import UI
@@ -45,7 +46,7 @@ class _KerasSession(runner.Session):
 def model_outputs(model: keras.Model, x: Any, output: int = 0) -> np.ndarray:
     """The Keras model's outputs (number `output` of several) on a split, a batch at a time for lazy data."""
     def predict(b: Any) -> np.ndarray:
-        return flat_outputs(model.predict(b, batch_size=PREDICT_BATCH, verbose=0))[output]
+        return flat_outputs(infer(model, b, PREDICT_BATCH))[output]
 
     return predict_named(predict, x) if isinstance(x, dict) else predict_batches(predict, x)
 

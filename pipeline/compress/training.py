@@ -22,6 +22,7 @@ from keras import ops
 from pipeline.compress.base import Distillation, FitSpec, TrainData, one_input
 from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild, run_eagerly
 from pipeline.inputs.arrays import Samples, fit_data, predict_batches, take, validation_data
+from pipeline.inputs.infer import infer
 
 L = keras.layers
 
@@ -86,7 +87,7 @@ def with_output_convention(model: keras.Model, softmax: bool) -> keras.Model:
 def predict_logits(model: keras.Model, x: Samples, batch_size: int = 256) -> np.ndarray:
     """The model's logits on `x` (exact pre-softmax values for a softmax model)."""
     logits = logits_model(model)
-    return predict_batches(lambda b: logits.predict(b, batch_size=batch_size, verbose=0), x).astype(np.float32)
+    return predict_batches(lambda b: infer(logits, b, batch_size), x).astype(np.float32)
 
 
 def distillation_loss(temperature: float, alpha: float) -> Callable[[Any, Any], Any]:
@@ -242,7 +243,7 @@ def fit_classifier(model: keras.Model, data: TrainData, spec: FitSpec, teacher: 
 
 def predict_outputs(model: keras.Model, x: Samples, batch_size: int = 256) -> np.ndarray:
     """The model's outputs on `x`, as they are (no softmax removed): what a non-classifier is judged on."""
-    return predict_batches(lambda b: model.predict(b, batch_size=batch_size, verbose=0), x).astype(np.float32)
+    return predict_batches(lambda b: infer(model, b, batch_size), x).astype(np.float32)
 
 
 def task_targets(data: TrainData, labels: str, reference: keras.Model) -> tuple[Samples, Samples]:

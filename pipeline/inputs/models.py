@@ -20,6 +20,7 @@ from pipeline.cache import content_hash as hash_of
 from pipeline.errors import ModelLoadError
 from pipeline.inputs import dict_io, legacy_h5, savedmodel_v1
 from pipeline.inputs.arrays import PREDICT_BATCH, predict_batches
+from pipeline.inputs.infer import infer
 
 if TYPE_CHECKING:
     import keras
@@ -293,7 +294,7 @@ def predict(loaded: LoadedModel, x: Any, batch_size: int = PREDICT_BATCH, output
         keras_model = loaded.keras_model
 
         def one(b: Any) -> np.ndarray:
-            return dict_io.flat_outputs(keras_model.predict(b, batch_size=batch_size, verbose=0))[output]
+            return dict_io.flat_outputs(infer(keras_model, b, batch_size))[output]
 
         return predict_named(one, x) if isinstance(x, dict) else predict_batches(one, x)
     import tensorflow as tf

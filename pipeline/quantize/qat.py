@@ -152,20 +152,11 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _outputs(model: Any, x: np.ndarray, batch: int = 256) -> list[np.ndarray]:
-    """Each of the model's outputs on x in inference mode. Small inputs are called batch by batch: Model.predict
-    traces a function for each of the five models a fine-tune runs (0.1-0.3 s each, most of a small model's
-    pass). Large ones go through predict, whose traced function runs big models faster than eager calls."""
-    if x.size > _EAGER_MAX_VALUES:
-        outs = model.predict(x, batch_size=batch, verbose=0)
-        return [np.asarray(o) for o in outs] if isinstance(outs, list | tuple) else [np.asarray(outs)]
-    parts = [model(x[i : i + batch], training=False) for i in range(0, len(x), batch)]
-    parts = [p if isinstance(p, list | tuple) else [p] for p in parts]
-    return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0]))]
+    """Each of the model's outputs on x (pipeline.inputs.infer: eagerly where x is small)."""
+    from pipeline.inputs.infer import infer
 
-
-# inputs up to this many values run eagerly; MobileNetV2 @224 on 512 images (77 M values) took 5.2 s in predict
-# against 7-10 s eagerly, the digits models (92 k values) 0.1 s against 0.012 s
-_EAGER_MAX_VALUES = 4_000_000
+    outs = infer(model, x, batch)
+    return [np.asarray(o) for o in outs] if isinstance(outs, list | tuple) else [np.asarray(outs)]
 
 
 def _write(model: FloatModel, data: tuple[np.ndarray, ...], calib: CalibrationSet, scheme: Scheme, cfg: QatConfig,
