@@ -1,0 +1,149 @@
+"""The build's Keras inference passes, before and after 2026-12-08, timed in one run on this host.
+
+- BatchNorm recalibration (pipeline.compress.training.recalibrate_batchnorm, before every validation pass of a
+  fine-tune): one inference pass over the graph, each BatchNorm set just before it runs, against the earlier
+  method kept here as the baseline: a sub-model up to each BatchNorm and its Model.predict, in layer order (a
+  pass per BatchNorm). Both end with the same statistics; the table gives the largest relative difference.
+- An inference pass on a fresh model (stage metrics, teacher logits, reference predictions, QAT):
+  pipeline.inputs.infer against Model.predict. Small inputs are called eagerly; inputs over
+  infer.EAGER_MAX_VALUES values go through predict in both columns.
+
+Each cell is the median of `--repeats` rounds, the two methods interleaved within a round, each round on a fresh
+copy of the model (Keras traces per model object). Ratios are baseline / new, with the range over the rounds.
+
+    python -m bench.keras_passes [--repeats 3] [--out BENCHMARKS-keras-passes.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def per_batchnorm_predict(model: Any, x: np.ndarray, max_samples: int = 1024) -> None:
+    """The baseline: recalibrate_batchnorm as it was until 2026-12-08 (a sub-model and a predict per BatchNorm)."""
+    import keras
+
+    head = np.asarray(x[:max_samples])
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        act = np.asarray(keras.Model(model.inputs, layer.input).predict(head, batch_size=256, verbose=0))
+        axes = tuple(i for i in range(act.ndim) if i != (layer.axis % act.ndim))
+        gamma_beta = layer.get_weights()[: len(layer.get_weights()) - 2]
+        layer.set_weights([*gamma_beta, act.mean(axis=axes), act.var(axis=axes)])
+
+
+def _digits_cnn() -> Any:
+    from pipeline.inputs.examples import _digits_cnn as make
+
+    return make()
+
+
+def _mobilenet_v2() -> Any:
+    import keras
+
+    return keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=10)
+
+
+MODELS: dict[str, tuple[Callable[[], Any], tuple[int, ...], int]] = {  # name: (builder, input shape, samples)
+    "digits CNN (examples)": (_digits_cnn, (8, 8, 1), 1024),
+    "MobileNetV2 0.35 @96": (_mobilenet_v2, (96, 96, 3), 256),
+}
+
+
+def _stats(model: Any) -> list[np.ndarray]:
+    import keras
+
+    return [w for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+            for w in layer.get_weights()[2:]]
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _fresh(model: Any) -> Any:
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def measure(repeats: int) -> list[dict[str, Any]]:
+    from pipeline.compress.training import recalibrate_batchnorm
+    from pipeline.inputs.infer import infer
+
+    rows = []
+    for name, (build, shape, n) in MODELS.items():
+        model = build()
+        x = np.random.default_rng(0).random((n, *shape), dtype=np.float32)
+        times: dict[str, list[float]] = {k: [] for k in ("bn old", "bn new", "predict", "infer")}
+        diff = 0.0
+        for _ in range(repeats):
+            old, new = _fresh(model), _fresh(model)
+            times["bn old"].append(_timed(lambda: per_batchnorm_predict(old, x)))  # noqa: B023
+            times["bn new"].append(_timed(lambda: recalibrate_batchnorm(new, x)))  # noqa: B023
+            diff = max([diff] + [float(np.max(np.abs(a - b) / (np.abs(a) + 1e-3)))
+                                 for a, b in zip(_stats(old), _stats(new), strict=True)])
+            p, i = _fresh(model), _fresh(model)
+            times["predict"].append(_timed(lambda: p.predict(x, batch_size=32, verbose=0)))  # noqa: B023
+            times["infer"].append(_timed(lambda: infer(i, x, 32)))  # noqa: B023
+        rows.append({"model": name, "samples": n, "values": int(x.size), "times": times, "diff": diff})
+    return rows
+
+
+def _ratio(base: list[float], new: list[float]) -> str:
+    ratios = sorted(b / n for b, n in zip(base, new, strict=True))
+    return f"{statistics.median(ratios):.1f}x ({ratios[0]:.1f}-{ratios[-1]:.1f})"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    from pipeline.inputs.infer import EAGER_MAX_VALUES
+
+    lines = ["| model | samples (input values) | BatchNorm recalibration: per-BatchNorm predict s | one pass s | "
+             "speed-up | largest relative difference | inference pass: Model.predict s | infer s | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = {k: statistics.median(v) for k, v in r["times"].items()}
+        path = "eager" if r["values"] <= EAGER_MAX_VALUES else "predict"
+        lines.append(f"| {r['model']} | {r['samples']} ({r['values']:,}; infer: {path}) | {t['bn old']:.3f} | "
+                     f"{t['bn new']:.3f} | {_ratio(r['times']['bn old'], r['times']['bn new'])} | {r['diff']:.1e} | "
+                     f"{t['predict']:.3f} | {t['infer']:.3f} | {_ratio(r['times']['predict'], r['times']['infer'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from targets.runner import cpu_info
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="write the table (markdown) here as well")
+    args = parser.parse_args(argv)
+    started = time.time()
+    rows = measure(args.repeats)
+    info = cpu_info()
+    text = (f"# The build's Keras inference passes\n\nMeasured {datetime.now(timezone.utc):%Y-%m-%d} by "
+            f"`python -m bench.keras_passes --repeats {args.repeats}` on {info.get('model', '?')} (int8 features: "
+            f"{', '.join(info.get('features', [])) or 'none'}), {time.time() - started:.0f} s. What is measured: the "
+            "docstring of bench/keras_passes.py. Medians of the rounds; speed-ups are the median of the rounds' "
+            "ratios (baseline / new) with their range.\n\n" + table(rows) + "\n")
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
