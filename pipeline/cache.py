@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,28 @@ def content_hash(path: Path) -> str:
     for f in files:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         _update(h, f)
+    return h.hexdigest()
+
+
+def keras_file_hash(path: Path) -> str:
+    """A .keras file's identity for cache keys: its members' names and bytes, less the save date Keras writes into
+    metadata.json, so the same model saved again (a notebook re-running its cells) keeps its id and its cached
+    stages and exports; any change of config, weights or Keras version gives a new one. A file that is not a
+    readable zip gets content_hash's."""
+    h = hashlib.sha256(b"keras-members\0")
+    try:
+        with zipfile.ZipFile(path) as z:
+            for name in sorted(z.namelist()):
+                h.update(name.encode() + b"\0")
+                if name == "metadata.json":
+                    meta = {k: v for k, v in json.loads(z.read(name)).items() if k != "date_saved"}
+                    h.update(json.dumps(meta, sort_keys=True).encode())
+                    continue
+                with z.open(name) as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):  # noqa: B023
+                        h.update(chunk)
+    except (zipfile.BadZipFile, OSError, ValueError, AttributeError):
+        return content_hash(path)
     return h.hexdigest()
 
 

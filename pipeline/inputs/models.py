@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.cache import content_hash as hash_of
+from pipeline.cache import keras_file_hash
 from pipeline.errors import ModelLoadError
 from pipeline.inputs import dict_io, legacy_h5, savedmodel_v1
 from pipeline.inputs.arrays import PREDICT_BATCH, predict_batches
@@ -256,7 +257,7 @@ def load_model(path: Path, *, allow_unsafe: bool = False, work_dir: Path | None 
                                  "edgepipe runs no code from model files") from None
         msg = " ".join(str(err).split())[:300]
         raise ModelLoadError(f"{path}: cannot load the model: {type(err).__name__}: {msg}") from None
-    return from_keras(model, fmt, path, hash_of(path), notes)
+    return from_keras(model, fmt, path, keras_file_hash(path) if fmt is ModelFormat.KERAS else hash_of(path), notes)
 
 
 def from_keras(model: keras.Model, fmt: ModelFormat, path: Path, content_hash: str,

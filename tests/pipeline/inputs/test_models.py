@@ -101,3 +101,25 @@ def test_unreadable_saved_model_is_one_error(tmp_path: Path) -> None:
         load_model(sm, work_dir=work)
     assert str(sm) in str(info.value) and "\n" not in str(info.value)
     assert not any(work.iterdir())  # no half-written re-export left behind
+
+
+def test_a_keras_model_saved_again_keeps_its_id_and_a_changed_one_does_not(tmp_path: Path) -> None:
+    """The model id (every cache key's root) leaves out the save date in the .keras file's metadata.json: a
+    notebook that saves the same model again reuses its cached exports; new weights give a new id."""
+    import json
+    import zipfile
+
+    model = _small()
+    model.save(tmp_path / "a.keras")
+    meta = json.loads(zipfile.ZipFile(tmp_path / "a.keras").read("metadata.json"))
+    with zipfile.ZipFile(tmp_path / "a.keras") as src, zipfile.ZipFile(tmp_path / "b.keras", "w") as dst:
+        for item in src.infolist():  # the same model "saved a day later"
+            data = src.read(item)
+            dst.writestr(item, json.dumps({**meta, "date_saved": "2001-01-01@00:00:00"}) if item.filename ==
+                         "metadata.json" else data)
+    assert file_hash(tmp_path / "a.keras") != file_hash(tmp_path / "b.keras")  # the bytes differ
+    ids = {name: load_model(tmp_path / name).content_hash for name in ("a.keras", "b.keras")}
+    assert ids["a.keras"] == ids["b.keras"]
+    model.layers[0].kernel.assign(model.layers[0].kernel.numpy() + 1.0)
+    model.save(tmp_path / "c.keras")
+    assert load_model(tmp_path / "c.keras").content_hash != ids["a.keras"]
