@@ -126,10 +126,13 @@ def recalibrate_batchnorm(model: keras.Model, x: Samples, max_samples: int = 102
     statistics are still far from the truth, and inference-mode accuracy collapses. BN recalibration
     (as after channel pruning) fixes that. One inference pass over the graph in order: each BatchNorm gets its
     statistics just before it runs, so the layers after it see its recalibrated output (a sub-model per layer,
-    as before, cost a pass per BatchNorm: 34 s against 16 s for one call on MobileNetV2 0.35 @96).
-    BatchNorms inside a nested model keep theirs.
+    as before, cost a traced pass per BatchNorm: bench/keras_passes.py compares the two).
+    BatchNorms inside a nested model keep theirs. The pass holds every sample's activations of the layers in
+    flight, so large inputs use fewer samples: at most _RECALIBRATION_VALUES input values (MobileNetV2 @224: 212
+    images, each BatchNorm's statistics still over millions of values a channel).
     """
-    head = ops.convert_to_tensor(np.asarray(x[:max_samples]))
+    per_sample = max(1, int(np.prod(x.shape[1:])))
+    head = ops.convert_to_tensor(np.asarray(x[: min(max_samples, max(64, _RECALIBRATION_VALUES // per_sample))]))
     done: set[int] = set()
 
     def recalibrate(layer: keras.layers.Layer, args: tuple[Any, ...]) -> None:
@@ -142,6 +145,9 @@ def recalibrate_batchnorm(model: keras.Model, x: Samples, max_samples: int = 102
         layer.set_weights([*gamma_beta, act.mean(axis=axes), act.var(axis=axes)])
 
     run_eagerly(model, [head], recalibrate)
+
+
+_RECALIBRATION_VALUES = 32_000_000  # input values (128 MB of float32) the recalibration pass takes at most
 
 
 class _RecalibrateBN(keras.callbacks.Callback):
