@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from .system import emit, host_words
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("none", "smoothquant", "cle")
 COLUMNS = ("tflite", "tflite per-tensor", "openvino", "tensorrt")
@@ -200,26 +202,20 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from targets.runner import cpu_info
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the table (markdown) here as well")
     parser.add_argument("--epochs", type=int, default=25)
     args = parser.parse_args(argv)
     started = time.time()
     rows = measure(args.epochs)
-    info = cpu_info()
     head = (f"# Equalization in Keras: SmoothQuant-style migration vs cross-layer equalization\n\n"
-            f"Measured {datetime.now(timezone.utc):%Y-%m-%d} by `python -m bench.equalization` on {info.get('model', '?')} "
-            f"(int8 features: {', '.join(info.get('features', [])) or 'none'}), {time.time() - started:.0f} s. "
+            f"Measured {datetime.now(timezone.utc):%Y-%m-%d} by `python -m bench.equalization` on {host_words()}, "
+            f"{time.time() - started:.0f} s. "
             "Top-1 accuracy on the digits test split (360 images) in each runtime, min-max calibration "
             "(200 samples), the drop from the float model in parentheses. Every equalized model keeps the float "
             f"function (largest output difference over the test split: "
             f"{max(r['float_diff'] for r in rows):.1e}).\n\n")
-    text = head + table(rows) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(head + table(rows) + "\n", args.out)
     return 0
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .system import emit, host_words
+
 
 def per_batchnorm_predict(model: Any, x: np.ndarray, max_samples: int = 1024) -> None:
     """The baseline: recalibrate_batchnorm as it was until 2026-12-08 (a sub-model and a predict per BatchNorm)."""
@@ -167,8 +169,6 @@ def large_table(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from targets.runner import cpu_info
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, help="write the table (markdown) here as well")
@@ -176,17 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     rows = measure(args.repeats)
     big = large(args.repeats)
-    info = cpu_info()
     text = (f"# The build's Keras inference passes\n\nMeasured {datetime.now(timezone.utc):%Y-%m-%d} by "
-            f"`python -m bench.keras_passes --repeats {args.repeats}` on {info.get('model', '?')} (int8 features: "
-            f"{', '.join(info.get('features', [])) or 'none'}), {time.time() - started:.0f} s. What is measured: the "
+            f"`python -m bench.keras_passes --repeats {args.repeats}` on {host_words()}, "
+            f"{time.time() - started:.0f} s. What is measured: the "
             "docstring of bench/keras_passes.py. Medians of the rounds; speed-ups are the median of the rounds' "
             "ratios (baseline / new) with their range.\n\n" + table(rows) + "\n\n"
             "Why inputs over the threshold still go through Model.predict (a larger model, eager calls forced):\n\n"
             + large_table(big) + "\n")
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(text, args.out)
     return 0
 
 

@@ -46,6 +46,21 @@ def machine() -> Machine:
     )
 
 
+def host_words() -> str:
+    """This host as a table's heading names it: "AMD EPYC (int8 features: avx2, avx512_vnni)"."""
+    from targets.runner import cpu_info
+
+    info = cpu_info()
+    return f"{info.get('model', '?')} (int8 features: {', '.join(info.get('features', [])) or 'none'})"
+
+
+def emit(text: str, out: Path | None) -> None:
+    """Print a bench script's markdown and write it to `out` as well, where given."""
+    print(text)
+    if out:
+        out.write_text(text)
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for d in DISTS:

@@ -138,38 +138,26 @@ class _Rebuilder:
         self.made[id(layer)] = new_layers
         return new_layers
 
-    def run(self, model: keras.Model, inputs: Sequence[Any]) -> list[Any]:
-        graph = graph_of(model)
-        tensors = {id(x): y for x, y in zip(graph.inputs, inputs, strict=True)}
-        for node in graph_nodes(graph):
-            if any(id(x) not in tensors for x in node.input_tensors):
-                continue
-            args, kwargs = node.arguments.fill_in(tensors)
-            op = node.operation
-            if isinstance(op, keras.layers.InputLayer):
-                continue
-            if isinstance(op, keras.Model):
-                out: Any = _pack(self.run(op, keras.tree.flatten(args[0])))
-            elif isinstance(op, keras.layers.Layer):
-                layers = self.layers_for(op)
-                if not layers:
-                    out = args[0]
-                else:
-                    out = layers[0](*args, **kwargs)
-                    for follower in layers[1:]:
-                        out = follower(out)
-            else:  # a plain keras.ops operation inside a functional graph
-                out = op(*args, **kwargs)
-            for x, y in zip(node.outputs, keras.tree.flatten(out), strict=True):
-                tensors[id(x)] = y
-        return [tensors[id(x)] for x in graph.outputs]
+    def call(self, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A node of the source graph, called with the new layers (a plain keras.ops operation as it is)."""
+        if not isinstance(op, keras.layers.Layer):
+            return op(*args, **kwargs)
+        layers = self.layers_for(op)
+        if not layers:
+            return args[0]
+        out = layers[0](*args, **kwargs)
+        for follower in layers[1:]:
+            out = follower(out)
+        return out
 
 
-def run_eagerly(model: keras.Model, inputs: Sequence[Any],
-                before_call: Callable[[keras.layers.Layer, tuple[Any, ...]], None] | None = None) -> list[Any]:
-    """The model's outputs for concrete `inputs`, computed node by node in inference mode; `before_call(layer,
-    args)` sees each of the model's own layers' concrete arguments just before that layer runs (not those inside
-    a nested model). Each value is dropped once the last node that reads it has run."""
+NodeCall = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def walk(model: keras.Model, inputs: Sequence[Any], call: NodeCall) -> list[Any]:
+    """The model's graph evaluated on `inputs` (symbolic tensors or concrete arrays), node by node, parents first:
+    `call(operation, args, kwargs)` gives each layer's or keras.ops operation's output; a nested model is walked
+    with the same `call` (inlined). Each value is dropped once the last node that reads it has run."""
     graph = graph_of(model)
     values = {id(x): y for x, y in zip(graph.inputs, inputs, strict=True)}
     nodes = graph_nodes(graph)
@@ -181,11 +169,9 @@ def run_eagerly(model: keras.Model, inputs: Sequence[Any],
             continue
         args, kwargs = node.arguments.fill_in(values)
         if isinstance(op, keras.Model):
-            out: Any = _pack(run_eagerly(op, keras.tree.flatten(args[0])))
+            out = _pack(walk(op, keras.tree.flatten(args[0]), call))
         else:
-            if before_call is not None:
-                before_call(op, args)
-            out = op(*args, **kwargs)
+            out = call(op, args, kwargs)
         for x, y in zip(node.outputs, keras.tree.flatten(out), strict=True):
             values[id(x)] = y
         for t in node.input_tensors:
@@ -209,7 +195,7 @@ def rebuild(
     for x in graph.inputs:
         name = rebuilder._unique(producer(x).name)
         new_inputs.append(keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, name=name))
-    outputs = rebuilder.run(graph, new_inputs)
+    outputs = walk(graph, new_inputs, rebuilder.call)
     new_model = keras.Model(_pack(new_inputs), _pack(outputs), name=model.name)
     for layer, weights in rebuilder.pending:
         layer.set_weights(weights)

@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from pipeline.compress.base import Distillation, FitSpec, TrainData, one_input
-from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild, run_eagerly
+from pipeline.compress.graph import LayerEdit, final_layer, graph_of, layer_config, rebuild, walk
 from pipeline.inputs.arrays import Samples, fit_data, predict_batches, take, validation_data
 from pipeline.inputs.infer import infer
 
@@ -125,7 +125,7 @@ def recalibrate_batchnorm(model: keras.Model, x: Samples, max_samples: int = 102
     A freshly built or pruned student trains for a few hundred steps only; with momentum 0.99 its moving
     statistics are still far from the truth, and inference-mode accuracy collapses. BN recalibration
     (as after channel pruning) fixes that. One inference pass over the graph in order: each BatchNorm gets its
-    statistics just before it runs, so the layers after it see its recalibrated output (a sub-model per layer,
+    statistics just before it runs (graph.walk), so the layers after it see its recalibrated output (a sub-model per layer,
     as before, cost a traced pass per BatchNorm: bench/keras_passes.py compares the two).
     BatchNorms inside a nested model keep theirs. The pass holds every sample's activations of the layers in
     flight, so large inputs use fewer samples: at most _RECALIBRATION_VALUES input values (MobileNetV2 @224: 212
@@ -133,18 +133,18 @@ def recalibrate_batchnorm(model: keras.Model, x: Samples, max_samples: int = 102
     """
     per_sample = max(1, int(np.prod(x.shape[1:])))
     head = ops.convert_to_tensor(np.asarray(x[: min(max_samples, max(64, _RECALIBRATION_VALUES // per_sample))]))
-    done: set[int] = set()
+    pending = {id(layer) for layer in model.layers if isinstance(layer, L.BatchNormalization)}  # not nested ones
 
-    def recalibrate(layer: keras.layers.Layer, args: tuple[Any, ...]) -> None:
-        if not isinstance(layer, L.BatchNormalization) or id(layer) in done:
-            return
-        done.add(id(layer))
-        act = np.asarray(args[0])
-        axes = tuple(i for i in range(act.ndim) if i != (layer.axis % act.ndim))
-        gamma_beta = layer.get_weights()[: len(layer.get_weights()) - 2]
-        layer.set_weights([*gamma_beta, act.mean(axis=axes), act.var(axis=axes)])
+    def call(layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if id(layer) in pending:
+            pending.discard(id(layer))  # a shared BatchNorm: from its first call's input
+            act = np.asarray(args[0])
+            axes = tuple(i for i in range(act.ndim) if i != (layer.axis % act.ndim))
+            gamma_beta = layer.get_weights()[: len(layer.get_weights()) - 2]
+            layer.set_weights([*gamma_beta, act.mean(axis=axes), act.var(axis=axes)])
+        return layer(*args, **kwargs)
 
-    run_eagerly(model, [head], recalibrate)
+    walk(model, [head], call)
 
 
 _RECALIBRATION_VALUES = 32_000_000  # input values (128 MB of float32) the recalibration pass takes at most
